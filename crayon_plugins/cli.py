@@ -1,0 +1,110 @@
+"""The ``crayon`` command line.
+
+User errors (bad configuration, unknown or broken plugins) print one paragraph and exit with status 2;
+``crayon --debug …`` (or ``CRAYON_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .cache import ArtifactCache
+from .config import load_config
+from .errors import CrayonError
+from .pipeline import Pipeline
+from .progress import console
+from .registry import Registry, default_registry
+
+app = typer.Typer(
+    help="Correct where image classifiers look, from yes / no judgements of their explanations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stdout = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs and pipes
+_debug = os.environ.get("CRAYON_DEBUG", "") not in ("", "0")
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False) -> None:
+    global _debug
+    _debug = _debug or debug
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn a :class:`CrayonError` into a message on stderr and exit status 2."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CrayonError as error:
+            if _debug:
+                raise
+            console.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _warn_broken(registry: Registry) -> None:
+    for broken in registry.broken:
+        console.print(f"[yellow]warning:[/] {broken.describe()}; its components are unavailable", highlight=False)
+
+
+@app.command()
+@user_errors
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+    """List every component with its kind, name, plugin and module. Exits 2 if a plugin is broken
+    or two plugins registered one name."""
+    registry = default_registry()
+    rows = [{"kind": r.kind, "name": r.name, "plugin": r.plugin, "module": r.module} for r in registry.all()]
+    conflicts = [
+        {"kind": kind, "name": name, "plugins": [r.plugin for r in regs], "modules": [r.module for r in regs]}
+        for (kind, name), regs in registry.conflicts.items()
+    ]
+    broken = [{"plugin": b.plugin, "entry_point": b.entry_point, "error": b.error} for b in registry.broken]
+    if as_json:
+        typer.echo(json.dumps({"components": rows, "conflicts": conflicts, "broken": broken}, indent=2))
+    else:
+        table = Table("kind", "name", "plugin", "module", title="crayon components")
+        for row in rows:
+            table.add_row(row["kind"].replace("_", " "), row["name"], row["plugin"], row["module"])
+        stdout.print(table)
+        for conflict in conflicts:
+            console.print(f"[bold red]conflict:[/] {conflict['kind']} {conflict['name']!r} is registered by plugins {' and '.join(conflict['plugins'])}")
+        _warn_broken(registry)
+    if conflicts or broken:
+        raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
+def run(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML run configuration (default: built-in defaults).")] = None,
+    refiners: Annotated[Optional[str], typer.Option("--refiners", "-r", help="Comma-separated refiners (default: the configuration's).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results.json.")] = Path("runs/latest"),
+) -> None:
+    """Train (or load) the original model, annotate, refine, evaluate; print a table and write
+    OUT/results.json."""
+    run_config = load_config(config)
+    _warn_broken(default_registry())
+    names = None if refiners is None else [n.strip() for n in refiners.split(",") if n.strip()]
+    pipeline = Pipeline.from_config(run_config, names, ArtifactCache())
+    results = pipeline.run(out)
+    stdout.print(results.table())
+    console.print(f"wrote {out / 'results.json'}")
+
+
+def main() -> None:
+    app()

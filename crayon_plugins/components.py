@@ -1,0 +1,147 @@
+"""The contract of each component kind.
+
+Plugins return subclasses of these classes from the hooks in :mod:`crayon_plugins.hookspecs`. Each
+component declares its options as a pydantic model ``Params``; the factories in
+:mod:`crayon_plugins.factory` validate configuration against it and construct ``Component(params)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from .data import ImageSet, MapAnnotations, MapsToJudge
+from .model import Classifier
+
+
+class Params(BaseModel):
+    """Base of every component's options: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component:
+    """Base of all components: holds the validated ``params``."""
+
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+
+class Backbone(Component, ABC):
+    """Builds a :class:`~crayon_plugins.model.Classifier` for ``num_classes`` classes."""
+
+    @abstractmethod
+    def build(self, num_classes: int) -> Classifier: ...
+
+
+class Dataset(Component, ABC):
+    """Gives the ``train``, ``val`` and ``test`` splits as :class:`~crayon_plugins.data.ImageSet`."""
+
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+
+    @abstractmethod
+    def load(self, split: str) -> ImageSet: ...
+
+
+class Interpreter(Component, ABC):
+    """Saliency maps for a model's decisions.
+
+    ``interpreter(model, images, targets)``: ``images`` ``(B, 3, H, W)`` in ``[0, 1]``, ``targets``
+    ``(B,)`` class indices → ``(B, h, w)`` maps, non-negative and max-normalised per image to
+    ``[0, 1]`` (an all-zero map stays zero). ``h, w`` is the interpreter's grid (Grad-CAM: the model's
+    feature grid). A ``differentiable`` interpreter keeps the graph so a loss on its maps trains the
+    model; the others return detached maps.
+    """
+
+    differentiable: ClassVar[bool] = False
+
+    @abstractmethod
+    def __call__(self, model: Classifier, images: Tensor, targets: Tensor) -> Tensor: ...
+
+
+class DifferentiableInterpreter(Interpreter):
+    """An interpreter whose maps a loss can train through (CRAYON-Attention needs one).
+
+    :meth:`explain` returns ``(maps, logits)`` with the graph kept, so a refiner pays for one forward
+    pass per minibatch; calling the interpreter returns the same maps detached.
+    """
+
+    differentiable: ClassVar[bool] = True
+
+    @abstractmethod
+    def explain(self, model: Classifier, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def __call__(self, model: Classifier, images: Tensor, targets: Tensor) -> Tensor:
+        return self.explain(model, images, targets)[0].detach()
+
+
+class ConceptExtractor(Component, ABC):
+    """Describes each neuron (channel of the last feature map) by what activates it."""
+
+    @abstractmethod
+    def extract(self, model: Classifier, train: ImageSet) -> object: ...
+
+
+class AnnotationSource(Component, ABC):
+    """Answers yes / no / maybe about saliency maps (a person's file, or a simulated annotator)."""
+
+    @abstractmethod
+    def annotate_maps(self, items: MapsToJudge) -> MapAnnotations: ...
+
+
+@dataclass(frozen=True)
+class RefinementContext:
+    """Everything a refiner may use besides the model it refines.
+
+    Attributes:
+        train: the training split.
+        original_maps: ``(N, h, w)`` the original model's normalised maps on ``train``, in order.
+        map_answers: ``(N,)`` per training item an :class:`~crayon_plugins.data.Answer` code, or
+            :data:`~crayon_plugins.data.NOT_ANNOTATED`.
+        annotations: the raw answers ``map_answers`` was derived from.
+        seed: seed for every random choice the refiner makes.
+        device: where to train.
+    """
+
+    train: ImageSet
+    original_maps: Tensor
+    map_answers: Tensor
+    annotations: MapAnnotations
+    seed: int
+    device: torch.device
+
+
+class Refiner(Component, ABC):
+    """Model + data + annotations → refined model. Must not modify the model it is given."""
+
+    @abstractmethod
+    def refine(self, model: Classifier, context: RefinementContext) -> Classifier: ...
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What metrics see: a model's predictions on one split.
+
+    Attributes:
+        split: the evaluated split (labels, groups, names).
+        predicted: ``(N,)`` predicted classes.
+        train_group_shares: ``(G,)`` each group's share of the training set.
+    """
+
+    split: ImageSet
+    predicted: Tensor
+    train_group_shares: Tensor
+
+
+class Metric(Component, ABC):
+    """Predictions → named numbers (a float, or a mapping name → float)."""
+
+    @abstractmethod
+    def compute(self, predictions: Predictions) -> dict[str, float | dict[str, float]]: ...

@@ -1,0 +1,93 @@
+"""Run configuration: pydantic models, loaded from TOML and validated at the edge."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+def describe_validation_error(error: ValidationError, where: str, prefix: str = "") -> str:
+    """One line per problem: ``where: field.path: why (got value)``."""
+    lines = []
+    for problem in error.errors():
+        path = ".".join(str(part) for part in (*filter(None, [prefix]), *problem["loc"]))
+        got = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
+        lines.append(f"{where}: {path or '<root>'}: {problem['msg']}{got}")
+    return "\n".join(lines)
+
+
+class ComponentSpec(BaseModel):
+    """A component by registered name; every other key is one of its options (checked by the factory)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(min_length=1)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Optimisation(BaseModel):
+    """How a model is trained: Adam for ``epochs`` passes in minibatches of ``batch_size``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    epochs: PositiveInt = 3
+    lr: PositiveFloat = 1e-3
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: PositiveInt = 64
+
+
+class RunConfig(BaseModel):
+    """One run: data, backbone, original training, annotation, refiners and metrics.
+
+    ``refiner`` holds per-refiner options keyed by refiner name; ``refiners`` says which to run.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dataset: ComponentSpec = ComponentSpec(name="spurious-bars")
+    backbone: ComponentSpec = ComponentSpec(name="timm")
+    training: Optimisation = Optimisation()
+    interpreter: ComponentSpec = ComponentSpec(name="captum-gradcam")
+    annotator: ComponentSpec = ComponentSpec(name="saliency-oracle")
+    refiners: list[str] = Field(default_factory=lambda: ["crayon-attention"])
+    refiner: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "group-accuracy"], min_length=1)
+
+    @field_validator("refiners", "metrics")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("names must not repeat")
+        return names
+
+    def refiner_spec(self, name: str) -> ComponentSpec:
+        return ComponentSpec(name=name, **self.refiner.get(name, {}))
+
+
+def parse_config(data: dict[str, Any], where: str = "configuration") -> RunConfig:
+    """Validate ``data``; :class:`ConfigError` naming ``where`` and each bad field otherwise."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, where)) from None
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Read a TOML run configuration (``None``: the defaults)."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,137 @@
+"""The data that flows between components: image sets, answers and annotations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One split of a dataset, held as tensors.
+
+    Attributes:
+        images: ``(N, 3, H, W)`` float32 in ``[0, 1]`` (models normalise internally).
+        labels: ``(N,)`` int64 class indices.
+        spurious: ``(N,)`` int64 spurious-attribute indices (Waterbirds' ``place``).
+        masks: ``(N, H, W)`` bool object masks, or ``None`` where the dataset has none.
+        ids: ``N`` stable, unique item ids (annotations refer to items by id).
+        class_names / spurious_names: display names; groups are ``label × spurious``.
+    """
+
+    images: Tensor
+    labels: Tensor
+    spurious: Tensor
+    masks: Tensor | None
+    ids: tuple[str, ...]
+    class_names: tuple[str, ...]
+    spurious_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got {tuple(self.images.shape)}")
+        for field in ("images", "labels", "spurious", "masks"):
+            value = getattr(self, field)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{field} has {len(value)} items but ids has {n}")
+        if self.masks is not None and self.masks.shape[1:] != self.images.shape[2:]:
+            raise ValueError(f"masks {tuple(self.masks.shape)} do not match images {tuple(self.images.shape)}")
+        if len(set(self.ids)) != n:
+            raise ValueError("ids must be unique")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def groups(self) -> Tensor:
+        """``(N,)`` group index ``label * len(spurious_names) + spurious``."""
+        return self.labels * len(self.spurious_names) + self.spurious
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """Names of the groups, indexed like :attr:`groups`: ``"label/attribute"``."""
+        return tuple(f"{c}/{s}" for c in self.class_names for s in self.spurious_names)
+
+    def group_shares(self) -> Tensor:
+        """``(G,)`` share of each group in this split (float64, sums to 1)."""
+        counts = torch.bincount(self.groups, minlength=len(self.group_names)).double()
+        return counts / counts.sum()
+
+
+class Answer(IntEnum):
+    """A judgement of a saliency map: does it look at the right thing?"""
+
+    NO = 0
+    YES = 1
+    MAYBE = 2
+
+
+NOT_ANNOTATED = -1
+"""Code used in per-item answer tensors for items nobody annotated."""
+
+
+@dataclass(frozen=True)
+class MapsToJudge:
+    """What an annotation source sees when it judges saliency maps.
+
+    Attributes:
+        ids: item ids, one per map.
+        images: ``(N, 3, H, W)`` the images the maps explain.
+        maps: ``(N, h, w)`` non-negative, max-normalised saliency maps (``h, w`` the model's grid).
+        labels / spurious: ``(N,)`` ground truth and group metadata (oracles may use them).
+        masks: ``(N, H, W)`` object masks, or ``None``.
+    """
+
+    ids: tuple[str, ...]
+    images: Tensor
+    maps: Tensor
+    labels: Tensor
+    spurious: Tensor
+    masks: Tensor | None
+
+
+@dataclass(frozen=True)
+class MapAnnotations:
+    """Answers about saliency maps, one row per (item, annotator).
+
+    Attributes:
+        item_ids: the item each answer is about.
+        answers: ``(M,)`` int64 :class:`Answer` codes.
+        annotators: who gave each answer.
+    """
+
+    item_ids: tuple[str, ...]
+    answers: Tensor
+    annotators: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not (len(self.item_ids) == len(self.answers) == len(self.annotators)):
+            raise ValueError("item_ids, answers and annotators must have one entry per answer")
+        if len(self.answers) and not bool(((self.answers >= 0) & (self.answers <= 2)).all()):
+            raise ValueError("answers must be Answer codes 0 (no), 1 (yes) or 2 (maybe)")
+
+    def counts(self) -> dict[str, int]:
+        """Number of answers of each kind, keyed by ``"yes"``, ``"no"``, ``"maybe"``."""
+        return {a.name.lower(): int((self.answers == a).sum()) for a in (Answer.YES, Answer.NO, Answer.MAYBE)}
+
+    def aligned(self, ids: tuple[str, ...]) -> Tensor:
+        """``(len(ids),)`` answer per item in ``ids`` order, :data:`NOT_ANNOTATED` where none.
+
+        Raises:
+            ValueError: an item has answers from several annotators (aggregate them first).
+        """
+        position = {item: i for i, item in enumerate(ids)}
+        out = torch.full((len(ids),), NOT_ANNOTATED, dtype=torch.int64)
+        seen: set[str] = set()
+        for item, answer in zip(self.item_ids, self.answers.tolist()):
+            if item in seen:
+                raise ValueError(f"item {item!r} has several answers: aggregate the panel first")
+            seen.add(item)
+            if item not in position:
+                raise ValueError(f"annotation for unknown item {item!r}")
+            out[position[item]] = answer
+        return out

@@ -1,0 +1,26 @@
+"""Saliency-map arithmetic shared by interpreters, oracles and refiners."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+EPS = 1e-8
+"""Added before dividing by a map's maximum or sum, so all-zero maps stay finite (and zero)."""
+
+
+def normalise_maps(maps: Tensor) -> Tensor:
+    """``(B, h, w)`` non-negative maps → each divided by its maximum (plus :data:`EPS`)."""
+    return maps / (maps.amax(dim=(-2, -1), keepdim=True) + EPS)
+
+
+def grid_masks(masks: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``(N, H, W)`` object masks → ``(N, h, w)`` float: 1 on the feature-grid cells the object touches."""
+    return F.adaptive_max_pool2d(masks[:, None].float(), grid)[:, 0]
+
+
+def energy_on_mask(maps: Tensor, masks: Tensor) -> Tensor:
+    """``(N,)`` share of each map's energy on the grid cells its object mask touches (0 for a zero map)."""
+    cells = grid_masks(masks, tuple(maps.shape[-2:]))
+    return (maps * cells).sum(dim=(-2, -1)) / (maps.sum(dim=(-2, -1)) + EPS)

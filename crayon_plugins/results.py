@@ -1,0 +1,55 @@
+"""The results of a run: ``results.json`` and the printed table."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.table import Table
+
+
+class ResultRow(BaseModel):
+    """One method's numbers (fractions in ``[0, 1]``); ``details`` holds what else it reports."""
+
+    method: str
+    metrics: dict[str, Any]
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Results(BaseModel):
+    """What ``crayon run`` writes to ``DIR/results.json``."""
+
+    dataset: str
+    backbone: str
+    seed: int
+    annotations: dict[str, int] = Field(default_factory=dict)
+    rows: list[ResultRow] = Field(default_factory=list)
+
+    def row(self, method: str) -> ResultRow:
+        return next(r for r in self.rows if r.method == method)
+
+    def write(self, directory: str | Path) -> Path:
+        """Write ``directory/results.json`` atomically; returns its path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "results.json"
+        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as handle:
+            json.dump(self.model_dump(), handle, indent=2)
+            handle.write("\n")
+        os.replace(handle.name, path)
+        return path
+
+    def table(self) -> Table:
+        """Method, WGA, MGA and accuracy in %, one row per method."""
+        table = Table(title=f"{self.dataset} · {self.backbone} · seed {self.seed}")
+        table.add_column("method")
+        for column in ("WGA", "MGA", "accuracy"):
+            table.add_column(column, justify="right")
+        for row in self.rows:
+            cells = [row.metrics.get(k) for k in ("wga", "mga", "accuracy")]
+            table.add_row(row.method, *("—" if v is None else f"{100 * v:.2f}" for v in cells))
+        return table

@@ -1,0 +1,1 @@
+"""Simulated annotators, installed as ``crayon_plugins.oracles`` and registered through entry points."""

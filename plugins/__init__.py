@@ -1,0 +1,1 @@
+"""Built-in plugins, installed as ``crayon_plugins.plugins`` and registered through entry points."""

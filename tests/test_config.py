@@ -1,0 +1,69 @@
+import pytest
+
+from crayon_plugins import ConfigError, Pipeline, create_refiner, load_config
+from crayon_plugins.config import RunConfig
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_quickstart():
+    config = load_config(None)
+    assert config.dataset.name == "spurious-bars" and config.backbone.name == "timm"
+    assert config.refiners == ["crayon-attention"]
+
+
+def test_toml_round_trip_with_component_options(tmp_path):
+    config = load_config(write(tmp_path, """
+seed = 3
+refiners = ["crayon-attention", "group-balanced"]
+[dataset]
+name = "spurious-bars"
+n_train = 500
+[training]
+epochs = 1
+[refiner.crayon-attention]
+alpha = 5.0
+"""))
+    assert config.seed == 3 and config.dataset.params == {"n_train": 500}
+    assert config.refiner_spec("crayon-attention").params == {"alpha": 5.0}
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("seed = 'x'", "seed: Input should be a valid integer"),
+        ("[training]\nepochs = 0", "training.epochs: Input should be greater than 0"),
+        ("colour = 1", "colour: Extra inputs are not permitted"),
+        ("refiners = ['a', 'a']", "refiners: Value error, names must not repeat"),
+        ("device = 'tpu'", "device: Input should be 'auto', 'cpu' or 'cuda'"),
+    ],
+)
+def test_invalid_configuration_names_file_and_field(tmp_path, text, field):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert field in str(info.value)
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "seed = = 1"))
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_component_options_are_validated_with_their_field_path():
+    with pytest.raises(ConfigError, match=r"refiner\.crayon-attention\.alpha: Input should be greater than or equal to 0 \(got -1\)"):
+        Pipeline.from_config(RunConfig(refiner={"crayon-attention": {"alpha": -1}}))
+    with pytest.raises(ConfigError, match=r"dataset\.n_trian: Extra inputs are not permitted"):
+        Pipeline.from_config(RunConfig.model_validate({"dataset": {"name": "spurious-bars", "n_trian": 10}}))
+
+
+def test_crayon_attention_refuses_a_non_differentiable_interpreter():
+    with pytest.raises(ConfigError, match="'captum-gradcam' is not differentiable"):
+        create_refiner("crayon-attention", {"interpreter": "captum-gradcam"})

@@ -1,0 +1,51 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from crayon_plugins.data import NOT_ANNOTATED, Answer
+from crayon_plugins.energy import crayon_attention_loss, energy_no, energy_yes
+
+import numpy as np
+
+
+def test_energy_terms_match_hand_computed_values():
+    original = torch.tensor([[[1.0, 0.0], [0.5, 0.0]]])  # Σ P = 1.5, Σ (1 − P) = 2.5
+    current = torch.tensor([[[0.2, 1.0], [0.4, 0.6]]])
+    # L_no = (0.2·1 + 0.4·0.5) / 1.5 ;  L_yes = (0.2·0 + 1·1 + 0.4·0.5 + 0.6·1) / 2.5
+    assert torch.allclose(energy_no(current, original), torch.tensor([0.4 / 1.5]))
+    assert torch.allclose(energy_yes(current, original), torch.tensor([1.8 / 2.5]))
+
+
+def test_loss_divides_alpha_and_beta_by_answer_counts_and_ignores_maybe():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
+    labels = torch.tensor([0, 1, 0, 1])
+    original = torch.rand(4, 3, 3, generator=torch.Generator().manual_seed(0))
+    current = torch.rand(4, 3, 3, generator=torch.Generator().manual_seed(1))
+    answers = torch.tensor([Answer.NO, Answer.NO, Answer.YES, Answer.MAYBE])
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+    l_no = energy_no(current, original)
+    l_yes = energy_yes(current, original)
+    expected = ce + 7.0 / 2 * (l_no[0] + l_no[1]) + 3.0 / 1 * l_yes[2]
+    got = crayon_attention_loss(logits, labels, current, original, answers, alpha=7.0, beta=3.0)
+    assert torch.allclose(got, expected)
+
+
+def test_maybe_and_unannotated_add_nothing():
+    logits, labels = torch.randn(3, 2), torch.tensor([0, 1, 0])
+    maps = torch.rand(3, 4, 4)
+    answers = torch.tensor([Answer.MAYBE, NOT_ANNOTATED, Answer.MAYBE])
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+    assert torch.equal(crayon_attention_loss(logits, labels, maps, maps.flip(0), answers, 1e6, 1e6), ce)
+
+
+maps = arrays(np.float32, (2, 4, 4), elements=st.floats(0, 1, width=32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(current=maps, original=maps)
+def test_energy_terms_lie_in_unit_interval(current, original):
+    current, original = torch.from_numpy(current), torch.from_numpy(original)
+    for term in (energy_no(current, original), energy_yes(current, original)):
+        assert torch.isfinite(term).all()
+        assert (term >= 0).all() and (term <= 1 + 1e-6).all()

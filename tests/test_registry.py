@@ -1,0 +1,89 @@
+import importlib.metadata as metadata
+import types
+
+import pytest
+
+from crayon_plugins import hookimpl
+from crayon_plugins.components import Metric
+from crayon_plugins.errors import PluginError, UnknownComponentError
+from crayon_plugins.factory import create
+from crayon_plugins.registry import ENTRY_POINT_GROUP, build_registry, default_registry
+
+
+class Constant(Metric):
+    def compute(self, predictions):
+        return {"constant": 1.0}
+
+
+def plugin(**hooks):
+    """A plugin object whose hook implementations return ``hooks[name]``."""
+    namespace = types.SimpleNamespace()
+    for hook, value in hooks.items():
+        setattr(namespace, hook, hookimpl(lambda value=value: value))
+    return namespace
+
+
+def builtin_entry_points():
+    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def test_builtins_register_through_entry_points():
+    registry = default_registry()
+    assert not registry.broken and not registry.conflicts
+    expected = {
+        ("backbone", "timm"), ("dataset", "spurious-bars"), ("interpreter", "captum-gradcam"),
+        ("interpreter", "gradcam"), ("annotation_source", "saliency-oracle"), ("refiner", "crayon-attention"),
+        ("refiner", "group-balanced"), ("metric", "accuracy"), ("metric", "group-accuracy"),
+    }
+    assert expected <= {(r.kind, r.name) for r in registry.all()}
+    assert registry.get("refiner", "crayon-attention").module == "crayon_plugins.plugins.crayon_attention"
+
+
+def test_a_name_registered_twice_names_both_plugins():
+    registry = build_registry(extra_plugins={"first": plugin(crayon_metrics={"same": Constant}),
+                                             "second": plugin(crayon_metrics={"same": Constant, "other": Constant})})
+    with pytest.raises(PluginError, match=r"registered by both plugin 'first' .* and plugin 'second'"):
+        registry.get("metric", "same")
+    assert registry.get("metric", "other").plugin == "second"  # the rest still works
+
+
+def test_a_plugin_that_fails_to_import_is_named_and_the_others_still_work():
+    broken = metadata.EntryPoint("shiny", "no_such_module_for_crayon:thing", ENTRY_POINT_GROUP)
+    registry = build_registry([broken, *builtin_entry_points()])
+    assert [b.plugin for b in registry.broken] == ["shiny"]
+    assert "shiny = no_such_module_for_crayon:thing" in registry.broken[0].describe()
+    assert "ModuleNotFoundError" in registry.broken[0].error
+    assert registry.get("refiner", "crayon-attention")
+    with pytest.raises(UnknownComponentError, match="failed to load may have provided it: plugin 'shiny'"):
+        registry.get("refiner", "shiny-refiner")
+
+
+@pytest.mark.parametrize(
+    "hooks, error",
+    [
+        ({"crayon_metrics": ["not", "a", "mapping"]}, "not a mapping"),
+        ({"crayon_metrics": {"x": object}}, "not a Metric subclass"),
+        ({"crayon_metric": {"x": Constant}}, "unknown hook 'crayon_metric'"),
+    ],
+)
+def test_malformed_plugins_are_reported_not_raised(hooks, error):
+    registry = build_registry(extra_plugins={"odd": plugin(**hooks), "good": plugin(crayon_metrics={"fine": Constant})})
+    assert [b.plugin for b in registry.broken] == ["odd"]
+    assert error in registry.broken[0].error
+    assert registry.get("metric", "fine").plugin == "good"
+
+
+def test_a_hook_that_raises_is_a_broken_plugin():
+    def explode():
+        raise RuntimeError("boom")
+
+    registry = build_registry(extra_plugins={"bad": types.SimpleNamespace(crayon_refiners=hookimpl(explode))})
+    assert "RuntimeError: boom" in registry.broken[0].error
+
+
+def test_unknown_name_lists_the_available_ones_and_suggests():
+    with pytest.raises(UnknownComponentError) as info:
+        create("refiner", "crayon-atention")
+    message = str(info.value)
+    assert "did you mean 'crayon-attention'" in message
+    assert "available: crayon-attention, group-balanced" in message
