@@ -102,6 +102,7 @@ class Pipeline:
 
     def original_model(self, train: ImageSet) -> tuple[Classifier, bool]:
         """The ERM model (trained, or loaded from the cache) and whether it was cached."""
+        torch.manual_seed(self.config.seed)  # the initial weights depend on the seed only
         model = self.backbone.build(len(train.class_names)).to(self.device)
 
         def train_erm() -> dict:

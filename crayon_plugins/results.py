@@ -45,7 +45,8 @@ class Results(BaseModel):
 
     def table(self) -> Table:
         """Method, WGA, MGA and accuracy in %, one row per method."""
-        table = Table(title=f"{self.dataset} · {self.backbone} · seed {self.seed}")
+        title = " · ".join(part.split("(", 1)[0] for part in (self.dataset, self.backbone))
+        table = Table(title=f"{title} · seed {self.seed}")
         table.add_column("method")
         for column in ("WGA", "MGA", "accuracy"):
             table.add_column(column, justify="right")

@@ -1,0 +1,39 @@
+import json
+
+from typer.testing import CliRunner
+
+from crayon_plugins.cli import app
+
+runner = CliRunner()
+
+
+def test_plugins_json_lists_kind_name_and_module():
+    result = runner.invoke(app, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    entry = next(c for c in listing["components"] if c["name"] == "crayon-attention")
+    assert entry == {"kind": "refiner", "name": "crayon-attention", "plugin": "crayon-attention",
+                     "module": "crayon_plugins.plugins.crayon_attention"}
+    assert listing["broken"] == [] and listing["conflicts"] == []
+
+
+def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[training]\nepochs = -1\n")
+    result = runner.invoke(app, ["run", "--config", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "training.epochs: Input should be greater than 0" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_refiner_exits_2_and_lists_the_available_ones(tmp_path):
+    result = runner.invoke(app, ["run", "--refiners", "nope", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown refiner 'nope'" in result.output and "crayon-attention" in result.output
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = runner.invoke(app, ["--debug", "run", "--refiners", "nope", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert type(result.exception).__name__ == "UnknownComponentError"

@@ -1,0 +1,99 @@
+"""The real pipeline on a tiny configuration (seconds)."""
+
+import json
+
+import pytest
+import torch
+
+from crayon_plugins import Pipeline, PluginError
+from crayon_plugins.cache import ArtifactCache
+from crayon_plugins.components import Refiner
+from crayon_plugins.config import RunConfig
+from crayon_plugins.registry import Registration, default_registry
+
+TINY = {
+    "dataset": {"name": "spurious-bars", "n_train": 192, "n_test": 64, "image_size": 32},
+    "backbone": {"name": "timm", "model": "resnet10t", "output_stride": 8},
+    "training": {"epochs": 1, "batch_size": 64},
+    "refiners": ["crayon-attention", "group-balanced"],
+    "refiner": {"crayon-attention": {"epochs": 1}, "group-balanced": {"epochs": 1}},
+}
+
+
+def tiny_pipeline(cache_dir, **overrides):
+    config = RunConfig.model_validate({**TINY, **overrides})
+    return Pipeline.from_config(config, cache=ArtifactCache(cache_dir))
+
+
+def test_run_writes_results_json(tmp_path):
+    results = tiny_pipeline(tmp_path / "cache").run(tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["seed"] == 0 and written["dataset"].startswith("spurious-bars(")
+    assert [row["method"] for row in written["rows"]] == ["original", "crayon-attention", "group-balanced"]
+    for row in written["rows"]:
+        metrics = row["metrics"]
+        assert set(metrics) >= {"accuracy", "wga", "mga", "groups"}
+        assert all(0 <= metrics[k] <= 1 for k in ("accuracy", "wga", "mga"))
+        assert metrics["wga"] == min(metrics["groups"].values())
+    assert sum(written["annotations"].values()) == 192
+    assert results.row("original").metrics == written["rows"][0]["metrics"]
+
+
+def test_same_seed_same_numbers_and_the_second_run_reuses_the_cache(tmp_path):
+    first = tiny_pipeline(tmp_path / "cache")
+    a = first.run()
+    files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("*.pt"))
+    assert [p.parts[1] for p in files] == ["maps", "models"]
+    stamps = [p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.pt")]
+    second = tiny_pipeline(tmp_path / "cache")
+    model, cached = second.original_model(second.dataset.load("train"))
+    assert cached
+    b = second.run()
+    assert [r.metrics for r in a.rows] == [r.metrics for r in b.rows] and a.annotations == b.annotations
+    assert stamps == [p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.pt")]  # nothing rewritten
+    c = tiny_pipeline(tmp_path / "cache", seed=1).run()
+    assert c.row("original").metrics != a.row("original").metrics
+
+
+def test_refiners_do_not_modify_the_original_model(tmp_path):
+    pipeline = tiny_pipeline(tmp_path / "cache")
+    train = pipeline.dataset.load("train")
+    model, _ = pipeline.original_model(train)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pipeline.run()
+    model_again, _ = pipeline.original_model(train)
+    assert all(torch.equal(before[k], v) for k, v in model_again.state_dict().items())
+
+
+class Exploding(Refiner):
+    def refine(self, model, context):
+        raise RuntimeError("out of ideas")
+
+
+@pytest.fixture
+def exploding_refiner():
+    registry = default_registry()
+    registry.components["refiner"]["exploding"] = Registration("refiner", "exploding", Exploding, "test-plugin")
+    yield
+    del registry.components["refiner"]["exploding"]
+
+
+def test_a_failing_refiner_is_named_and_earlier_results_are_kept(tmp_path, exploding_refiner):
+    pipeline = tiny_pipeline(tmp_path / "cache", refiners=["group-balanced", "exploding"])
+    with pytest.raises(PluginError, match=r"refiner 'exploding' \(plugin 'test-plugin'\) failed: RuntimeError: out of ideas"):
+        pipeline.run(tmp_path / "out")
+    kept = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["method"] for row in kept["rows"]] == ["original", "group-balanced"]
+
+
+def test_training_from_scratch_is_deterministic(tmp_path):
+    def train_once(cache):
+        pipeline = tiny_pipeline(cache)
+        model, cached = pipeline.original_model(pipeline.dataset.load("train"))
+        assert not cached
+        return model.state_dict()
+
+    torch.rand(7)  # whatever the global random state was before, the model is the same
+    a = train_once(tmp_path / "a")
+    b = train_once(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
