@@ -8,38 +8,27 @@ does need group labels, which the annotation-based methods exist to avoid.
 
 from __future__ import annotations
 
-import copy
-
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
-from crayon_plugins.components import RefinementContext, Refiner
-from crayon_plugins.config import Optimisation
+from crayon_plugins.components import RefinementContext
 from crayon_plugins.hookspecs import hookimpl
-from crayon_plugins.model import Classifier
-from crayon_plugins.training import fit
+
+from .finetune import FineTune
 
 
-class GroupBalanced(Refiner):
+class GroupBalanced(FineTune):
     """Fine-tune the whole model with cross-entropy on group-balanced minibatches."""
 
-    class Params(Optimisation):
-        epochs: int = Field(default=3, gt=0)
+    class Params(FineTune.Params):
         lr: float = Field(default=1e-3, gt=0)
+        weight_decay: float = Field(default=0.0, ge=0)
 
-    def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
-        refined = copy.deepcopy(model).to(context.device)
-        train, device = context.train, context.device
-        groups = train.groups
-        weights = 1.0 / torch.bincount(groups).double()[groups]
+    name = "group-balanced"
 
-        def batch_loss(indices):
-            logits = refined(train.images[indices].to(device))
-            return F.cross_entropy(logits, train.labels[indices].to(device))
-
-        fit(refined, batch_loss, len(train), self.params, context.seed, "refine group-balanced", sample_weights=weights)
-        return refined
+    def sample_weights(self, context: RefinementContext) -> torch.Tensor:
+        groups = context.train.groups
+        return 1.0 / torch.bincount(groups).double()[groups]
 
 
 @hookimpl

@@ -9,6 +9,7 @@ from crayon_plugins import Pipeline, PluginError
 from crayon_plugins.cache import ArtifactCache
 from crayon_plugins.components import RefinementContext, Refiner
 from crayon_plugins.config import RunConfig
+from crayon_plugins.factory import create_refiner
 from crayon_plugins.registry import Registration, default_registry
 
 TINY = {
@@ -102,3 +103,20 @@ def test_training_from_scratch_is_deterministic(tmp_path):
     a = train_once(tmp_path / "a")
     b = train_once(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finetune_is_crayon_attention_without_annotations(tmp_path):
+    """The control refiner trains exactly as crayon-attention does when no answer adds a term."""
+    pipeline = tiny_pipeline(tmp_path / "cache")
+    train = pipeline.dataset.load("train")
+    model, _ = pipeline.original_model(train)
+    maps, _ = pipeline.original_maps(model, train)
+    annotations = pipeline.annotate(train, maps)
+    assert annotations.counts()["no"] + annotations.counts()["yes"] > 0
+    context = RefinementContext(train, maps, annotations.aligned(train.ids), annotations, 0, pipeline.device)
+    finetuned = create_refiner("finetune", {"epochs": 1}).refine(model, context)
+    silent = create_refiner("crayon-attention", {"epochs": 1, "alpha": 0, "beta": 0}).refine(model, context)
+    guided = create_refiner("crayon-attention", {"epochs": 1}).refine(model, context)
+    a, b, c = (m.state_dict() for m in (finetuned, silent, guided))
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    assert any(not torch.allclose(a[k].float(), c[k].float(), atol=1e-5) for k in a)

@@ -33,7 +33,7 @@ def test_builtins_register_through_entry_points():
     expected = {
         ("backbone", "timm"), ("dataset", "spurious-bars"), ("interpreter", "captum-gradcam"),
         ("interpreter", "gradcam"), ("annotation_source", "saliency-oracle"), ("refiner", "crayon-attention"),
-        ("refiner", "group-balanced"), ("metric", "accuracy"), ("metric", "group-accuracy"),
+        ("refiner", "group-balanced"), ("refiner", "finetune"), ("metric", "accuracy"), ("metric", "group-accuracy"),
     }
     assert expected <= {(r.kind, r.name) for r in registry.all()}
     assert registry.get("refiner", "crayon-attention").module == "crayon_plugins.plugins.crayon_attention"
@@ -86,4 +86,4 @@ def test_unknown_name_lists_the_available_ones_and_suggests():
         create("refiner", "crayon-atention")
     message = str(info.value)
     assert "did you mean 'crayon-attention'" in message
-    assert "available: crayon-attention, group-balanced" in message
+    assert "available: crayon-attention, finetune, group-balanced" in message
