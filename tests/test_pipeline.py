@@ -26,6 +26,15 @@ def tiny_pipeline(cache_dir, **overrides):
     return Pipeline.from_config(config, cache=ArtifactCache(cache_dir))
 
 
+def original_and_context(pipeline):
+    """The original model and the context a refiner gets, as ``Pipeline.run`` builds them."""
+    train = pipeline.dataset.load("train")
+    model, _ = pipeline.original_model(train)
+    maps, _ = pipeline.original_maps(model, train)
+    annotations = pipeline.annotate(train, maps)
+    return model, RefinementContext(train, maps, annotations.aligned(train.ids), annotations, 0, pipeline.device)
+
+
 def test_run_writes_results_json(tmp_path):
     results = tiny_pipeline(tmp_path / "cache").run(tmp_path / "out")
     written = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -58,11 +67,7 @@ def test_same_seed_same_numbers_and_the_second_run_reuses_the_cache(tmp_path):
 
 def test_refiners_do_not_modify_the_original_model(tmp_path):
     pipeline = tiny_pipeline(tmp_path / "cache")
-    train = pipeline.dataset.load("train")
-    model, _ = pipeline.original_model(train)
-    maps, _ = pipeline.original_maps(model, train)
-    annotations = pipeline.annotate(train, maps)
-    context = RefinementContext(train, maps, annotations.aligned(train.ids), annotations, 0, pipeline.device)
+    model, context = original_and_context(pipeline)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for refiner in pipeline.refiners.values():
         refined = refiner.refine(model, context)
@@ -107,13 +112,8 @@ def test_training_from_scratch_is_deterministic(tmp_path):
 
 def test_finetune_is_crayon_attention_without_annotations(tmp_path):
     """The control refiner trains exactly as crayon-attention does when no answer adds a term."""
-    pipeline = tiny_pipeline(tmp_path / "cache")
-    train = pipeline.dataset.load("train")
-    model, _ = pipeline.original_model(train)
-    maps, _ = pipeline.original_maps(model, train)
-    annotations = pipeline.annotate(train, maps)
-    assert annotations.counts()["no"] + annotations.counts()["yes"] > 0
-    context = RefinementContext(train, maps, annotations.aligned(train.ids), annotations, 0, pipeline.device)
+    model, context = original_and_context(tiny_pipeline(tmp_path / "cache"))
+    assert context.annotations.counts()["no"] + context.annotations.counts()["yes"] > 0
     finetuned = create_refiner("finetune", {"epochs": 1}).refine(model, context)
     silent = create_refiner("crayon-attention", {"epochs": 1, "alpha": 0, "beta": 0}).refine(model, context)
     guided = create_refiner("crayon-attention", {"epochs": 1}).refine(model, context)
