@@ -32,8 +32,6 @@ class FineTune(Refiner):
         lr: float = Field(default=1e-4, gt=0)
         weight_decay: float = Field(default=1e-4, ge=0)
 
-    name = "finetune"
-
     def sample_weights(self, context: RefinementContext) -> torch.Tensor | None:
         """Per training item, how often minibatches draw it (``None``: each once per epoch)."""
         return None
@@ -47,7 +45,7 @@ class FineTune(Refiner):
             return F.cross_entropy(logits, train.labels[indices].to(device), reduction="sum")
 
         weights = self.sample_weights(context)
-        fit(refined, batch_loss, len(train), self.params, context.seed, f"refine {self.name}", sample_weights=weights)
+        fit(refined, batch_loss, len(train), self.params, context.seed, f"refine {type(self).__name__}", sample_weights=weights)
         return refined
 
 

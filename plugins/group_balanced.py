@@ -24,8 +24,6 @@ class GroupBalanced(FineTune):
         lr: float = Field(default=1e-3, gt=0)
         weight_decay: float = Field(default=0.0, ge=0)
 
-    name = "group-balanced"
-
     def sample_weights(self, context: RefinementContext) -> torch.Tensor:
         groups = context.train.groups
         return 1.0 / torch.bincount(groups).double()[groups]
