@@ -16,8 +16,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    """A random resnet10t for 32×32 inputs with a 4×4 feature grid, in eval mode."""
+    """A random resnet10t cut after stage 2 (the default backbone): 32×32 inputs give a 4×4 feature grid, in eval mode."""
     from crayon_plugins import create_backbone
 
     torch.manual_seed(0)
-    return create_backbone("timm", {"model": "resnet10t", "output_stride": 8}).build(2).eval()
+    return create_backbone("timm", {"model": "resnet10t"}).build(2).eval()
