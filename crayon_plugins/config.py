@@ -36,7 +36,7 @@ class Optimisation(BaseModel):
     """How a model is trained: Adam for ``epochs`` passes in minibatches of ``batch_size``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    epochs: PositiveInt = 3
+    epochs: PositiveInt = 6
     lr: PositiveFloat = 1e-3
     weight_decay: float = Field(default=0.0, ge=0)
     batch_size: PositiveInt = 64

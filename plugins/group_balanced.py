@@ -18,11 +18,15 @@ from .finetune import FineTune
 
 
 class GroupBalanced(FineTune):
-    """Fine-tune the whole model with cross-entropy on group-balanced minibatches."""
+    """Fine-tune the whole model with cross-entropy on group-balanced minibatches.
+
+    Longer and faster than ``finetune`` by default (6 epochs, lr 3e-4): at ``finetune``'s 3 epochs and
+    lr 1e-4 it stops short of the core feature, and at lr 1e-3 it memorises the few minority images.
+    """
 
     class Params(FineTune.Params):
-        lr: float = Field(default=1e-3, gt=0)
-        weight_decay: float = Field(default=0.0, ge=0)
+        epochs: int = Field(default=6, gt=0)
+        lr: float = Field(default=3e-4, gt=0)
 
     def sample_weights(self, context: RefinementContext) -> torch.Tensor:
         groups = context.train.groups
