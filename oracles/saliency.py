@@ -19,9 +19,9 @@ class SaliencyOracle(AnnotationSource):
 
     The truthful answer for a map is *yes* when its share of energy on the feature-grid cells the
     object touches is at least ``yes_above``, *no* when it is below ``no_below``, and *maybe* in
-    between; then :func:`~crayon_plugins.oracles.noise.apply_noise` abstains and flips. On a 4×4 grid
-    a map spread evenly scores about the share of cells the object touches (≈ 0.2 for the default
-    benchmark), so the defaults sit on either side of that.
+    between; then :func:`~crayon_plugins.oracles.noise.apply_noise` abstains and flips. A map spread
+    evenly scores the share of cells the object touches (0.09 on the default benchmark's 8×8 grid),
+    so ``no_below`` = 0.2 also counts an evenly spread map as not looking at the object.
     """
 
     class Params(NoiseParams):
