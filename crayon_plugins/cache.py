@@ -15,7 +15,7 @@ import torch
 
 from .progress import console
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bump when the meaning of cached artefacts changes, so older entries are ignored."""
 
 T = TypeVar("T")

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Optimisation
+from .model import Classifier
 from .progress import progress_bar
 
 
@@ -52,7 +53,11 @@ def fit(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 256) -> Tensor:
-    """``(N, num_classes)`` logits of ``model`` (in eval mode) on CPU."""
+def predict(
+    model: Classifier, images: Tensor, device: torch.device, batch_size: int = 256, penultimate: bool = False
+) -> Tensor:
+    """``(N, num_classes)`` logits of ``model`` (in eval mode) on CPU; with ``penultimate``, the
+    ``(N, D)`` pooled features its classifier sees instead."""
     model.eval()
-    return torch.cat([model(batch.to(device)).cpu() for batch in images.split(batch_size)])
+    output = (lambda x: model.pool(model.features(x))) if penultimate else model
+    return torch.cat([output(batch.to(device)).cpu() for batch in images.split(batch_size)])

@@ -23,29 +23,31 @@ class TimmClassifier(Classifier):
     """A whole timm model split at ``forward_features`` / ``forward_head``."""
 
     def __init__(self, body: nn.Module) -> None:
-        super().__init__(*_normalisation(body))
+        super().__init__(*_normalisation(body), channels=body.num_features)
         self.body = body
+        self.classifier = body.get_classifier()
 
     def forward_features(self, normalised: Tensor) -> Tensor:
         return self.body.forward_features(normalised)
 
-    def head(self, features: Tensor) -> Tensor:
-        return self.body.forward_head(features)
+    def pool(self, features: Tensor) -> Tensor:
+        return self.body.forward_head(features, pre_logits=True)
 
 
 class TimmStageClassifier(Classifier):
     """The stages of a timm model up to one feature stage, then global average pooling and a linear head."""
 
     def __init__(self, body: nn.Module, num_classes: int) -> None:
-        super().__init__(*_normalisation(body))
+        channels = body.feature_info.channels()[-1]
+        super().__init__(*_normalisation(body), channels=channels)
         self.body = body
-        self.classifier = nn.Linear(body.feature_info.channels()[-1], num_classes)
+        self.classifier = nn.Linear(channels, num_classes)
 
     def forward_features(self, normalised: Tensor) -> Tensor:
         return self.body(normalised)[-1]
 
-    def head(self, features: Tensor) -> Tensor:
-        return self.classifier(features.mean(dim=(2, 3)))
+    def pool(self, features: Tensor) -> Tensor:
+        return features.mean(dim=(2, 3))
 
 
 class TimmBackbone(Backbone):
