@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from .data import ImageSet, MapAnnotations, MapsToJudge
+from .data import Annotations, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
 from .model import Classifier
 
 
@@ -83,17 +83,34 @@ class DifferentiableInterpreter(Interpreter):
 
 
 class ConceptExtractor(Component, ABC):
-    """Describes each neuron (channel of the last feature map) by what activates it."""
+    """Describes each neuron (channel of the last feature map) by what activates it in the training
+    split: ``extract(model, train)`` → :class:`~crayon_plugins.data.NeuronConcepts`."""
 
     @abstractmethod
-    def extract(self, model: Classifier, train: ImageSet) -> object: ...
+    def extract(self, model: Classifier, train: ImageSet) -> NeuronConcepts: ...
 
 
-class AnnotationSource(Component, ABC):
-    """Answers yes / no / maybe about saliency maps (a person's file, or a simulated annotator)."""
+class AnnotationSource(Component):
+    """Answers questions about a model (a person's file, or a simulated annotator).
 
-    @abstractmethod
-    def annotate_maps(self, items: MapsToJudge) -> MapAnnotations: ...
+    ``annotate_maps``: yes / no / maybe, does each saliency map look at the right thing?
+    ``annotate_neurons``: relevant (yes) / irrelevant (no) / maybe, is each neuron's concept relevant?
+    A source overrides the questions it can answer; :meth:`judges` names them, and the pipeline
+    checks a configured source can answer what it is asked before any expensive work. Each answer
+    carries the id of the annotator who gave it.
+    """
+
+    def annotate_maps(self, items: MapsToJudge) -> Annotations:
+        raise NotImplementedError(f"{type(self).__name__} does not judge saliency maps")
+
+    def annotate_neurons(self, items: NeuronsToJudge) -> Annotations:
+        raise NotImplementedError(f"{type(self).__name__} does not judge neurons")
+
+    @classmethod
+    def judges(cls) -> frozenset[str]:
+        """What this source answers about: ``"maps"``, ``"neurons"`` or both."""
+        methods = {"maps": "annotate_maps", "neurons": "annotate_neurons"}
+        return frozenset(kind for kind, name in methods.items() if getattr(cls, name) is not getattr(AnnotationSource, name))
 
 
 @dataclass(frozen=True)
@@ -108,18 +125,32 @@ class RefinementContext:
         annotations: the raw answers ``map_answers`` was derived from.
         seed: seed for every random choice the refiner makes.
         device: where to train.
+        concepts: the original model's neuron concepts, for refiners that need ``"neuron-answers"``.
+        neuron_answers: ``(C,)`` per neuron an :class:`~crayon_plugins.data.Answer` code (yes:
+            relevant, no: irrelevant) or :data:`~crayon_plugins.data.NOT_ANNOTATED`, likewise.
+        neuron_annotations: the raw answers ``neuron_answers`` was derived from, likewise.
     """
 
     train: ImageSet
     original_maps: Tensor
     map_answers: Tensor
-    annotations: MapAnnotations
+    annotations: Annotations
     seed: int
     device: torch.device
+    concepts: NeuronConcepts | None = None
+    neuron_answers: Tensor | None = None
+    neuron_annotations: Annotations | None = None
 
 
 class Refiner(Component, ABC):
-    """Model + data + annotations → refined model. Must not modify the model it is given."""
+    """Model + data + annotations → refined model. Must not modify the model it is given.
+
+    ``needs`` names the annotations the refiner uses: ``"map-answers"`` (yes / no / maybe on the
+    original model's maps) and ``"neuron-answers"`` (relevant / irrelevant on its neurons; the
+    pipeline extracts concepts and asks the neuron annotator only when a refiner needs them).
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def refine(self, model: Classifier, context: RefinementContext) -> Classifier: ...

@@ -63,7 +63,8 @@ class ImageSet:
 
 
 class Answer(IntEnum):
-    """A judgement of a saliency map: does it look at the right thing?"""
+    """A judgement of a saliency map (does it look at the right thing?) or of a neuron (is its concept
+    relevant?): *yes* / relevant, *no* / irrelevant, or *maybe*, an abstention."""
 
     NO = 0
     YES = 1
@@ -95,11 +96,11 @@ class MapsToJudge:
 
 
 @dataclass(frozen=True)
-class MapAnnotations:
-    """Answers about saliency maps, one row per (item, annotator).
+class Annotations:
+    """Answers about items (saliency maps, or neurons), one row per (item, annotator).
 
     Attributes:
-        item_ids: the item each answer is about.
+        item_ids: the item (image id, or neuron id) each answer is about.
         answers: ``(M,)`` int64 :class:`Answer` codes.
         annotators: who gave each answer.
     """
@@ -135,3 +136,81 @@ class MapAnnotations:
                 raise ValueError(f"annotation for unknown item {item!r}")
             out[position[item]] = answer
         return out
+
+
+@dataclass(frozen=True)
+class NeuronConcepts:
+    """What each neuron (channel ``c`` of the last feature map) responds to in the training split.
+
+    Attributes:
+        neuron_ids: ``C`` ids (``"neuron-0007"``), the items neuron annotations refer to.
+        activations: ``(N, C)`` each training image's maximum activation of each neuron over the grid.
+        top_images: ``(C, k)`` int64 indices into the training split of each neuron's ``k`` most
+            activating images, strongest first.
+        top_activations: ``(C, k)`` those images' maximum activations.
+        cells: ``(C, k, 2)`` int64 feature-grid cell ``(row, column)`` of each arg-max.
+        boxes: ``(C, k, 4)`` int64 receptive patch around each arg-max in image pixels: ``top, left,
+            bottom, right`` (bottom and right exclusive), clipped to the image.
+        grid: ``(h, w)`` of the feature map.
+        image_size: ``(H, W)`` of the images.
+    """
+
+    neuron_ids: tuple[str, ...]
+    activations: Tensor
+    top_images: Tensor
+    top_activations: Tensor
+    cells: Tensor
+    boxes: Tensor
+    grid: tuple[int, int]
+    image_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        c, k = self.top_images.shape
+        if len(self.neuron_ids) != c or self.activations.shape[1] != c:
+            raise ValueError(f"{len(self.neuron_ids)} neuron ids and activations {tuple(self.activations.shape)} for {c} neurons")
+        expected = {"top_activations": (c, k), "cells": (c, k, 2), "boxes": (c, k, 4)}
+        for field, shape in expected.items():
+            if tuple(getattr(self, field).shape) != shape:
+                raise ValueError(f"{field} must be {shape}, got {tuple(getattr(self, field).shape)}")
+
+    def __len__(self) -> int:
+        return len(self.neuron_ids)
+
+    @property
+    def k(self) -> int:
+        return self.top_images.shape[1]
+
+    def to_state(self) -> dict:
+        """Tensors and plain values, for :class:`~crayon_plugins.cache.ArtifactCache`."""
+        return {
+            "neuron_ids": list(self.neuron_ids),
+            "activations": self.activations,
+            "top_images": self.top_images,
+            "top_activations": self.top_activations,
+            "cells": self.cells,
+            "boxes": self.boxes,
+            "grid": list(self.grid),
+            "image_size": list(self.image_size),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> NeuronConcepts:
+        return cls(
+            neuron_ids=tuple(state["neuron_ids"]),
+            activations=state["activations"],
+            top_images=state["top_images"],
+            top_activations=state["top_activations"],
+            cells=state["cells"],
+            boxes=state["boxes"],
+            grid=tuple(state["grid"]),
+            image_size=tuple(state["image_size"]),
+        )
+
+
+@dataclass(frozen=True)
+class NeuronsToJudge:
+    """What an annotation source sees when it judges neurons: their concepts, and the training split
+    those concepts index (images, labels, group metadata, masks if any)."""
+
+    concepts: NeuronConcepts
+    train: ImageSet

@@ -6,7 +6,7 @@ import torch
 from pydantic import Field, model_validator
 
 from crayon_plugins.components import AnnotationSource
-from crayon_plugins.data import Answer, MapAnnotations, MapsToJudge
+from crayon_plugins.data import Answer, Annotations, MapsToJudge
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.hookspecs import hookimpl
 from crayon_plugins.maps import energy_on_mask
@@ -45,9 +45,9 @@ class SaliencyOracle(AnnotationSource):
         answers[share < self.params.no_below] = Answer.NO
         return answers
 
-    def annotate_maps(self, items: MapsToJudge) -> MapAnnotations:
+    def annotate_maps(self, items: MapsToJudge) -> Annotations:
         answers = apply_noise(self.truth(items), items.ids, self.params)
-        return MapAnnotations(items.ids, answers, (self.params.annotator,) * len(items.ids))
+        return Annotations(items.ids, answers, (self.params.annotator,) * len(items.ids))
 
 
 @hookimpl
