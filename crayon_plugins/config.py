@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -45,7 +45,10 @@ class Optimisation(BaseModel):
 class RunConfig(BaseModel):
     """One run: data, backbone, original training, annotation, refiners and metrics.
 
-    ``refiner`` holds per-refiner options keyed by refiner name; ``refiners`` says which to run.
+    ``annotator`` judges the original model's saliency maps; ``concepts`` describes its neurons and
+    ``neuron_annotator`` judges them (used only when a refiner needs neuron answers). ``refiner``
+    holds per-refiner options keyed by refiner name; ``refiners`` says which to run. A component
+    section without ``name`` configures the default component (``[concepts] k = 10``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,9 +59,22 @@ class RunConfig(BaseModel):
     training: Optimisation = Optimisation()
     interpreter: ComponentSpec = ComponentSpec(name="captum-gradcam")
     annotator: ComponentSpec = ComponentSpec(name="saliency-oracle")
+    concepts: ComponentSpec = ComponentSpec(name="top-patches")
+    neuron_annotator: ComponentSpec = ComponentSpec(name="neuron-mask")
     refiners: list[str] = Field(default_factory=lambda: ["crayon-attention"])
     refiner: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy", "group-accuracy"], min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for field, info in cls.model_fields.items():
+            if info.annotation is ComponentSpec and isinstance(data.get(field), dict) and "name" not in data[field]:
+                data[field] = {"name": info.default.name, **data[field]}
+        return data
 
     @field_validator("refiners", "metrics")
     @classmethod

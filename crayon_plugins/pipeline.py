@@ -13,10 +13,11 @@ from torch import Tensor
 from . import components, factory
 from .cache import ArtifactCache, cache_key
 from .config import ComponentSpec, RunConfig
-from .data import ImageSet, MapAnnotations, MapsToJudge
-from .errors import CrayonError, PluginError
+from .data import Annotations, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
+from .errors import ConfigError, CrayonError, PluginError
 from .model import Classifier
 from .progress import console, progress_bar
+from .real_annotators import relevant_rates_text
 from .registry import default_registry
 from .results import ResultRow, Results
 from .training import fit, predict
@@ -54,6 +55,15 @@ def _describe(spec: ComponentSpec, component: components.Component) -> str:
     return f"{spec.name}({options})" if options else spec.name
 
 
+def _annotation_source(spec: ComponentSpec, where: str, question: str) -> components.AnnotationSource:
+    """Build the source and check it answers ``question`` (``"maps"`` or ``"neurons"``)."""
+    source = factory.create_from_spec("annotation_source", spec, where)
+    if question not in source.judges():
+        can = " and ".join(sorted(source.judges())) or "nothing"
+        raise ConfigError(f"{where}: {spec.name!r} does not judge {question} (it judges {can})")
+    return source
+
+
 @dataclass
 class Pipeline:
     """Every component of a run, built and validated up front, before any expensive work."""
@@ -63,6 +73,8 @@ class Pipeline:
     backbone: components.Backbone
     interpreter: components.Interpreter
     annotator: components.AnnotationSource
+    concept_extractor: components.ConceptExtractor
+    neuron_annotator: components.AnnotationSource
     refiners: dict[str, components.Refiner]
     metrics: list[components.Metric]
     cache: ArtifactCache
@@ -79,7 +91,9 @@ class Pipeline:
             dataset=factory.create_from_spec("dataset", config.dataset, "dataset"),
             backbone=factory.create_from_spec("backbone", config.backbone, "backbone"),
             interpreter=factory.create_from_spec("interpreter", config.interpreter, "interpreter"),
-            annotator=factory.create_from_spec("annotation_source", config.annotator, "annotator"),
+            annotator=_annotation_source(config.annotator, "annotator", "maps"),
+            concept_extractor=factory.create_from_spec("concept_extractor", config.concepts, "concepts"),
+            neuron_annotator=_annotation_source(config.neuron_annotator, "neuron_annotator", "neurons"),
             refiners={n: factory.create_from_spec("refiner", config.refiner_spec(n), f"refiner.{n}") for n in names},
             metrics=[factory.create_metric(n, where=f"metrics[{n!r}]") for n in config.metrics],
             cache=cache or ArtifactCache(),
@@ -128,14 +142,40 @@ class Pipeline:
         compute = lambda: explain_all(self.interpreter, model, train.images, train.labels, self.device, "explain original")  # noqa: E731
         return self.cache.get_or_compute("maps", key, compute)
 
-    def annotate(self, train: ImageSet, maps: Tensor) -> MapAnnotations:
+    def concepts(self, model: Classifier, train: ImageSet) -> tuple[NeuronConcepts, bool]:
+        """The original model's neuron concepts on the training split (cached)."""
+        key = cache_key(
+            artefact="concepts",
+            model=self.model_key(),
+            extractor=self._key(self.concept_extractor, self.config.concepts),
+        )
+        compute = lambda: self._call_plugin("concepts", self.config.concepts, self.concept_extractor.extract, model, train).to_state()  # noqa: E731
+        state, cached = self.cache.get_or_compute("concepts", key, compute)
+        return NeuronConcepts.from_state(state), cached
+
+    def annotate(self, train: ImageSet, maps: Tensor) -> Annotations:
+        """The annotator's answers about the original model's maps of the training split."""
         items = MapsToJudge(train.ids, train.images, maps, train.labels, train.spurious, train.masks)
+        return self._call_plugin("annotator", self.config.annotator, self.annotator.annotate_maps, items)
+
+    def annotate_neurons(self, train: ImageSet, concepts: NeuronConcepts) -> Annotations:
+        """The neuron annotator's relevant / irrelevant / maybe answers about each neuron."""
+        items = NeuronsToJudge(concepts, train)
+        return self._call_plugin("neuron_annotator", self.config.neuron_annotator, self.neuron_annotator.annotate_neurons, items)
+
+    def _call_plugin(self, where: str, spec: ComponentSpec, method, *args):
+        """``method(*args)``; an error that is not a :class:`CrayonError` becomes a :class:`PluginError`
+        naming the configuration field and component."""
         try:
-            return self.annotator.annotate_maps(items)
+            return method(*args)
         except CrayonError:
             raise
         except Exception as error:
-            raise PluginError(f"annotator {self.config.annotator.name!r} failed: {type(error).__name__}: {error}") from error
+            raise PluginError(f"{where} {spec.name!r} failed: {type(error).__name__}: {error}") from error
+
+    @property
+    def needs_neurons(self) -> bool:
+        return any("neuron-answers" in refiner.needs for refiner in self.refiners.values())
 
     def evaluate(self, model: Classifier, test: ImageSet, train_shares: Tensor) -> dict:
         predicted = predict(model, test.images, self.device).argmax(dim=1)
@@ -145,6 +185,28 @@ class Pipeline:
             metrics.update(metric.compute(found))
         return metrics
 
+    def refinement_context(self, model: Classifier, train: ImageSet) -> components.RefinementContext:
+        """Maps, map answers and, when a refiner needs them, concepts and neuron answers (cached
+        artefacts are loaded), as every refiner of this run gets them."""
+        maps, _ = self.original_maps(model, train)
+        annotations = self.annotate(train, maps)
+        concepts = neuron_annotations = neuron_answers = None
+        if self.needs_neurons:
+            concepts, _ = self.concepts(model, train)
+            neuron_annotations = self.annotate_neurons(train, concepts)
+            neuron_answers = neuron_annotations.aligned(concepts.neuron_ids)
+        return components.RefinementContext(
+            train=train,
+            original_maps=maps,
+            map_answers=annotations.aligned(train.ids),
+            annotations=annotations,
+            seed=self.config.seed,
+            device=self.device,
+            concepts=concepts,
+            neuron_answers=neuron_answers,
+            neuron_annotations=neuron_annotations,
+        )
+
     def run(self, out: str | Path | None = None) -> Results:
         """Run everything; with ``out``, ``results.json`` is rewritten after every method."""
         train, test = self.dataset.load("train"), self.dataset.load("test")
@@ -152,26 +214,26 @@ class Pipeline:
         start = time.perf_counter()
         model, cached = self.original_model(train)
         console.print(f"original model: {'loaded from cache' if cached else 'trained'} ({self.cache.root})")
-        maps, _ = self.original_maps(model, train)
-        annotations = self.annotate(train, maps)
-        results.annotations = annotations.counts()
+        context = self.refinement_context(model, train)
+        results.annotations = context.annotations.counts()
         console.print("annotations: " + ", ".join(f"{k} {v}" for k, v in results.annotations.items()))
+        if context.neuron_annotations is not None:
+            counts = context.neuron_annotations.counts()
+            results.neuron_annotations = {"relevant": counts["yes"], "irrelevant": counts["no"], "maybe": counts["maybe"]}
+            console.print(
+                f"neurons ({self.config.neuron_annotator.name}): "
+                + ", ".join(f"{k} {v}" for k, v in results.neuron_annotations.items())
+                + f"; relevant {100 * counts['yes'] / len(context.concepts):.1f}%, real annotators: {relevant_rates_text()}"
+            )
         shares = train.group_shares()
 
         def record(method: str, refined: Classifier, seconds: float) -> None:
-            results.rows.append(ResultRow(method=method, metrics=self.evaluate(refined, test, shares), details={"seconds": round(seconds, 1)}))
+            details = {"seconds": round(seconds, 1), "neurons_pruned": int((refined.neuron_mask == 0).sum())}
+            results.rows.append(ResultRow(method=method, metrics=self.evaluate(refined, test, shares), details=details))
             if out is not None:
                 results.write(out)
 
         record("original", model, time.perf_counter() - start)
-        context = components.RefinementContext(
-            train=train,
-            original_maps=maps,
-            map_answers=annotations.aligned(train.ids),
-            annotations=annotations,
-            seed=self.config.seed,
-            device=self.device,
-        )
         for name, refiner in self.refiners.items():
             start = time.perf_counter()
             try:

@@ -27,6 +27,7 @@ class Results(BaseModel):
     backbone: str
     seed: int
     annotations: dict[str, int] = Field(default_factory=dict)
+    neuron_annotations: dict[str, int] = Field(default_factory=dict)
     rows: list[ResultRow] = Field(default_factory=list)
 
     def row(self, method: str) -> ResultRow:
@@ -44,13 +45,17 @@ class Results(BaseModel):
         return path
 
     def table(self) -> Table:
-        """Method, WGA, MGA and accuracy in %, one row per method."""
+        """Method, WGA, MGA and accuracy in %, one row per method; neurons pruned if any were."""
         title = " · ".join(part.split("(", 1)[0] for part in (self.dataset, self.backbone))
         table = Table(title=f"{title} · seed {self.seed}")
         table.add_column("method")
         for column in ("WGA", "MGA", "accuracy"):
             table.add_column(column, justify="right")
+        pruned = any(row.details.get("neurons_pruned") for row in self.rows)
+        if pruned:
+            table.add_column("pruned", justify="right")
         for row in self.rows:
             cells = [row.metrics.get(k) for k in ("wga", "mga", "accuracy")]
-            table.add_row(row.method, *("—" if v is None else f"{100 * v:.2f}" for v in cells))
+            texts = ["—" if v is None else f"{100 * v:.2f}" for v in cells]
+            table.add_row(row.method, *texts, *([str(row.details.get("neurons_pruned", "—"))] if pruned else []))
         return table

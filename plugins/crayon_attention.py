@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from crayon_plugins.components import DifferentiableInterpreter, RefinementContext, Refiner
@@ -29,6 +31,10 @@ class CrayonAttention(Refiner):
     minibatch of 64 is of order 1–10.
     """
 
+    needs = frozenset({"map-answers"})
+    name: ClassVar[str] = "crayon-attention"
+    """Registered name, used in errors and progress bars."""
+
     class Params(Optimisation):
         epochs: int = Field(default=3, gt=0)
         lr: float = Field(default=1e-4, gt=0)
@@ -39,10 +45,10 @@ class CrayonAttention(Refiner):
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params)
-        self.interpreter = create_interpreter(self.params.interpreter, where="refiner.crayon-attention.interpreter")
+        self.interpreter = create_interpreter(self.params.interpreter, where=f"refiner.{self.name}.interpreter")
         if not isinstance(self.interpreter, DifferentiableInterpreter):
             raise ConfigError(
-                f"refiner.crayon-attention.interpreter: {self.params.interpreter!r} is not differentiable; "
+                f"refiner.{self.name}.interpreter: {self.params.interpreter!r} is not differentiable; "
                 "the energy loss must train through the maps (use 'gradcam')"
             )
 
@@ -57,7 +63,7 @@ class CrayonAttention(Refiner):
             answers = context.map_answers[indices].to(device)
             return crayon_attention_loss(logits, labels, current, original, answers, p.alpha, p.beta)
 
-        fit(refined, batch_loss, len(train), p, context.seed, "refine crayon-attention")
+        fit(refined, batch_loss, len(train), p, context.seed, f"refine {self.name}")
         return refined
 
 

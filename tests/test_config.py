@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from crayon_plugins import ConfigError, Pipeline, create_refiner, load_config
@@ -67,3 +69,21 @@ def test_component_options_are_validated_with_their_field_path():
 def test_crayon_attention_refuses_a_non_differentiable_interpreter():
     with pytest.raises(ConfigError, match="'captum-gradcam' is not differentiable"):
         create_refiner("crayon-attention", {"interpreter": "captum-gradcam"})
+
+
+def test_a_section_without_a_name_configures_the_default_component():
+    config = RunConfig.model_validate({"concepts": {"k": 7}, "neuron_annotator": {"flip_rate": 0.1}})
+    assert config.concepts.name == "top-patches" and config.concepts.params == {"k": 7}
+    assert config.neuron_annotator.name == "neuron-mask" and config.neuron_annotator.params == {"flip_rate": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "message"),
+    [
+        ("annotator", "neuron-metadata", "annotator: 'neuron-metadata' does not judge maps (it judges neurons)"),
+        ("neuron_annotator", "saliency-oracle", "neuron_annotator: 'saliency-oracle' does not judge neurons (it judges maps)"),
+    ],
+)
+def test_an_annotator_asked_what_it_cannot_judge_is_a_config_error(section, name, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Pipeline.from_config(RunConfig.model_validate({section: {"name": name}}))

@@ -7,7 +7,7 @@ import torch
 
 from crayon_plugins import Pipeline, PluginError
 from crayon_plugins.cache import ArtifactCache
-from crayon_plugins.components import RefinementContext, Refiner
+from crayon_plugins.components import Refiner
 from crayon_plugins.config import RunConfig
 from crayon_plugins.factory import create_refiner
 from crayon_plugins.registry import Registration, default_registry
@@ -16,8 +16,9 @@ TINY = {
     "dataset": {"name": "spurious-bars", "n_train": 192, "n_test": 64, "image_size": 32},
     "backbone": {"name": "timm", "model": "resnet10t"},
     "training": {"epochs": 1, "batch_size": 64},
+    "concepts": {"k": 10},
     "refiners": ["crayon-attention", "group-balanced"],
-    "refiner": {"crayon-attention": {"epochs": 1}, "group-balanced": {"epochs": 1}},
+    "refiner": {"crayon-attention": {"epochs": 1}, "group-balanced": {"epochs": 1}, "crayon-attention+pruning": {"epochs": 1}},
 }
 
 
@@ -30,9 +31,7 @@ def original_and_context(pipeline):
     """The original model and the context a refiner gets, as ``Pipeline.run`` builds them."""
     train = pipeline.dataset.load("train")
     model, _ = pipeline.original_model(train)
-    maps, _ = pipeline.original_maps(model, train)
-    annotations = pipeline.annotate(train, maps)
-    return model, RefinementContext(train, maps, annotations.aligned(train.ids), annotations, 0, pipeline.device)
+    return model, pipeline.refinement_context(model, train)
 
 
 def test_run_writes_results_json(tmp_path):
@@ -66,7 +65,8 @@ def test_same_seed_same_numbers_and_the_second_run_reuses_the_cache(tmp_path):
 
 
 def test_refiners_do_not_modify_the_original_model(tmp_path):
-    pipeline = tiny_pipeline(tmp_path / "cache")
+    refiners = ["crayon-attention", "group-balanced", "finetune", "crayon-pruning", "crayon-attention+pruning"]
+    pipeline = tiny_pipeline(tmp_path / "cache", refiners=refiners)
     model, context = original_and_context(pipeline)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for refiner in pipeline.refiners.values():
@@ -120,3 +120,21 @@ def test_finetune_is_crayon_attention_without_annotations(tmp_path):
     a, b, c = (m.state_dict() for m in (finetuned, silent, guided))
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
     assert any(not torch.allclose(a[k].float(), c[k].float(), atol=1e-5) for k in a)
+
+
+def test_pruning_refiners_report_neuron_answers_and_neurons_pruned(tmp_path):
+    pipeline = tiny_pipeline(tmp_path / "cache", refiners=["crayon-pruning", "crayon-attention+pruning"])
+    results = pipeline.run(tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    answers = written["neuron_annotations"]
+    assert set(answers) == {"relevant", "irrelevant", "maybe"} and sum(answers.values()) == 128
+    pruned = {row["method"]: row["details"]["neurons_pruned"] for row in written["rows"]}
+    assert pruned == {"original": 0, "crayon-pruning": answers["irrelevant"], "crayon-attention+pruning": answers["irrelevant"]}
+    assert answers["irrelevant"] > 0  # otherwise this test would prove nothing
+    assert [column.header for column in results.table().columns] == ["method", "WGA", "MGA", "accuracy", "pruned"]
+
+
+def test_runs_without_pruning_neither_extract_concepts_nor_show_a_pruned_column(tmp_path):
+    results = tiny_pipeline(tmp_path / "cache", refiners=["finetune"]).run()
+    assert results.neuron_annotations == {} and not (tmp_path / "cache" / "concepts").exists()
+    assert [column.header for column in results.table().columns] == ["method", "WGA", "MGA", "accuracy"]

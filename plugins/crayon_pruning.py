@@ -1,0 +1,95 @@
+"""``crayon-pruning`` and ``crayon-attention+pruning``: prune the neurons annotators found irrelevant.
+
+CRAYON: "Interpretability-Guided Model Correction with Yes/No Annotations" (arXiv 2410.22312).
+CRAYON-Pruning masks every neuron (channel of the last feature map) answered *irrelevant* to zero and
+retrains only the last layer on the now fixed features; CRAYON-Attention+Pruning applies the same mask
+and then fine-tunes the whole model with CRAYON-Attention's energy loss.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from crayon_plugins.components import RefinementContext, Refiner
+from crayon_plugins.config import Optimisation
+from crayon_plugins.data import Answer
+from crayon_plugins.errors import CrayonError
+from crayon_plugins.hookspecs import hookimpl
+from crayon_plugins.model import Classifier
+from crayon_plugins.training import fit, predict
+
+from .crayon_attention import CrayonAttention
+
+
+def prune(model: Classifier, neuron_answers: Tensor) -> Classifier:
+    """A copy of ``model`` whose neurons answered *no* (irrelevant) are masked to zero.
+
+    Neurons answered *yes* or *maybe*, or not annotated, keep their mask (pruned ones stay pruned).
+    The mask is a buffer of ``model.feature_map``, so it is saved and loaded with the model.
+    """
+    if neuron_answers.shape != model.neuron_mask.shape:
+        raise CrayonError(f"{len(neuron_answers)} neuron answers for a model with {len(model.neuron_mask)} neurons")
+    pruned = copy.deepcopy(model)
+    pruned.neuron_mask[neuron_answers.to(pruned.neuron_mask.device) == Answer.NO] = 0
+    return pruned
+
+
+def neuron_answers(context: RefinementContext, refiner: str) -> Tensor:
+    if context.neuron_answers is None:
+        raise CrayonError(f"refiner {refiner!r} needs neuron answers, and the refinement context has none")
+    return context.neuron_answers
+
+
+class CrayonPruning(Refiner):
+    """Prune the irrelevant neurons, then retrain only ``model.classifier`` on the fixed features.
+
+    The pruned model's penultimate features (pooled, pruned neurons zero) are extracted once, in one
+    batched pass over the training split, and the classifier trains on that tensor with mean
+    cross-entropy, starting from its original weights. The paper retrains for 10 epochs.
+    """
+
+    needs = frozenset({"neuron-answers"})
+
+    class Params(Optimisation):
+        epochs: int = Field(default=10, gt=0)
+        lr: float = Field(default=1e-3, gt=0)
+
+    def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
+        pruned = prune(model, neuron_answers(context, "crayon-pruning")).to(context.device)
+        features = predict(pruned, context.train.images, context.device, penultimate=True)
+        self.retrain_classifier(pruned, features, context.train.labels, context.seed)
+        return pruned
+
+    def retrain_classifier(self, model: Classifier, features: Tensor, labels: Tensor, seed: int) -> None:
+        """Train ``model.classifier`` in place on ``(N, D)`` penultimate ``features``."""
+        device = next(model.classifier.parameters()).device
+        features, labels = features.to(device), labels.to(device)
+
+        def batch_loss(indices: Tensor) -> Tensor:
+            return F.cross_entropy(model.classifier(features[indices]), labels[indices])
+
+        fit(model.classifier, batch_loss, len(features), self.params, seed, "retrain classifier (crayon-pruning)")
+
+
+class CrayonAttentionPruning(CrayonAttention):
+    """Prune the irrelevant neurons, then fine-tune the whole pruned model with the energy loss.
+
+    The mask stays in the forward pass while fine-tuning, and a pruned channel's feature map is zero,
+    so its Grad-CAM term ``w_c · A_c`` vanishes: the mask applies to Grad-CAM's channel weights too.
+    Options are ``crayon-attention``'s.
+    """
+
+    needs = frozenset({"map-answers", "neuron-answers"})
+    name = "crayon-attention+pruning"
+
+    def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
+        return super().refine(prune(model, neuron_answers(context, self.name)), context)
+
+
+@hookimpl
+def crayon_refiners():
+    return {"crayon-pruning": CrayonPruning, "crayon-attention+pruning": CrayonAttentionPruning}
