@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cache import ArtifactCache
+from .concept_sheets import render_sheets
 from .config import load_config
 from .errors import CrayonError
 from .pipeline import Pipeline
@@ -32,13 +33,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stdout = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs and pipes
-_debug = os.environ.get("CRAYON_DEBUG", "") not in ("", "0")
+_debug = False
 
 
 @app.callback()
 def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False) -> None:
-    global _debug
-    _debug = _debug or debug
+    global _debug  # set afresh by every invocation
+    _debug = debug or os.environ.get("CRAYON_DEBUG", "") not in ("", "0")
 
 
 def user_errors(command: Callable) -> Callable:
@@ -104,6 +105,31 @@ def run(
     results = pipeline.run(out)
     stdout.print(results.table())
     console.print(f"wrote {out / 'results.json'}")
+
+
+@app.command()
+@user_errors
+def concepts(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the sheets and index.md.")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML run configuration (default: built-in defaults).")] = None,
+    neurons: Annotated[Optional[str], typer.Option("--neurons", "-n", help="Comma-separated neuron numbers (default: all).")] = None,
+) -> None:
+    """Train (or load) the original model, extract its neuron concepts (configuration section
+    [concepts]) and render one PNG sheet per neuron plus OUT/index.md, for a person to judge."""
+    pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
+    train = pipeline.dataset.load("train")
+    model, _ = pipeline.original_model(train)
+    found, _ = pipeline.concepts(model, train)
+    chosen = None
+    if neurons is not None:
+        try:
+            chosen = [int(n) for n in neurons.split(",") if n.strip()]
+        except ValueError:
+            raise CrayonError(f"--neurons: expected comma-separated numbers, got {neurons!r}") from None
+        if bad := [n for n in chosen if not 0 <= n < len(found)]:
+            raise CrayonError(f"--neurons: the model has neurons 0 to {len(found) - 1}, not {bad}")
+    index = render_sheets(found, train, out, chosen)
+    console.print(f"wrote {len(chosen) if chosen is not None else len(found)} concept sheets and {index}")
 
 
 def main() -> None:
