@@ -20,5 +20,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Speed targets, as ratios measured in one run (never as timed unit tests: this machine is shared).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/pruning_cost.py
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -61,7 +61,7 @@ def render_sheets(concepts: NeuronConcepts, train: ImageSet, out: Path, neurons:
         "# Neuron concepts",
         "",
         f"Each sheet shows a neuron's top {concepts.k} training images by maximum activation, cropped to the",
-        "patch around the arg-max (strongest first, each titled with its activation). Is the concept relevant",
+        "patch around the arg-max (strongest first, each labelled with its activation). Is the concept relevant",
         "to the label? Mark each neuron relevant, irrelevant or maybe.",
         "",
         "| neuron | mean activation (top k) | sheet |",

@@ -54,12 +54,15 @@ def crayon_interpreters() -> Mapping[str, type[components.Interpreter]]:
 
 @hookspec
 def crayon_concept_extractors() -> Mapping[str, type[components.ConceptExtractor]]:
-    """Concept extractors: describe each neuron of the last feature map (e.g. top-activating patches)."""
+    """Concept extractors: ``extract(model, train)`` describes each neuron (channel of the last feature
+    map) as :class:`~crayon_plugins.data.NeuronConcepts`: its top-k training images and their patches."""
 
 
 @hookspec
 def crayon_annotation_sources() -> Mapping[str, type[components.AnnotationSource]]:
-    """Annotation sources: yes / no / maybe on saliency maps, from people or simulated annotators."""
+    """Annotation sources: yes / no / maybe on saliency maps (``annotate_maps``) and relevant /
+    irrelevant / maybe on neurons (``annotate_neurons``), from people or simulated annotators. A source
+    implements the questions it can answer."""
 
 
 @hookspec

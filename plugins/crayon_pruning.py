@@ -59,10 +59,14 @@ class CrayonPruning(Refiner):
         lr: float = Field(default=1e-3, gt=0)
 
     def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
-        pruned = prune(model, neuron_answers(context, "crayon-pruning")).to(context.device)
-        features = predict(pruned, context.train.images, context.device, penultimate=True)
-        self.retrain_classifier(pruned, features, context.train.labels, context.seed)
-        return pruned
+        return self.retrained(prune(model, neuron_answers(context, "crayon-pruning")), context)
+
+    def retrained(self, model: Classifier, context: RefinementContext) -> Classifier:
+        """``model`` (a copy the caller owns) with its classifier retrained on its fixed features."""
+        model = model.to(context.device)
+        features = predict(model, context.train.images, context.device, penultimate=True)
+        self.retrain_classifier(model, features, context.train.labels, context.seed)
+        return model
 
     def retrain_classifier(self, model: Classifier, features: Tensor, labels: Tensor, seed: int) -> None:
         """Train ``model.classifier`` in place on ``(N, D)`` penultimate ``features``."""
@@ -73,6 +77,17 @@ class CrayonPruning(Refiner):
             return F.cross_entropy(model.classifier(features[indices]), labels[indices])
 
         fit(model.classifier, batch_loss, len(features), self.params, seed, "retrain classifier (crayon-pruning)")
+
+
+class RetrainClassifier(CrayonPruning):
+    """``retrain-classifier``: the control of ``crayon-pruning``, the same classifier retraining with
+    nothing pruned. Run it beside ``crayon-pruning``: retraining the last layer on fixed features can
+    by itself lift worst-group accuracy, and only the rest of the lift is the pruning's."""
+
+    needs = frozenset()
+
+    def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
+        return self.retrained(copy.deepcopy(model), context)
 
 
 class CrayonAttentionPruning(CrayonAttention):
@@ -92,4 +107,8 @@ class CrayonAttentionPruning(CrayonAttention):
 
 @hookimpl
 def crayon_refiners():
-    return {"crayon-pruning": CrayonPruning, "crayon-attention+pruning": CrayonAttentionPruning}
+    return {
+        "crayon-pruning": CrayonPruning,
+        "crayon-attention+pruning": CrayonAttentionPruning,
+        "retrain-classifier": RetrainClassifier,
+    }

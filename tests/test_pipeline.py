@@ -65,7 +65,7 @@ def test_same_seed_same_numbers_and_the_second_run_reuses_the_cache(tmp_path):
 
 
 def test_refiners_do_not_modify_the_original_model(tmp_path):
-    refiners = ["crayon-attention", "group-balanced", "finetune", "crayon-pruning", "crayon-attention+pruning"]
+    refiners = ["crayon-attention", "group-balanced", "finetune", "crayon-pruning", "crayon-attention+pruning", "retrain-classifier"]
     pipeline = tiny_pipeline(tmp_path / "cache", refiners=refiners)
     model, context = original_and_context(pipeline)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -103,3 +103,11 @@ def test_attention_plus_pruning_keeps_the_mask_while_fine_tuning(tmp_path):
         assert float(refined.features(IMAGES)[:, [0, 5]].abs().max()) == 0
     after = refined.state_dict()
     assert any(not torch.equal(v, after[k]) for k, v in model.state_dict().items() if k.startswith("body."))
+
+
+def test_retrain_classifier_is_crayon_pruning_with_nothing_pruned(tmp_path):
+    model, context = context_with_neuron_answers(tiny_pipeline(tmp_path), torch.full((CHANNELS,), int(Answer.YES)))
+    control = create_refiner("retrain-classifier", {"epochs": 2}).refine(model, context)
+    nothing_pruned = create_refiner("crayon-pruning", {"epochs": 2}).refine(model, context)
+    assert all(torch.equal(v, nothing_pruned.state_dict()[k]) for k, v in control.state_dict().items())
+    assert not torch.equal(control.classifier.weight, model.classifier.weight)

@@ -86,4 +86,4 @@ def test_unknown_name_lists_the_available_ones_and_suggests():
         create("refiner", "crayon-atention")
     message = str(info.value)
     assert "did you mean 'crayon-attention'" in message
-    assert "available: crayon-attention, crayon-attention+pruning, crayon-pruning, finetune, group-balanced" in message
+    assert "available: crayon-attention, crayon-attention+pruning, crayon-pruning, finetune, group-balanced, retrain-classifier" in message
