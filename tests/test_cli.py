@@ -37,3 +37,18 @@ def test_debug_shows_the_traceback(tmp_path):
     result = runner.invoke(app, ["--debug", "run", "--refiners", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert type(result.exception).__name__ == "UnknownComponentError"
+
+
+def test_run_with_the_pruning_refiners_prints_the_pruned_column_and_the_neuron_answers(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        '[dataset]\nn_train = 192\nn_test = 64\nimage_size = 32\n[training]\nepochs = 1\n[concepts]\nk = 10\n'
+        '[refiner."crayon-attention+pruning"]\nepochs = 1\n'
+    )
+    result = runner.invoke(app, ["run", "--config", str(config), "--refiners", "crayon-pruning,crayon-attention+pruning", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "method" in line)
+    assert "pruned" in header
+    assert "neurons (neuron-mask): relevant" in result.output and "49.5% (Waterbirds)" in result.output
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["method"] for row in written["rows"]] == ["original", "crayon-pruning", "crayon-attention+pruning"]

@@ -7,7 +7,7 @@ import torch
 
 from crayon_plugins import Pipeline, PluginError
 from crayon_plugins.cache import ArtifactCache
-from crayon_plugins.components import Refiner
+from crayon_plugins.components import ConceptExtractor, Refiner
 from crayon_plugins.config import RunConfig
 from crayon_plugins.factory import create_refiner
 from crayon_plugins.registry import Registration, default_registry
@@ -138,3 +138,19 @@ def test_runs_without_pruning_neither_extract_concepts_nor_show_a_pruned_column(
     results = tiny_pipeline(tmp_path / "cache", refiners=["finetune"]).run()
     assert results.neuron_annotations == {} and not (tmp_path / "cache" / "concepts").exists()
     assert [column.header for column in results.table().columns] == ["method", "WGA", "MGA", "accuracy"]
+
+
+class BrokenExtractor(ConceptExtractor):
+    def extract(self, model, train):
+        raise ValueError("no concepts today")
+
+
+def test_a_failing_concept_extractor_is_named(tmp_path):
+    registry = default_registry()
+    registry.components["concept_extractor"]["broken"] = Registration("concept_extractor", "broken", BrokenExtractor, "test-plugin")
+    try:
+        pipeline = tiny_pipeline(tmp_path / "cache", refiners=["crayon-pruning"], concepts={"name": "broken"})
+        with pytest.raises(PluginError, match=r"concepts 'broken' failed: ValueError: no concepts today"):
+            pipeline.run()
+    finally:
+        del registry.components["concept_extractor"]["broken"]
