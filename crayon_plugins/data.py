@@ -180,32 +180,6 @@ class NeuronConcepts:
     def k(self) -> int:
         return self.top_images.shape[1]
 
-    def to_state(self) -> dict:
-        """Tensors and plain values, for :class:`~crayon_plugins.cache.ArtifactCache`."""
-        return {
-            "neuron_ids": list(self.neuron_ids),
-            "activations": self.activations,
-            "top_images": self.top_images,
-            "top_activations": self.top_activations,
-            "cells": self.cells,
-            "boxes": self.boxes,
-            "grid": list(self.grid),
-            "image_size": list(self.image_size),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict) -> NeuronConcepts:
-        return cls(
-            neuron_ids=tuple(state["neuron_ids"]),
-            activations=state["activations"],
-            top_images=state["top_images"],
-            top_activations=state["top_activations"],
-            cells=state["cells"],
-            boxes=state["boxes"],
-            grid=tuple(state["grid"]),
-            image_size=tuple(state["image_size"]),
-        )
-
 
 @dataclass(frozen=True)
 class NeuronsToJudge:

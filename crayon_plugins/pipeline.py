@@ -149,9 +149,15 @@ class Pipeline:
             model=self.model_key(),
             extractor=self._key(self.concept_extractor, self.config.concepts),
         )
-        compute = lambda: self._call_plugin("concepts", self.config.concepts, self.concept_extractor.extract, model, train).to_state()  # noqa: E731
-        state, cached = self.cache.get_or_compute("concepts", key, compute)
-        return NeuronConcepts.from_state(state), cached
+
+        def extract() -> dict:
+            found = self._call_plugin("concepts", self.config.concepts, self.concept_extractor.extract, model, train)
+            if not isinstance(found, NeuronConcepts):
+                raise PluginError(f"concepts {self.config.concepts.name!r} returned {type(found).__name__}, not NeuronConcepts")
+            return dict(vars(found))
+
+        state, cached = self.cache.get_or_compute("concepts", key, extract)
+        return NeuronConcepts(**state), cached
 
     def annotate(self, train: ImageSet, maps: Tensor) -> Annotations:
         """The annotator's answers about the original model's maps of the training split."""

@@ -1,6 +1,7 @@
 """The real pipeline on a tiny configuration (seconds)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -140,17 +141,26 @@ def test_runs_without_pruning_neither_extract_concepts_nor_show_a_pruned_column(
     assert [column.header for column in results.table().columns] == ["method", "WGA", "MGA", "accuracy"]
 
 
-class BrokenExtractor(ConceptExtractor):
+class RaisingExtractor(ConceptExtractor):
     def extract(self, model, train):
         raise ValueError("no concepts today")
 
 
-def test_a_failing_concept_extractor_is_named(tmp_path):
+class MalformedExtractor(ConceptExtractor):
+    def extract(self, model, train):
+        return {"neuron-0000": "stripes"}
+
+
+@pytest.mark.parametrize(
+    ("extractor", "message"),
+    [(RaisingExtractor, "concepts 'broken' failed: ValueError: no concepts today"), (MalformedExtractor, "concepts 'broken' returned dict, not NeuronConcepts")],
+)
+def test_a_broken_concept_extractor_is_named(tmp_path, extractor, message):
     registry = default_registry()
-    registry.components["concept_extractor"]["broken"] = Registration("concept_extractor", "broken", BrokenExtractor, "test-plugin")
+    registry.components["concept_extractor"]["broken"] = Registration("concept_extractor", "broken", extractor, "test-plugin")
     try:
         pipeline = tiny_pipeline(tmp_path / "cache", refiners=["crayon-pruning"], concepts={"name": "broken"})
-        with pytest.raises(PluginError, match=r"concepts 'broken' failed: ValueError: no concepts today"):
+        with pytest.raises(PluginError, match=re.escape(message)):
             pipeline.run()
     finally:
         del registry.components["concept_extractor"]["broken"]
