@@ -11,6 +11,8 @@ from crayon_plugins.data import Answer, ImageSet, NeuronConcepts, NeuronsToJudge
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.plugins.top_patches import patch_boxes
 
+from test_oracle import assert_noise_rates
+
 GRID, SIZE = (4, 4), (16, 16)
 
 
@@ -113,13 +115,7 @@ def test_neuron_oracles_flip_and_abstain_at_their_rates(flip, abstain, seed, nam
     c = 3000
     items = patches_on_object([[i % 2 == 0] for i in range(c)])
     oracle = create_annotation_source(name, {"flip_rate": flip, "abstain_rate": abstain, "seed": seed})
-    truth = oracle.truth(items)
-    noisy = oracle.annotate_neurons(items).answers
-    maybe = noisy == Answer.MAYBE
-    flipped = ~maybe & (noisy != truth)
-    tolerance = 4 * (0.25 / c) ** 0.5  # four standard errors of a proportion
-    assert abs(maybe.double().mean().item() - abstain) < tolerance
-    assert abs(flipped.double().mean().item() - (1 - abstain) * flip) < tolerance
+    assert_noise_rates(oracle.truth(items), oracle.annotate_neurons(items).answers, flip, abstain)
 
 
 def test_neuron_mask_oracle_without_masks_points_to_the_metadata_oracle():

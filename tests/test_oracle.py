@@ -50,9 +50,15 @@ def test_noise_rates_match_their_settings(flip, abstain, seed):
     truth = torch.tensor([Answer.YES, Answer.NO] * (n // 2))
     ids = tuple(f"x{i}" for i in range(n))
     noisy = apply_noise(truth, ids, NoiseParams(flip_rate=flip, abstain_rate=abstain, seed=seed))
+    assert_noise_rates(truth, noisy, flip, abstain)
+
+
+def assert_noise_rates(truth, noisy, flip, abstain):
+    """``noisy`` abstains at ``abstain`` and flips a decided ``truth`` at ``flip``, within four
+    standard errors of a proportion."""
     maybe = noisy == Answer.MAYBE
     flipped = ~maybe & (noisy != truth)
-    tolerance = 4 * (0.25 / n) ** 0.5  # four standard errors of a proportion
+    tolerance = 4 * (0.25 / len(truth)) ** 0.5
     assert abs(maybe.double().mean().item() - abstain) < tolerance
     assert abs(flipped.double().mean().item() - (1 - abstain) * flip) < tolerance
 
