@@ -188,3 +188,41 @@ class NeuronsToJudge:
 
     concepts: NeuronConcepts
     train: ImageSet
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """Where annotators say a model should look: one drawn region per (item, annotator).
+
+    Attributes:
+        item_ids: the image each region is about.
+        regions: ``(M, H, W)`` bool, ``True`` where the model should look (image resolution).
+        annotators: who drew each region.
+    """
+
+    item_ids: tuple[str, ...]
+    regions: Tensor
+    annotators: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not (len(self.item_ids) == len(self.regions) == len(self.annotators)):
+            raise ValueError("item_ids, regions and annotators must have one entry per region")
+
+    def aligned(self, ids: tuple[str, ...], size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """``(regions (N, H, W) bool, drawn (N,) bool)`` in ``ids`` order; items without a region (or
+        with an empty one) are all ``False`` with ``drawn`` ``False``.
+
+        Raises:
+            ValueError: an item has several regions, or a region is about an unknown item.
+        """
+        position = {item: i for i, item in enumerate(ids)}
+        regions = torch.zeros(len(ids), *size, dtype=torch.bool)
+        seen: set[str] = set()
+        for item, region in zip(self.item_ids, self.regions):
+            if item in seen:
+                raise ValueError(f"item {item!r} has several regions: aggregate the panel first")
+            if item not in position:
+                raise ValueError(f"region for unknown item {item!r}")
+            seen.add(item)
+            regions[position[item]] = region
+        return regions, regions.flatten(1).any(dim=1)

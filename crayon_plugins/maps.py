@@ -24,3 +24,22 @@ def energy_on_mask(maps: Tensor, masks: Tensor) -> Tensor:
     """``(N,)`` share of each map's energy on the grid cells its object mask touches (0 for a zero map)."""
     cells = grid_masks(masks, tuple(maps.shape[-2:]))
     return (maps * cells).sum(dim=(-2, -1)) / (maps.sum(dim=(-2, -1)) + EPS)
+
+
+def bounding_boxes(regions: Tensor) -> Tensor:
+    """``(N, H, W)`` bool regions → the ``(N, H, W)`` bool filled bounding box of each (empty stays empty)."""
+    rows, cols = regions.any(dim=2), regions.any(dim=1)  # (N, H), (N, W)
+
+    def span(hit: Tensor) -> Tensor:
+        index = torch.arange(hit.shape[1])
+        first = torch.where(hit, index, hit.shape[1]).amin(dim=1, keepdim=True)
+        last = torch.where(hit, index, -1).amax(dim=1, keepdim=True)
+        return (index >= first) & (index <= last)
+
+    return span(rows)[:, :, None] & span(cols)[:, None, :]
+
+
+def region_maps(regions: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``(N, H, W)`` bool drawn regions → ``(N, h, w)`` attention maps on a feature grid: each cell's
+    covered fraction, max-normalised to ``[0, 1]`` (an empty region stays zero)."""
+    return normalise_maps(F.adaptive_avg_pool2d(regions[:, None].float(), grid)[:, 0])

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import torch
+from typing import Literal
+
+import numpy as np
 from pydantic import Field, model_validator
 
 from crayon_plugins.components import AnnotationSource
-from crayon_plugins.data import Answer, Annotations, MapsToJudge
+from crayon_plugins.data import Answer, Annotations, AttentionMaps, MapsToJudge
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.hookspecs import hookimpl
-from crayon_plugins.maps import energy_on_mask
+from crayon_plugins.maps import bounding_boxes, energy_on_mask
 
-from .noise import NoiseParams, apply_noise
+from .noise import NoiseParams, apply_noise, uniforms
+from .regions import dilate, erode, shift
 
 
 class SaliencyOracle(AnnotationSource):
@@ -22,12 +26,19 @@ class SaliencyOracle(AnnotationSource):
     between; then :func:`~crayon_plugins.oracles.noise.apply_noise` abstains and flips. A map spread
     evenly scores the share of cells the object touches (0.09 on the default benchmark's 8×8 grid),
     so ``no_below`` = 0.2 also counts an evenly spread map as not looking at the object.
+
+    Asked to draw where a model should look (:meth:`annotate_attention`), it draws the object mask
+    with a seeded imperfection: ``region`` ``exact``, ``dilate`` / ``erode`` by ``region_pixels``,
+    ``shift`` by ``region_pixels`` in a direction drawn per item, or ``box`` (the mask's bounding box).
+    With ``abstain_rate`` an item gets no drawing; ``flip_rate`` does not apply to drawings.
     """
 
     class Params(NoiseParams):
         annotator: str = "saliency-oracle"
         yes_above: float = Field(default=0.5, ge=0, le=1)
         no_below: float = Field(default=0.2, ge=0, le=1)
+        region: Literal["exact", "dilate", "erode", "shift", "box"] = Field(default="exact", description="how drawings depart from the mask")
+        region_pixels: int = Field(default=2, ge=0, description="dilation, erosion or shift in pixels")
 
         @model_validator(mode="after")
         def _ordered(self):
@@ -44,6 +55,21 @@ class SaliencyOracle(AnnotationSource):
         answers[share >= self.params.yes_above] = Answer.YES
         answers[share < self.params.no_below] = Answer.NO
         return answers
+
+    def annotate_attention(self, items: MapsToJudge) -> AttentionMaps:
+        if items.masks is None:
+            raise CrayonError("saliency-oracle needs object masks to draw attention maps, and this dataset has none")
+        p, masks = self.params, items.masks
+        regions = {
+            "exact": lambda: masks,
+            "dilate": lambda: dilate(masks, p.region_pixels),
+            "erode": lambda: erode(masks, p.region_pixels),
+            "shift": lambda: shift(masks, p.region_pixels, 2 * np.pi * uniforms(p.seed, p.annotator, items.ids, "shift")),
+            "box": lambda: bounding_boxes(masks),
+        }[p.region]()
+        drawn = uniforms(p.seed, p.annotator, items.ids, "abstain") >= p.abstain_rate
+        keep = [i for i in range(len(items.ids)) if drawn[i]]
+        return AttentionMaps(tuple(items.ids[i] for i in keep), regions[keep], (p.annotator,) * len(keep))
 
     def annotate_maps(self, items: MapsToJudge) -> Annotations:
         answers = apply_noise(self.truth(items), items.ids, self.params)
