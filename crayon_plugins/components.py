@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from .data import Annotations, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
+from .data import Annotations, AttentionMaps, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
 from .model import Classifier
 
 
@@ -95,6 +95,8 @@ class AnnotationSource(Component):
 
     ``annotate_maps``: yes / no / maybe, does each saliency map look at the right thing?
     ``annotate_neurons``: relevant (yes) / irrelevant (no) / maybe, is each neuron's concept relevant?
+    ``annotate_attention``: draw where the model should look in each image (GRADIA, RRR and the
+    other map-based methods need this).
     A source overrides the questions it can answer; :meth:`judges` names them, and the pipeline
     checks a configured source can answer what it is asked before any expensive work. Each answer
     carries the id of the annotator who gave it.
@@ -106,10 +108,13 @@ class AnnotationSource(Component):
     def annotate_neurons(self, items: NeuronsToJudge) -> Annotations:
         raise NotImplementedError(f"{type(self).__name__} does not judge neurons")
 
+    def annotate_attention(self, items: MapsToJudge) -> AttentionMaps:
+        raise NotImplementedError(f"{type(self).__name__} does not draw attention maps")
+
     @classmethod
     def judges(cls) -> frozenset[str]:
-        """What this source answers about: ``"maps"``, ``"neurons"`` or both."""
-        methods = {"maps": "annotate_maps", "neurons": "annotate_neurons"}
+        """What this source answers: any of ``"maps"``, ``"neurons"`` and ``"attention"``."""
+        methods = {"maps": "annotate_maps", "neurons": "annotate_neurons", "attention": "annotate_attention"}
         return frozenset(kind for kind, name in methods.items() if getattr(cls, name) is not getattr(AnnotationSource, name))
 
 
@@ -129,6 +134,9 @@ class RefinementContext:
         neuron_answers: ``(C,)`` per neuron an :class:`~crayon_plugins.data.Answer` code (yes:
             relevant, no: irrelevant) or :data:`~crayon_plugins.data.NOT_ANNOTATED`, likewise.
         neuron_annotations: the raw answers ``neuron_answers`` was derived from, likewise.
+        attention: ``(N, H, W)`` bool regions the annotator drew on the training images (where the
+            model should look), for refiners that need ``"attention-maps"`` or ``"boxes"``.
+        attention_drawn: ``(N,)`` bool, which training images have a (non-empty) region.
     """
 
     train: ImageSet
@@ -140,14 +148,17 @@ class RefinementContext:
     concepts: NeuronConcepts | None = None
     neuron_answers: Tensor | None = None
     neuron_annotations: Annotations | None = None
+    attention: Tensor | None = None
+    attention_drawn: Tensor | None = None
 
 
 class Refiner(Component, ABC):
     """Model + data + annotations → refined model. Must not modify the model it is given.
 
-    ``needs`` names the annotations the refiner uses: ``"map-answers"`` (yes / no / maybe on the
-    original model's maps) and ``"neuron-answers"`` (relevant / irrelevant on its neurons; the
-    pipeline extracts concepts and asks the neuron annotator only when a refiner needs them).
+    ``needs`` names what the refiner uses beyond images and labels, and the pipeline prepares only
+    what some refiner needs: ``"map-answers"`` (yes / no / maybe on the original model's maps),
+    ``"neuron-answers"`` (relevant / irrelevant on its neurons), ``"attention-maps"`` (drawn regions),
+    ``"boxes"`` (the same drawings, used as bounding boxes) and ``"groups"`` (true group labels).
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
@@ -164,15 +175,24 @@ class Predictions:
         split: the evaluated split (labels, groups, names).
         predicted: ``(N,)`` predicted classes.
         train_group_shares: ``(G,)`` each group's share of the training set.
+        map_answers: ``(N,)`` the annotator's :class:`~crayon_plugins.data.Answer` on the model's map of
+            each image for its predicted class, for metrics that need ``"map-answers"``; else ``None``.
     """
 
     split: ImageSet
     predicted: Tensor
     train_group_shares: Tensor
+    map_answers: Tensor | None = None
 
 
 class Metric(Component, ABC):
-    """Predictions → named numbers (a float, or a mapping name → float)."""
+    """Predictions → named numbers (a float, or a mapping name → float).
+
+    ``needs``: ``"map-answers"`` makes the pipeline explain the evaluated model on the split and ask
+    the annotator about each map (:attr:`Predictions.map_answers`).
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def compute(self, predictions: Predictions) -> dict[str, float | dict[str, float]]: ...

@@ -80,6 +80,17 @@ class Pipeline:
     cache: ArtifactCache
     device: torch.device
 
+    def __post_init__(self) -> None:
+        if self.needs("attention-maps", "boxes") and "attention" not in self.annotator.judges():
+            raise ConfigError(f"annotator: {self.config.annotator.name!r} does not draw attention maps, which refiners {self.needing('attention-maps', 'boxes')} need")
+
+    def needing(self, *needs: str) -> list[str]:
+        """The refiners that need any of ``needs``."""
+        return [name for name, refiner in self.refiners.items() if refiner.needs & set(needs)]
+
+    def needs(self, *needs: str) -> bool:
+        return bool(self.needing(*needs))
+
     @classmethod
     def from_config(
         cls, config: RunConfig, refiners: list[str] | None = None, cache: ArtifactCache | None = None
@@ -159,9 +170,9 @@ class Pipeline:
         state, cached = self.cache.get_or_compute("concepts", key, extract)
         return NeuronConcepts(**state), cached
 
-    def annotate(self, train: ImageSet, maps: Tensor) -> Annotations:
-        """The annotator's answers about the original model's maps of the training split."""
-        items = MapsToJudge(train.ids, train.images, maps, train.labels, train.spurious, train.masks)
+    def annotate(self, split: ImageSet, maps: Tensor) -> Annotations:
+        """The annotator's answers about ``maps`` of the images of ``split``."""
+        items = MapsToJudge(split.ids, split.images, maps, split.labels, split.spurious, split.masks)
         return self._call_plugin("annotator", self.config.annotator, self.annotator.annotate_maps, items)
 
     def annotate_neurons(self, train: ImageSet, concepts: NeuronConcepts) -> Annotations:
@@ -179,13 +190,16 @@ class Pipeline:
         except Exception as error:
             raise PluginError(f"{where} {spec.name!r} failed: {type(error).__name__}: {error}") from error
 
-    @property
-    def needs_neurons(self) -> bool:
-        return any("neuron-answers" in refiner.needs for refiner in self.refiners.values())
 
     def evaluate(self, model: Classifier, test: ImageSet, train_shares: Tensor) -> dict:
+        """Every metric of ``model`` on ``test``; with a metric that needs ``"map-answers"``, the
+        annotator judges the model's maps of ``test`` for its predictions (seeded like the training's)."""
         predicted = predict(model, test.images, self.device).argmax(dim=1)
-        found = components.Predictions(test, predicted, train_shares)
+        answers = None
+        if any("map-answers" in metric.needs for metric in self.metrics):
+            maps = explain_all(self.interpreter, model, test.images, predicted, self.device, "explain on the test split")
+            answers = self.annotate(test, maps).aligned(test.ids)
+        found = components.Predictions(test, predicted, train_shares, answers)
         metrics: dict = {}
         for metric in self.metrics:
             metrics.update(metric.compute(found))
@@ -196,11 +210,15 @@ class Pipeline:
         artefacts are loaded), as every refiner of this run gets them."""
         maps, _ = self.original_maps(model, train)
         annotations = self.annotate(train, maps)
-        concepts = neuron_annotations = neuron_answers = None
-        if self.needs_neurons:
+        concepts = neuron_annotations = neuron_answers = attention = drawn = None
+        if self.needs("neuron-answers"):
             concepts, _ = self.concepts(model, train)
             neuron_annotations = self.annotate_neurons(train, concepts)
             neuron_answers = neuron_annotations.aligned(concepts.neuron_ids)
+        if self.needs("attention-maps", "boxes"):
+            items = MapsToJudge(train.ids, train.images, maps, train.labels, train.spurious, train.masks)
+            drawings = self._call_plugin("annotator", self.config.annotator, self.annotator.annotate_attention, items)
+            attention, drawn = drawings.aligned(train.ids, tuple(train.images.shape[-2:]))
         return components.RefinementContext(
             train=train,
             original_maps=maps,
@@ -211,6 +229,8 @@ class Pipeline:
             concepts=concepts,
             neuron_answers=neuron_answers,
             neuron_annotations=neuron_annotations,
+            attention=attention,
+            attention_drawn=drawn,
         )
 
     def run(self, out: str | Path | None = None) -> Results:

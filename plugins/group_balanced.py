@@ -24,6 +24,8 @@ class GroupBalanced(FineTune):
     lr 1e-4 it stops short of the core feature, and at lr 1e-3 it memorises the few minority images.
     """
 
+    needs = frozenset({"groups"})
+
     class Params(FineTune.Params):
         epochs: int = Field(default=6, gt=0)
         lr: float = Field(default=3e-4, gt=0)

@@ -81,7 +81,7 @@ def test_a_section_without_a_name_configures_the_default_component():
     ("section", "name", "message"),
     [
         ("annotator", "neuron-metadata", "annotator: 'neuron-metadata' does not judge maps (it judges neurons)"),
-        ("neuron_annotator", "saliency-oracle", "neuron_annotator: 'saliency-oracle' does not judge neurons (it judges maps)"),
+        ("neuron_annotator", "saliency-oracle", "neuron_annotator: 'saliency-oracle' does not judge neurons (it judges attention and maps)"),
     ],
 )
 def test_an_annotator_asked_what_it_cannot_judge_is_a_config_error(section, name, message):

@@ -126,6 +126,6 @@ def test_neuron_mask_oracle_without_masks_points_to_the_metadata_oracle():
 
 
 def test_sources_say_what_they_judge():
-    assert create_annotation_source("saliency-oracle").judges() == {"maps"}
+    assert create_annotation_source("saliency-oracle").judges() == {"maps", "attention"}
     assert create_annotation_source("neuron-mask").judges() == {"neurons"}
     assert create_annotation_source("neuron-metadata").judges() == {"neurons"}
