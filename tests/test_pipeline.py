@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 
-from crayon_plugins import Pipeline, PluginError
+from crayon_plugins import ConfigError, Pipeline, PluginError
 from crayon_plugins.cache import ArtifactCache
-from crayon_plugins.components import ConceptExtractor, Refiner
+from crayon_plugins.components import AnnotationSource, ConceptExtractor, Refiner
 from crayon_plugins.config import RunConfig
 from crayon_plugins.factory import create_refiner
 from crayon_plugins.registry import Registration, default_registry
@@ -164,3 +164,27 @@ def test_a_broken_concept_extractor_is_named(tmp_path, extractor, message):
             pipeline.run()
     finally:
         del registry.components["concept_extractor"]["broken"]
+
+
+def test_gradia_and_the_reasonability_matrix_in_a_run(tmp_path):
+    pipeline = tiny_pipeline(tmp_path / "cache", refiners=["gradia"], metrics=["group-accuracy", "reasonability"], refiner={"gradia": {"epochs": 1}})
+    results = pipeline.run(tmp_path / "out")
+    for row in results.rows:
+        shares, counts = row.metrics["reasonability"], row.metrics["reasonability_counts"]
+        assert sum(counts.values()) == 64 and sum(shares.values()) == pytest.approx(1.0)
+    assert [c.header for c in results.table().columns] == ["method", "WGA", "MGA", "accuracy", "RA", "UA"]
+
+
+class PlainJudge(AnnotationSource):
+    def annotate_maps(self, items):
+        raise AssertionError("not called")
+
+
+def test_map_based_refiners_need_an_annotator_that_draws(tmp_path):
+    registry = default_registry()
+    registry.components["annotation_source"]["plain"] = Registration("annotation_source", "plain", PlainJudge, "test-plugin")
+    try:
+        with pytest.raises(ConfigError, match=re.escape("annotator: 'plain' does not draw attention maps, which refiners ['gradia'] need")):
+            tiny_pipeline(tmp_path, refiners=["gradia"], annotator={"name": "plain"})
+    finally:
+        del registry.components["annotation_source"]["plain"]
