@@ -32,7 +32,7 @@ class FineTune(Refiner):
         lr: float = Field(default=1e-4, gt=0)
         weight_decay: float = Field(default=1e-4, ge=0)
 
-    def sample_weights(self, context: RefinementContext) -> torch.Tensor | None:
+    def sample_weights(self, model: Classifier, context: RefinementContext) -> torch.Tensor | None:
         """Per training item, how often minibatches draw it (``None``: each once per epoch)."""
         return None
 
@@ -44,7 +44,7 @@ class FineTune(Refiner):
             logits = refined(train.images[indices].to(device))
             return F.cross_entropy(logits, train.labels[indices].to(device), reduction="sum")
 
-        weights = self.sample_weights(context)
+        weights = self.sample_weights(model, context)
         fit(refined, batch_loss, len(train), self.params, context.seed, f"refine {type(self).__name__}", sample_weights=weights)
         return refined
 

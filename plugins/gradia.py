@@ -9,23 +9,19 @@ gives ``1 − a`` otherwise.
 
 from __future__ import annotations
 
-import copy
-
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.components import RefinementContext, Refiner
-from crayon_plugins.config import Optimisation
+from crayon_plugins.components import RefinementContext
 from crayon_plugins.data import Answer
-from crayon_plugins.errors import CrayonError
 from crayon_plugins.hookspecs import hookimpl
 from crayon_plugins.maps import region_maps
 from crayon_plugins.model import Classifier
-from crayon_plugins.training import fit, predict
+from crayon_plugins.training import predict
 
 from .gradcam import GradCam
+from .map_guided import MapGuided
 
 
 def quadrant_weights(reasonable: Tensor, accurate: Tensor, a: float) -> tuple[Tensor, Tensor]:
@@ -41,47 +37,34 @@ def attention_l1(current: Tensor, target: Tensor) -> Tensor:
     return (current - target).abs().mean(dim=(-2, -1))
 
 
-class Gradia(Refiner):
-    """Fine-tune the whole model with ``Σ w_pred·CE + λ·Σ w_att·L1(Grad-CAM, drawn map)`` per minibatch.
+class Gradia(MapGuided):
+    """``Σ w_pred·CE + λ·Σ w_att·L1(Grad-CAM, drawn map)`` per minibatch, weights by quadrant.
 
     The quadrant of a training image comes from the original model: reasonable unless the annotator
     answered *no* about its map (*maybe* and unannotated images count as reasonable: nobody objected),
     accurate when its prediction is right. The drawn region is pooled onto the feature grid (each
-    cell's covered fraction, max-normalised); images without a drawing get no attention term. ``a``
-    = 0.75 and ``λ`` are our choices (the paper tunes them per dataset); the sums are divided by the
-    minibatch size.
+    cell's covered fraction, max-normalised). ``a`` = 0.75 and ``λ`` = 10 are our choices (the paper
+    tunes them per dataset).
     """
 
     needs = frozenset({"map-answers", "attention-maps"})
+    name = "gradia"
 
-    class Params(Optimisation):
-        epochs: int = Field(default=3, gt=0)
-        lr: float = Field(default=1e-4, gt=0)
-        weight_decay: float = Field(default=1e-4, ge=0)
+    class Params(MapGuided.Params):
         a: float = Field(default=0.75, ge=0.5, le=1, description="weight of an emphasised term")
         lam: float = Field(default=10.0, ge=0, description="weight λ of the attention loss")
 
-    def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
-        if context.attention is None or context.attention_drawn is None:
-            raise CrayonError("refiner 'gradia' needs drawn attention maps, and the refinement context has none")
-        train, device, p = context.train, context.device, self.params
-        accurate = predict(model, train.images, device).argmax(dim=1) == train.labels
-        w_pred, w_att = quadrant_weights(context.map_answers != Answer.NO, accurate, p.a)
-        w_att = w_att * context.attention_drawn
-        grid = tuple(context.original_maps.shape[-2:])
-        targets = region_maps(context.attention, grid)
-        refined = copy.deepcopy(model).to(device)
-        gradcam = GradCam()
+    def __init__(self, params: Params | None = None) -> None:
+        super().__init__(params)
+        self.gradcam = GradCam()
 
-        def batch_loss(indices: Tensor) -> Tensor:
-            images, labels = train.images[indices].to(device), train.labels[indices].to(device)
-            current, logits = gradcam.explain(refined, images, labels)
-            prediction = (w_pred[indices].to(device) * F.cross_entropy(logits, labels, reduction="none")).sum()
-            attention = (w_att[indices].to(device) * attention_l1(current, targets[indices].to(device))).sum()
-            return (prediction + p.lam * attention) / len(indices)
+    def weights(self, model: Classifier, context: RefinementContext) -> tuple[Tensor, Tensor]:
+        accurate = predict(model, context.train.images, context.device).argmax(dim=1) == context.train.labels
+        return quadrant_weights(context.map_answers != Answer.NO, accurate, self.params.a)
 
-        fit(refined, batch_loss, len(train), p, context.seed, "refine gradia")
-        return refined
+    def guidance(self, model: Classifier, images: Tensor, labels: Tensor, regions: Tensor) -> tuple[Tensor, Tensor]:
+        current, logits = self.gradcam.explain(model, images, labels)
+        return logits, attention_l1(current, region_maps(regions, tuple(current.shape[-2:])))
 
 
 @hookimpl

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from crayon_plugins.components import RefinementContext
 from crayon_plugins.hookspecs import hookimpl
+from crayon_plugins.model import Classifier
 
 from .finetune import FineTune
 
@@ -30,7 +31,7 @@ class GroupBalanced(FineTune):
         epochs: int = Field(default=6, gt=0)
         lr: float = Field(default=3e-4, gt=0)
 
-    def sample_weights(self, context: RefinementContext) -> torch.Tensor:
+    def sample_weights(self, model: Classifier, context: RefinementContext) -> torch.Tensor:
         groups = context.train.groups
         return 1.0 / torch.bincount(groups).double()[groups]
 
