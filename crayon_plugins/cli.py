@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cache import ArtifactCache
+from .compare import markdown_table
 from .concept_sheets import render_sheets
 from .config import load_config
 from .errors import CrayonError
@@ -105,6 +106,26 @@ def run(
     results = pipeline.run(out)
     stdout.print(results.table())
     console.print(f"wrote {out / 'results.json'}")
+
+
+@app.command()
+@user_errors
+def compare(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML run configuration (default: built-in defaults).")] = None,
+    refiners: Annotated[Optional[str], typer.Option("--refiners", "-r", help="Comma-separated refiners (default: every registered one).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for table.md and results.json.")] = Path("runs/compare"),
+) -> None:
+    """Run every registered refiner (or the chosen ones) on the same original model, maps and
+    annotations; write OUT/table.md (method, annotation kind, WGA, MGA, accuracy, best in bold) and
+    OUT/results.json."""
+    run_config = load_config(config)
+    registry = default_registry()
+    _warn_broken(registry)
+    names = registry.names("refiner") if refiners is None else [n.strip() for n in refiners.split(",") if n.strip()]
+    results = Pipeline.from_config(run_config, names, ArtifactCache()).run(out)
+    (out / "table.md").write_text(markdown_table(results))
+    stdout.print(results.table())
+    console.print(f"wrote {out / 'table.md'} and {out / 'results.json'}")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from . import components, factory
 from .cache import ArtifactCache, cache_key
+from .compare import annotation_kind
 from .config import ComponentSpec, RunConfig
 from .data import Annotations, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
 from .errors import ConfigError, CrayonError, PluginError
@@ -253,8 +254,12 @@ class Pipeline:
             )
         shares = train.group_shares()
 
-        def record(method: str, refined: Classifier, seconds: float) -> None:
-            details = {"seconds": round(seconds, 1), "neurons_pruned": int((refined.neuron_mask == 0).sum())}
+        def record(method: str, refined: Classifier, seconds: float, needs: frozenset[str] = frozenset()) -> None:
+            details = {
+                "seconds": round(seconds, 1),
+                "neurons_pruned": int((refined.neuron_mask == 0).sum()),
+                "annotation": annotation_kind(needs),
+            }
             results.rows.append(ResultRow(method=method, metrics=self.evaluate(refined, test, shares), details=details))
             if out is not None:
                 results.write(out)
@@ -272,5 +277,5 @@ class Pipeline:
                     f"refiner {name!r} (plugin {plugin!r}) failed: {type(error).__name__}: {error}. "
                     "Results of the methods before it were kept" + (f" in {out}/results.json" if out else "")
                 ) from error
-            record(name, refined, time.perf_counter() - start)
+            record(name, refined, time.perf_counter() - start, refiner.needs)
         return results

@@ -52,3 +52,23 @@ def test_run_with_the_pruning_refiners_prints_the_pruned_column_and_the_neuron_a
     assert "neurons (neuron-mask): relevant" in result.output and "49.5% (Waterbirds)" in result.output
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["method"] for row in written["rows"]] == ["original", "crayon-pruning", "crayon-attention+pruning"]
+
+
+def test_compare_writes_a_table_with_annotation_kinds_and_the_best_value_in_bold(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        'metrics = ["accuracy", "group-accuracy", "reasonability"]\n'
+        '[dataset]\nn_train = 192\nn_test = 64\nimage_size = 32\n[training]\nepochs = 1\n[concepts]\nk = 10\n'
+        '[refiner.gradia]\nepochs = 1\n[refiner.jtt]\nepochs = 1\n'
+    )
+    result = runner.invoke(app, ["compare", "--config", str(config), "--refiners", "gradia,jtt,crayon-pruning", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "out" / "table.md").read_text().splitlines()
+    assert lines[0] == "| method | annotation | WGA | MGA | accuracy | RA | UA |"
+    kinds = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in lines[2:]}
+    assert kinds == {"original": "none", "gradia": "yes-no + map", "jtt": "none", "crayon-pruning": "yes-no"}
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    wga = [row["metrics"]["wga"] for row in written["rows"]]
+    best_row = lines[2 + wga.index(max(wga))]
+    assert f"**{100 * max(wga):.2f}**" == best_row.split(" | ")[2]
+    assert (tmp_path / "out" / "reasonability-gradia.png").exists()

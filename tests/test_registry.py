@@ -86,6 +86,6 @@ def test_unknown_name_lists_the_available_ones_and_suggests():
         create("refiner", "crayon-atention")
     message = str(info.value)
     assert "did you mean 'crayon-attention'" in message
-    names = sorted(default_registry().components["refiner"])
+    names = default_registry().names("refiner")
     assert {"crayon-attention", "crayon-pruning", "finetune"} <= set(names)
     assert f"available: {', '.join(names)}" in message
