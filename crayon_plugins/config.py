@@ -63,7 +63,7 @@ class RunConfig(BaseModel):
     neuron_annotator: ComponentSpec = ComponentSpec(name="neuron-mask")
     refiners: list[str] = Field(default_factory=lambda: ["crayon-attention"])
     refiner: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "group-accuracy"], min_length=1)
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "group-accuracy", "reasonability"], min_length=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -67,12 +67,15 @@ def crayon_annotation_sources() -> Mapping[str, type[components.AnnotationSource
 
 @hookspec
 def crayon_refiners() -> Mapping[str, type[components.Refiner]]:
-    """Refiners: ``refine(model, context)`` returns a new, refined classifier."""
+    """Refiners: ``refine(model, context)`` returns a new, refined classifier; ``needs`` names the
+    annotations it uses (``map-answers``, ``neuron-answers``, ``attention-maps``, ``boxes``,
+    ``groups``), which the pipeline prepares and ``crayon compare`` lists as its annotation kind."""
 
 
 @hookspec
 def crayon_metrics() -> Mapping[str, type[components.Metric]]:
-    """Metrics: ``compute(predictions)`` returns named numbers for the results table."""
+    """Metrics: ``compute(predictions)`` returns named numbers for the results table; a metric that
+    ``needs`` ``map-answers`` gets the annotator's judgement of the model's map of each image."""
 
 
 KINDS: dict[str, type[components.Component]] = {

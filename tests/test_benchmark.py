@@ -1,5 +1,5 @@
-"""Issues 2 and 3's targets on the default configuration: the shortcut, and the refiners that fix it
-(~6 min; the two tests share one cache, so the original model is trained once)."""
+"""Issues 2–4's targets on the default configuration: the shortcut, and the refiners that fix it
+(~8 min; the two tests share one cache, so the original model is trained once)."""
 
 import pytest
 
@@ -14,9 +14,9 @@ def cache(tmp_path_factory):
 
 @pytest.mark.slow
 def test_default_benchmark_shows_the_shortcut_and_the_refiners_fix_it(cache):
-    refiners = ["crayon-attention", "group-balanced", "crayon-pruning", "crayon-attention+pruning"]
+    refiners = ["crayon-attention", "group-balanced", "crayon-pruning", "crayon-attention+pruning", "gradia"]
     results = Pipeline.from_config(RunConfig(refiners=refiners), cache=cache).run()
-    original, attention, balanced, pruning, both = (results.row(name).metrics for name in ["original", *refiners])
+    original, attention, balanced, pruning, both, gradia = (results.row(name).metrics for name in ["original", *refiners])
     assert original["accuracy"] >= 0.85  # in-distribution accuracy: the shortcut pays on the training mix
     assert original["wga"] <= 0.45  # ... and fails on the group that contradicts it
     assert attention["wga"] >= original["wga"] + 0.25 and attention["mga"] >= original["mga"]
@@ -25,6 +25,13 @@ def test_default_benchmark_shows_the_shortcut_and_the_refiners_fix_it(cache):
     assert both["wga"] >= original["wga"] + 0.25
     pruned = results.row("crayon-pruning").details["neurons_pruned"]
     assert pruned == results.neuron_annotations["irrelevant"] and 0 < pruned < 128
+    assert gradia["wga"] >= original["wga"] + 0.25
+    # the reasonability matrix: the shortcut is accurate for unreasonable reasons, and guidance moves it
+    ua = lambda metrics: metrics["reasonability"]["unreasonable-accurate"]  # noqa: E731
+    ra = lambda metrics: metrics["reasonability"]["reasonable-accurate"]  # noqa: E731
+    assert ua(original) >= 0.10 and ra(original) <= 0.10
+    assert ua(attention) < ua(original) / 2 and ua(gradia) < ua(original) / 2
+    assert ra(attention) > ra(original) + 0.2 and ra(gradia) > ra(original) + 0.2
 
 
 @pytest.mark.slow

@@ -132,13 +132,13 @@ def test_pruning_refiners_report_neuron_answers_and_neurons_pruned(tmp_path):
     pruned = {row["method"]: row["details"]["neurons_pruned"] for row in written["rows"]}
     assert pruned == {"original": 0, "crayon-pruning": answers["irrelevant"], "crayon-attention+pruning": answers["irrelevant"]}
     assert answers["irrelevant"] > 0  # otherwise this test would prove nothing
-    assert [column.header for column in results.table().columns] == ["method", "WGA", "MGA", "accuracy", "pruned"]
+    assert [column.header for column in results.table().columns] == ["method", "WGA", "MGA", "accuracy", "RA", "UA", "pruned"]
 
 
 def test_runs_without_pruning_neither_extract_concepts_nor_show_a_pruned_column(tmp_path):
     results = tiny_pipeline(tmp_path / "cache", refiners=["finetune"]).run()
     assert results.neuron_annotations == {} and not (tmp_path / "cache" / "concepts").exists()
-    assert [column.header for column in results.table().columns] == ["method", "WGA", "MGA", "accuracy"]
+    assert [column.header for column in results.table().columns] == ["method", "WGA", "MGA", "accuracy", "RA", "UA"]
 
 
 class RaisingExtractor(ConceptExtractor):
