@@ -26,6 +26,7 @@ from .errors import CrayonError
 from .pipeline import Pipeline
 from .progress import console
 from .registry import Registry, default_registry
+from .results import Results
 
 app = typer.Typer(
     help="Correct where image classifiers look, from yes / no judgements of their explanations.",
@@ -90,41 +91,49 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON ins
         raise typer.Exit(2)
 
 
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML run configuration (default: built-in defaults).")]
+
+
+def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bool) -> Results:
+    """Run the pipeline with the chosen refiners (``None``: the configuration's, or with
+    ``every_refiner`` every registered one), print its table and write ``out/results.json``."""
+    run_config = load_config(config)
+    registry = default_registry()
+    _warn_broken(registry)
+    if refiners is not None:
+        names = [n.strip() for n in refiners.split(",") if n.strip()]
+    else:
+        names = registry.names("refiner") if every_refiner else None
+    results = Pipeline.from_config(run_config, names, ArtifactCache()).run(out)
+    stdout.print(results.table())
+    return results
+
+
 @app.command()
 @user_errors
 def run(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML run configuration (default: built-in defaults).")] = None,
+    config: ConfigOption = None,
     refiners: Annotated[Optional[str], typer.Option("--refiners", "-r", help="Comma-separated refiners (default: the configuration's).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results.json.")] = Path("runs/latest"),
 ) -> None:
     """Train (or load) the original model, annotate, refine, evaluate; print a table and write
     OUT/results.json."""
-    run_config = load_config(config)
-    _warn_broken(default_registry())
-    names = None if refiners is None else [n.strip() for n in refiners.split(",") if n.strip()]
-    pipeline = Pipeline.from_config(run_config, names, ArtifactCache())
-    results = pipeline.run(out)
-    stdout.print(results.table())
+    _run(config, refiners, out, every_refiner=False)
     console.print(f"wrote {out / 'results.json'}")
 
 
 @app.command()
 @user_errors
 def compare(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML run configuration (default: built-in defaults).")] = None,
+    config: ConfigOption = None,
     refiners: Annotated[Optional[str], typer.Option("--refiners", "-r", help="Comma-separated refiners (default: every registered one).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for table.md and results.json.")] = Path("runs/compare"),
 ) -> None:
     """Run every registered refiner (or the chosen ones) on the same original model, maps and
-    annotations; write OUT/table.md (method, annotation kind, WGA, MGA, accuracy, best in bold) and
-    OUT/results.json."""
-    run_config = load_config(config)
-    registry = default_registry()
-    _warn_broken(registry)
-    names = registry.names("refiner") if refiners is None else [n.strip() for n in refiners.split(",") if n.strip()]
-    results = Pipeline.from_config(run_config, names, ArtifactCache()).run(out)
+    annotations; write OUT/table.md (method, annotation kind, WGA, MGA, accuracy, RA, UA, best in
+    bold) and OUT/results.json."""
+    results = _run(config, refiners, out, every_refiner=True)
     (out / "table.md").write_text(markdown_table(results))
-    stdout.print(results.table())
     console.print(f"wrote {out / 'table.md'} and {out / 'results.json'}")
 
 
@@ -132,7 +141,7 @@ def compare(
 @user_errors
 def concepts(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the sheets and index.md.")],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML run configuration (default: built-in defaults).")] = None,
+    config: ConfigOption = None,
     neurons: Annotated[Optional[str], typer.Option("--neurons", "-n", help="Comma-separated neuron numbers (default: all).")] = None,
 ) -> None:
     """Train (or load) the original model, extract its neuron concepts (configuration section

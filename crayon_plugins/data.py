@@ -95,6 +95,22 @@ class MapsToJudge:
     masks: Tensor | None
 
 
+def positions(item_ids: tuple[str, ...], ids: tuple[str, ...]) -> list[int]:
+    """Where each of ``item_ids`` sits in ``ids``.
+
+    Raises:
+        ValueError: an item appears twice (several annotators: aggregate the panel first) or is not
+            in ``ids``.
+    """
+    position = {item: i for i, item in enumerate(ids)}
+    if len(set(item_ids)) != len(item_ids):
+        repeated = next(item for item in item_ids if item_ids.count(item) > 1)
+        raise ValueError(f"item {repeated!r} has several answers: aggregate the panel first")
+    if unknown := [item for item in item_ids if item not in position]:
+        raise ValueError(f"annotation for unknown item {unknown[0]!r}")
+    return [position[item] for item in item_ids]
+
+
 @dataclass(frozen=True)
 class Annotations:
     """Answers about items (saliency maps, or neurons), one row per (item, annotator).
@@ -125,16 +141,8 @@ class Annotations:
         Raises:
             ValueError: an item has answers from several annotators (aggregate them first).
         """
-        position = {item: i for i, item in enumerate(ids)}
         out = torch.full((len(ids),), NOT_ANNOTATED, dtype=torch.int64)
-        seen: set[str] = set()
-        for item, answer in zip(self.item_ids, self.answers.tolist()):
-            if item in seen:
-                raise ValueError(f"item {item!r} has several answers: aggregate the panel first")
-            seen.add(item)
-            if item not in position:
-                raise ValueError(f"annotation for unknown item {item!r}")
-            out[position[item]] = answer
+        out[positions(self.item_ids, ids)] = self.answers
         return out
 
 
@@ -215,14 +223,6 @@ class AttentionMaps:
         Raises:
             ValueError: an item has several regions, or a region is about an unknown item.
         """
-        position = {item: i for i, item in enumerate(ids)}
         regions = torch.zeros(len(ids), *size, dtype=torch.bool)
-        seen: set[str] = set()
-        for item, region in zip(self.item_ids, self.regions):
-            if item in seen:
-                raise ValueError(f"item {item!r} has several regions: aggregate the panel first")
-            if item not in position:
-                raise ValueError(f"region for unknown item {item!r}")
-            seen.add(item)
-            regions[position[item]] = region
+        regions[positions(self.item_ids, ids)] = self.regions
         return regions, regions.flatten(1).any(dim=1)
