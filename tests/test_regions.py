@@ -1,6 +1,7 @@
 """Drawn attention regions: the oracle's imperfect drawings and their geometry."""
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -77,3 +78,19 @@ def test_abstaining_annotators_leave_images_without_a_drawing(abstain, seed):
     n = 3000
     drawings = create_annotation_source("saliency-oracle", {"abstain_rate": abstain, "seed": seed}).annotate_attention(oracle_items(n))
     assert abs((1 - len(drawings.item_ids) / n) - abstain) < 4 * (0.25 / n) ** 0.5
+
+
+def test_answers_and_drawings_are_placed_by_item_id_and_refuse_repeats_and_strangers():
+    from crayon_plugins.data import NOT_ANNOTATED, Annotations, AttentionMaps
+
+    ids = ("a", "b", "c")
+    answers = Annotations(("c", "a"), torch.tensor([1, 0]), ("x", "x"))
+    assert answers.aligned(ids).tolist() == [0, NOT_ANNOTATED, 1]
+    regions = torch.zeros(1, 2, 2, dtype=torch.bool)
+    regions[0, 0, 0] = True
+    placed, drawn = AttentionMaps(("b",), regions, ("x",)).aligned(ids, (2, 2))
+    assert drawn.tolist() == [False, True, False] and torch.equal(placed[1], regions[0])
+    with pytest.raises(ValueError, match="'a' has several answers: aggregate the panel first"):
+        Annotations(("a", "a"), torch.tensor([1, 0]), ("x", "y")).aligned(ids)
+    with pytest.raises(ValueError, match="unknown item 'z'"):
+        AttentionMaps(("z",), regions, ("x",)).aligned(ids, (2, 2))
