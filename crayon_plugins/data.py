@@ -94,6 +94,11 @@ class MapsToJudge:
     spurious: Tensor
     masks: Tensor | None
 
+    @classmethod
+    def of(cls, split: ImageSet, maps: Tensor) -> MapsToJudge:
+        """``maps`` of the images of ``split``, with its labels, group metadata and masks."""
+        return cls(split.ids, split.images, maps, split.labels, split.spurious, split.masks)
+
 
 def positions(item_ids: tuple[str, ...], ids: tuple[str, ...]) -> list[int]:
     """Where each of ``item_ids`` sits in ``ids``.

@@ -173,8 +173,7 @@ class Pipeline:
 
     def annotate(self, split: ImageSet, maps: Tensor) -> Annotations:
         """The annotator's answers about ``maps`` of the images of ``split``."""
-        items = MapsToJudge(split.ids, split.images, maps, split.labels, split.spurious, split.masks)
-        return self._call_plugin("annotator", self.config.annotator, self.annotator.annotate_maps, items)
+        return self._call_plugin("annotator", self.config.annotator, self.annotator.annotate_maps, MapsToJudge.of(split, maps))
 
     def annotate_neurons(self, train: ImageSet, concepts: NeuronConcepts) -> Annotations:
         """The neuron annotator's relevant / irrelevant / maybe answers about each neuron."""
@@ -217,8 +216,7 @@ class Pipeline:
             neuron_annotations = self.annotate_neurons(train, concepts)
             neuron_answers = neuron_annotations.aligned(concepts.neuron_ids)
         if self.needs("attention-maps", "boxes"):
-            items = MapsToJudge(train.ids, train.images, maps, train.labels, train.spurious, train.masks)
-            drawings = self._call_plugin("annotator", self.config.annotator, self.annotator.annotate_attention, items)
+            drawings = self._call_plugin("annotator", self.config.annotator, self.annotator.annotate_attention, MapsToJudge.of(train, maps))
             attention, drawn = drawings.aligned(train.ids, tuple(train.images.shape[-2:]))
         return components.RefinementContext(
             train=train,
