@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import platformdirs
 import torch
+from filelock import FileLock
 
 from .progress import console
 
@@ -60,10 +61,17 @@ class ArtifactCache:
         os.replace(handle.name, path)
 
     def get_or_compute(self, kind: str, key: str, compute: Callable[[], T]) -> tuple[T, bool]:
-        """``(artefact, was_cached)``; computes and stores it on a miss."""
+        """``(artefact, was_cached)``; computes and stores it on a miss. A lock file per entry makes
+        a concurrent process (a study's other cells) wait for the artefact instead of recomputing it."""
         value = self.load(kind, key)
         if value is not None:
             return value, True
-        value = compute()
-        self.save(kind, key, value)
+        path = self.path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(path.with_suffix(".lock")):
+            value = self.load(kind, key)
+            if value is not None:
+                return value, True
+            value = compute()
+            self.save(kind, key, value)
         return value, False

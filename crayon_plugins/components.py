@@ -8,7 +8,7 @@ component declares its options as a pydantic model ``Params``; the factories in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from .data import Annotations, AttentionMaps, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
+from .features import SharedFeatures
 from .model import Classifier
+from .training import predict
 
 
 class Params(BaseModel):
@@ -137,6 +139,9 @@ class RefinementContext:
         attention: ``(N, H, W)`` bool regions the annotator drew on the training images (where the
             model should look), for refiners that need ``"attention-maps"`` or ``"boxes"``.
         attention_drawn: ``(N,)`` bool, which training images have a (non-empty) region.
+        features: the original model's feature maps of ``train``; :meth:`penultimate` uses them.
+        annotation_stats: per question (``"maps"``, ``"neurons"``) what the pipeline measured of the
+            answers: items annotated, shares of each answer, the panel's agreement, oracle error rate.
     """
 
     train: ImageSet
@@ -150,6 +155,15 @@ class RefinementContext:
     neuron_annotations: Annotations | None = None
     attention: Tensor | None = None
     attention_drawn: Tensor | None = None
+    features: SharedFeatures | None = None
+    annotation_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def penultimate(self, model: Classifier) -> Tensor:
+        """``(N, D)`` pooled features of ``train`` that ``model``'s classifier sees; from the shared
+        feature maps when ``model`` has the original's backbone weights (pruned or not)."""
+        if self.features is not None:
+            return self.features.penultimate(model)
+        return predict(model, self.train.images, self.device, penultimate=True)
 
 
 class Refiner(Component, ABC):

@@ -42,11 +42,39 @@ class Optimisation(BaseModel):
     batch_size: PositiveInt = 64
 
 
+class Panel(BaseModel):
+    """Several simulated annotators answer the same items; their answers are aggregated.
+
+    The panel is ``size`` copies of ``annotator`` (and of ``neuron_annotator``), each with its own id
+    and noise: annotator i's flip and abstention rates are the configured ones times a factor evenly
+    spaced in ``[1 − spread, 1 + spread]``. See :mod:`crayon_plugins.oracles.panel`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    size: PositiveInt = 1
+    spread: float = Field(default=0.0, ge=0, le=1)
+    aggregation: Literal["majority", "dawid-skene"] = "majority"
+
+
+class Budget(BaseModel):
+    """Which share of the training items (maps, neurons) get annotated, and how they are chosen.
+
+    ``uniform``: a seeded random subset (the CRAYON paper's). ``loss-guided``: the items the original
+    model's training loss rests on most: the images with the highest loss, the neurons whose removal
+    would change the loss most (first-order Taylor estimate). See :mod:`crayon_plugins.budget`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    selection: Literal["uniform", "loss-guided"] = "uniform"
+
+
 class RunConfig(BaseModel):
     """One run: data, backbone, original training, annotation, refiners and metrics.
 
     ``annotator`` judges the original model's saliency maps; ``concepts`` describes its neurons and
-    ``neuron_annotator`` judges them (used only when a refiner needs neuron answers). ``refiner``
+    ``neuron_annotator`` judges them (used only when a refiner needs neuron answers); ``panel`` makes
+    several such annotators answer, ``budget`` limits which training items are annotated. ``refiner``
     holds per-refiner options keyed by refiner name; ``refiners`` says which to run. A component
     section without ``name`` configures the default component (``[concepts] k = 10``).
     """
@@ -61,6 +89,8 @@ class RunConfig(BaseModel):
     annotator: ComponentSpec = ComponentSpec(name="saliency-oracle")
     concepts: ComponentSpec = ComponentSpec(name="top-patches")
     neuron_annotator: ComponentSpec = ComponentSpec(name="neuron-mask")
+    panel: Panel = Panel()
+    budget: Budget = Budget()
     refiners: list[str] = Field(default_factory=lambda: ["crayon-attention"])
     refiner: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy", "group-accuracy", "reasonability"], min_length=1)

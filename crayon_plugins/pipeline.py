@@ -11,12 +11,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import components, factory
+from .budget import image_losses, neuron_taylor_scores, selected
 from .cache import ArtifactCache, cache_key
 from .compare import annotation_kind
 from .config import ComponentSpec, RunConfig
-from .data import Annotations, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
+from .data import Annotations, Answer, AttentionMaps, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge, positions
 from .errors import ConfigError, CrayonError, PluginError
+from .features import SharedFeatures, backbone_digest, feature_maps
 from .model import Classifier
+from .oracles import panel
+from .oracles.noise import NoiseParams
 from .progress import console, progress_bar
 from .real_annotators import relevant_rates_text
 from .registry import default_registry
@@ -80,6 +84,8 @@ class Pipeline:
     metrics: list[components.Metric]
     cache: ArtifactCache
     device: torch.device
+    map_panel: list[components.AnnotationSource]
+    neuron_panel: list[components.AnnotationSource]
 
     def __post_init__(self) -> None:
         if self.needs("attention-maps", "boxes") and "attention" not in self.annotator.judges():
@@ -98,18 +104,22 @@ class Pipeline:
     ) -> Pipeline:
         """Build the components named in ``config`` (``refiners`` overrides ``config.refiners``)."""
         names = config.refiners if refiners is None else refiners
+        annotator = _annotation_source(config.annotator, "annotator", "maps")
+        neuron_annotator = _annotation_source(config.neuron_annotator, "neuron_annotator", "neurons")
         return cls(
             config=config,
             dataset=factory.create_from_spec("dataset", config.dataset, "dataset"),
             backbone=factory.create_from_spec("backbone", config.backbone, "backbone"),
             interpreter=factory.create_from_spec("interpreter", config.interpreter, "interpreter"),
-            annotator=_annotation_source(config.annotator, "annotator", "maps"),
+            annotator=annotator,
             concept_extractor=factory.create_from_spec("concept_extractor", config.concepts, "concepts"),
-            neuron_annotator=_annotation_source(config.neuron_annotator, "neuron_annotator", "neurons"),
+            neuron_annotator=neuron_annotator,
             refiners={n: factory.create_from_spec("refiner", config.refiner_spec(n), f"refiner.{n}") for n in names},
             metrics=[factory.create_metric(n, where=f"metrics[{n!r}]") for n in config.metrics],
             cache=cache or ArtifactCache(),
             device=resolve_device(config.device),
+            map_panel=panel.members(annotator, config.panel, "annotator"),
+            neuron_panel=panel.members(neuron_annotator, config.panel, "neuron_annotator"),
         )
 
     def _key(self, component: components.Component, spec: ComponentSpec) -> dict:
@@ -143,42 +153,77 @@ class Pipeline:
         model.load_state_dict(state)
         return model.eval(), cached
 
+    def maps_key(self) -> str:
+        """Cache key of the original model's maps of the training split."""
+        return cache_key(artefact="maps", model=self.model_key(), interpreter=self._key(self.interpreter, self.config.interpreter), split="train")
+
+    def concepts_key(self) -> str:
+        """Cache key of the original model's neuron concepts."""
+        return cache_key(artefact="concepts", model=self.model_key(), extractor=self._key(self.concept_extractor, self.config.concepts))
+
     def original_maps(self, model: Classifier, train: ImageSet) -> tuple[Tensor, bool]:
         """The original model's maps of the training set for its true labels (cached)."""
-        key = cache_key(
-            artefact="maps",
-            model=self.model_key(),
-            interpreter=self._key(self.interpreter, self.config.interpreter),
-            split="train",
-        )
         compute = lambda: explain_all(self.interpreter, model, train.images, train.labels, self.device, "explain original")  # noqa: E731
-        return self.cache.get_or_compute("maps", key, compute)
+        return self.cache.get_or_compute("maps", self.maps_key(), compute)
 
     def concepts(self, model: Classifier, train: ImageSet) -> tuple[NeuronConcepts, bool]:
         """The original model's neuron concepts on the training split (cached)."""
-        key = cache_key(
-            artefact="concepts",
-            model=self.model_key(),
-            extractor=self._key(self.concept_extractor, self.config.concepts),
-        )
-
         def extract() -> dict:
             found = self._call_plugin("concepts", self.config.concepts, self.concept_extractor.extract, model, train)
             if not isinstance(found, NeuronConcepts):
                 raise PluginError(f"concepts {self.config.concepts.name!r} returned {type(found).__name__}, not NeuronConcepts")
             return dict(vars(found))
 
-        state, cached = self.cache.get_or_compute("concepts", key, extract)
+        state, cached = self.cache.get_or_compute("concepts", self.concepts_key(), extract)
         return NeuronConcepts(**state), cached
+
+    def shared_features(self, model: Classifier, split: ImageSet, name: str) -> SharedFeatures:
+        """The original model's feature maps of ``split`` (cached), for models that share its backbone."""
+        key = cache_key(artefact="features", model=self.model_key(), split=name)
+        features, _ = self.cache.get_or_compute("features", key, lambda: feature_maps(model, split.images, self.device))
+        return SharedFeatures(split.images, features, backbone_digest(model), self.device)
 
     def annotate(self, split: ImageSet, maps: Tensor) -> Annotations:
         """The annotator's answers about ``maps`` of the images of ``split``."""
         return self._call_plugin("annotator", self.config.annotator, self.annotator.annotate_maps, MapsToJudge.of(split, maps))
 
-    def annotate_neurons(self, train: ImageSet, concepts: NeuronConcepts) -> Annotations:
-        """The neuron annotator's relevant / irrelevant / maybe answers about each neuron."""
-        items = NeuronsToJudge(concepts, train)
-        return self._call_plugin("neuron_annotator", self.config.neuron_annotator, self.neuron_annotator.annotate_neurons, items)
+    def _panel_answers(self, question: str, items, chosen: Tensor, about: str) -> tuple[Annotations, dict[str, float]]:
+        """Every panel member's answers to ``question`` (``"maps"`` or ``"neurons"``) about ``items``
+        (cached, before the budget cut), cut to the ``chosen`` items, aggregated; and statistics:
+        agreement, shares of the aggregated answers and, for oracles, their error against the
+        noise-free oracle. ``about`` names the items for the cache key."""
+        where, spec, members = {
+            "maps": ("annotator", self.config.annotator, self.map_panel),
+            "neurons": ("neuron_annotator", self.config.neuron_annotator, self.neuron_panel),
+        }[question]
+
+        def answers(source: components.AnnotationSource) -> Annotations:
+            ask = source.annotate_maps if question == "maps" else source.annotate_neurons
+            key = cache_key(artefact="answers", question=question, items=about, source=spec.name, params=source.params.model_dump(mode="json"))
+
+            def compute() -> dict:
+                found = self._call_plugin(where, spec, ask, items)
+                return {"item_ids": list(found.item_ids), "answers": found.answers, "annotators": list(found.annotators)}
+
+            state, _ = self.cache.get_or_compute("answers", key, compute)
+            return Annotations(tuple(state["item_ids"]), state["answers"], tuple(state["annotators"]))
+
+        ids = items.ids if question == "maps" else items.concepts.neuron_ids
+        keep = {ids[i] for i in chosen.tolist()}
+        raw = [answers(source) for source in members]
+        rows = [(item, answer, who) for found in raw for item, answer, who in zip(found.item_ids, found.answers.tolist(), found.annotators) if item in keep]
+        cut = Annotations(tuple(r[0] for r in rows), torch.tensor([r[1] for r in rows], dtype=torch.int64), tuple(r[2] for r in rows))
+        aggregated = panel.aggregate(cut, self.config.panel.aggregation)
+        stats = {"annotated": float(len(aggregated.item_ids)), **panel.agreement(cut)}
+        stats.update({k: v / max(1, len(aggregated.item_ids)) for k, v in aggregated.counts().items()})
+        if isinstance(self.annotator.params if question == "maps" else self.neuron_annotator.params, NoiseParams):
+            base = members[0]
+            truthful = type(base)(base.params.model_copy(update={"flip_rate": 0.0, "abstain_rate": 0.0, "yes_bias": 0.0, "answer_mix": None}))
+            truth = answers(truthful).aligned(ids)[positions(aggregated.item_ids, ids)]
+            decided = aggregated.answers != Answer.MAYBE
+            wrong = (aggregated.answers != truth) & decided
+            stats["error_rate"] = float(wrong.sum() / decided.sum()) if decided.any() else float("nan")
+        return aggregated, stats
 
     def _call_plugin(self, where: str, spec: ComponentSpec, method, *args):
         """``method(*args)``; an error that is not a :class:`CrayonError` becomes a :class:`PluginError`
@@ -191,45 +236,67 @@ class Pipeline:
             raise PluginError(f"{where} {spec.name!r} failed: {type(error).__name__}: {error}") from error
 
 
-    def evaluate(self, model: Classifier, test: ImageSet, train_shares: Tensor) -> dict:
-        """Every metric of ``model`` on ``test``; with a metric that needs ``"map-answers"``, the
-        annotator judges the model's maps of ``test`` for its predictions (seeded like the training's)."""
-        predicted = predict(model, test.images, self.device).argmax(dim=1)
+    def evaluate(self, model: Classifier, test: SharedFeatures, split: ImageSet, train_shares: Tensor) -> dict:
+        """Every metric of ``model`` on ``split`` (``test``: its shared features); with a metric that
+        needs ``"map-answers"``, the annotator judges the model's maps of ``split`` for its predictions."""
+        predicted = test.logits(model).argmax(dim=1)
         answers = None
         if any("map-answers" in metric.needs for metric in self.metrics):
-            maps = explain_all(self.interpreter, model, test.images, predicted, self.device, "explain on the test split")
-            answers = self.annotate(test, maps).aligned(test.ids)
-        found = components.Predictions(test, predicted, train_shares, answers)
+            maps = explain_all(self.interpreter, model, split.images, predicted, self.device, "explain on the test split")
+            answers = self.annotate(split, maps).aligned(split.ids)
+        found = components.Predictions(split, predicted, train_shares, answers)
         metrics: dict = {}
         for metric in self.metrics:
             metrics.update(metric.compute(found))
         return metrics
 
+    def _drawings(self, train: ImageSet, maps: Tensor, chosen: Tensor) -> tuple[Tensor, Tensor]:
+        """``(regions (N, H, W), drawn (N,))``: the panel's drawings of the ``chosen`` training
+        images, a pixel kept where at least half of the annotators who drew that image drew it."""
+        size = tuple(train.images.shape[-2:])
+        votes = torch.zeros(len(train), *size)
+        drawers = torch.zeros(len(train))
+        for source in self.map_panel:
+            found: AttentionMaps = self._call_plugin("annotator", self.config.annotator, source.annotate_attention, MapsToJudge.of(train, maps))
+            regions, drawn = found.aligned(train.ids, size)
+            votes += regions
+            drawers += drawn
+        keep = torch.zeros(len(train), dtype=torch.bool)
+        keep[chosen] = True
+        regions = (votes >= drawers.clamp(min=1).view(-1, 1, 1) / 2) & (drawers > 0).view(-1, 1, 1) & keep.view(-1, 1, 1)
+        return regions, regions.flatten(1).any(dim=1)
+
     def refinement_context(self, model: Classifier, train: ImageSet) -> components.RefinementContext:
-        """Maps, map answers and, when a refiner needs them, concepts and neuron answers (cached
-        artefacts are loaded), as every refiner of this run gets them."""
+        """Maps, the budget's map answers and, when a refiner needs them, concepts, neuron answers and
+        drawings (cached artefacts are loaded), as every refiner of this run gets them."""
         maps, _ = self.original_maps(model, train)
-        annotations = self.annotate(train, maps)
+        features = self.shared_features(model, train, "train")
+        budget, seed = self.config.budget, self.config.seed
+        chosen = selected(len(train), budget, seed, lambda: image_losses(model, features, train.labels))
+        annotations, map_stats = self._panel_answers("maps", MapsToJudge.of(train, maps), chosen, self.maps_key())
+        stats = {"maps": map_stats}
         concepts = neuron_annotations = neuron_answers = attention = drawn = None
         if self.needs("neuron-answers"):
             concepts, _ = self.concepts(model, train)
-            neuron_annotations = self.annotate_neurons(train, concepts)
+            neurons = selected(len(concepts), budget, seed, lambda: neuron_taylor_scores(model, features, train.labels))
+            neuron_annotations, stats["neurons"] = self._panel_answers("neurons", NeuronsToJudge(concepts, train), neurons, self.concepts_key())
             neuron_answers = neuron_annotations.aligned(concepts.neuron_ids)
         if self.needs("attention-maps", "boxes"):
-            drawings = self._call_plugin("annotator", self.config.annotator, self.annotator.annotate_attention, MapsToJudge.of(train, maps))
-            attention, drawn = drawings.aligned(train.ids, tuple(train.images.shape[-2:]))
+            attention, drawn = self._drawings(train, maps, chosen)
         return components.RefinementContext(
             train=train,
             original_maps=maps,
             map_answers=annotations.aligned(train.ids),
             annotations=annotations,
-            seed=self.config.seed,
+            seed=seed,
             device=self.device,
             concepts=concepts,
             neuron_answers=neuron_answers,
             neuron_annotations=neuron_annotations,
             attention=attention,
             attention_drawn=drawn,
+            features=features,
+            annotation_stats=stats,
         )
 
     def run(self, out: str | Path | None = None) -> Results:
@@ -240,7 +307,9 @@ class Pipeline:
         model, cached = self.original_model(train)
         console.print(f"original model: {'loaded from cache' if cached else 'trained'} ({self.cache.root})")
         context = self.refinement_context(model, train)
+        test_features = self.shared_features(model, test, "test")
         results.annotations = context.annotations.counts()
+        results.annotation_stats = context.annotation_stats
         console.print("annotations: " + ", ".join(f"{k} {v}" for k, v in results.annotations.items()))
         if context.neuron_annotations is not None:
             counts = context.neuron_annotations.counts()
@@ -258,7 +327,7 @@ class Pipeline:
                 "neurons_pruned": int((refined.neuron_mask == 0).sum()),
                 "annotation": annotation_kind(needs),
             }
-            results.rows.append(ResultRow(method=method, metrics=self.evaluate(refined, test, shares), details=details))
+            results.rows.append(ResultRow(method=method, metrics=self.evaluate(refined, test_features, test, shares), details=details))
             if out is not None:
                 results.write(out)
 

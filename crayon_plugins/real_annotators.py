@@ -17,6 +17,13 @@ class AnswerMix:
     neurons_judged: int
     relevant: float
 
+    def shares(self, question: str) -> tuple[float, float, float]:
+        """``(yes, maybe, no)`` shares of answers about ``"maps"`` or ``"neurons"`` (relevant /
+        irrelevant; the files hold no *maybe* about neurons)."""
+        if question == "maps":
+            return self.yes, self.maybe, self.no
+        return self.relevant, 0.0, 1 - self.relevant
+
 
 REAL_ANNOTATORS = {
     "Waterbirds": AnswerMix(4795, yes=0.712, maybe=0.256, no=0.032, neurons_judged=2048, relevant=0.495),

@@ -30,6 +30,7 @@ class Results(BaseModel):
     seed: int
     annotations: dict[str, int] = Field(default_factory=dict)
     neuron_annotations: dict[str, int] = Field(default_factory=dict)
+    annotation_stats: dict[str, dict[str, float]] = Field(default_factory=dict)
     rows: list[ResultRow] = Field(default_factory=list)
 
     def row(self, method: str) -> ResultRow:

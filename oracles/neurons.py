@@ -36,7 +36,7 @@ class NeuronOracle(AnnotationSource, ABC):
 
     def annotate_neurons(self, items: NeuronsToJudge) -> Annotations:
         ids = items.concepts.neuron_ids
-        answers = apply_noise(self.truth(items), ids, self.params)
+        answers = apply_noise(self.truth(items), ids, self.params, "neurons")
         return Annotations(ids, answers, (self.params.annotator,) * len(ids))
 
 

@@ -1,4 +1,4 @@
-"""The seeded noise model of simulated annotators: abstentions and flipped answers.
+"""The seeded noise model of simulated annotators: abstentions, a bias toward one answer, flips.
 
 Every random draw is a hash of ``(seed, annotator, item id, purpose)``, so an item's noise does not
 depend on which other items are annotated or in what order.
@@ -7,23 +7,43 @@ depend on which other items are annotated or in what order.
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from crayon_plugins.components import Params
 from crayon_plugins.data import Answer
+from crayon_plugins.errors import CrayonError
+from crayon_plugins.real_annotators import REAL_ANNOTATORS
 
 
 class NoiseParams(Params):
-    """Options every oracle shares: who it is and how it errs."""
+    """Options every oracle shares: who it is and how it errs.
+
+    Each answer, in turn: abstains (*maybe*) with ``abstain_rate``; else, with ``|yes_bias|``, answers
+    *yes* (``yes_bias`` > 0) or *no* (< 0) without looking; else gives the truthful answer, a *yes* or
+    *no* flipped with ``flip_rate``. ``answer_mix`` names a dataset of DESIGN.md's table and sets
+    ``abstain_rate`` and ``yes_bias`` so that the expected shares of yes / maybe / no on the items
+    judged are the real annotators' (see :func:`calibrate`).
+    """
 
     annotator: str = Field(default="oracle", min_length=1, description="id written on every answer")
     seed: int = 0
-    flip_rate: float = Field(default=0.0, ge=0, le=1, description="P(yes ↔ no) for an answer not abstained")
+    flip_rate: float = Field(default=0.0, ge=0, le=1, description="P(yes ↔ no) for a truthful answer")
     abstain_rate: float = Field(default=0.0, ge=0, le=1, description="P(answer maybe instead)")
+    yes_bias: float = Field(default=0.0, ge=-1, le=1, description="P(answer yes regardless); negative: P(no)")
+    answer_mix: Literal["Waterbirds", "Biased CelebA", "Backgrounds Challenge"] | None = Field(
+        default=None, description="reproduce this dataset's real answer mix (sets abstain_rate and yes_bias)"
+    )
+
+    @model_validator(mode="after")
+    def _mix_sets_rates(self):
+        if self.answer_mix is not None and (self.abstain_rate or self.yes_bias):
+            raise ValueError("answer_mix sets abstain_rate and yes_bias: give one or the other")
+        return self
 
 
 def uniforms(seed: int, annotator: str, item_ids: tuple[str, ...], purpose: str) -> np.ndarray:
@@ -36,11 +56,41 @@ def uniforms(seed: int, annotator: str, item_ids: tuple[str, ...], purpose: str)
     return out
 
 
-def apply_noise(truth: Tensor, item_ids: tuple[str, ...], params: NoiseParams) -> Tensor:
-    """Noisy answers: each abstains (→ maybe) with ``abstain_rate``; otherwise yes / no answers flip
-    with ``flip_rate``. A truthful *maybe* stays *maybe*."""
-    abstain = torch.from_numpy(uniforms(params.seed, params.annotator, item_ids, "abstain") < params.abstain_rate)
-    flip = torch.from_numpy(uniforms(params.seed, params.annotator, item_ids, "flip") < params.flip_rate)
+def calibrate(truth: Tensor, params: NoiseParams, target: tuple[float, float, float]) -> NoiseParams:
+    """``params`` with ``abstain_rate`` and ``yes_bias`` solved so that the expected shares of
+    ``(yes, maybe, no)`` on items whose truthful answers are ``truth`` equal ``target``.
+
+    With ``c = (1 − abstain)(1 − |bias|)``, the share of answers that are truthful (after flips):
+    ``maybe = abstain + c·m`` and ``no = c·n`` (bias toward yes) or ``yes = c·y`` (toward no), where
+    ``y, m, n`` are the shares of the flipped truth.
+
+    Raises:
+        CrayonError: no abstention rate and bias reach ``target`` from these truthful answers.
+    """
+    f = params.flip_rate
+    y0, m0, n0 = (float((truth == a).double().mean()) for a in (Answer.YES, Answer.MAYBE, Answer.NO))
+    y, m, n = y0 * (1 - f) + n0 * f, m0, n0 * (1 - f) + y0 * f
+    yes, maybe, no = target
+    for sign, truthful, wanted in ((1, n, no), (-1, y, yes)):
+        c = wanted / truthful if truthful > 0 else (1.0 if wanted == 0 else np.inf)
+        abstain = maybe - c * m
+        if c <= 1 and 0 <= abstain < 1 and c <= 1 - abstain + 1e-12:
+            bias = sign * max(0.0, 1 - c / (1 - abstain))
+            return params.model_copy(update={"abstain_rate": abstain, "yes_bias": bias, "answer_mix": None})
+    raise CrayonError(
+        f"{params.annotator}: answer_mix {params.answer_mix!r} (yes {yes:.3f}, maybe {maybe:.3f}, no {no:.3f}) cannot be "
+        f"reached from truthful answers yes {y0:.3f}, maybe {m0:.3f}, no {n0:.3f} by abstaining and a bias"
+    )
+
+
+def apply_noise(truth: Tensor, item_ids: tuple[str, ...], params: NoiseParams, question: Literal["maps", "neurons"] = "maps") -> Tensor:
+    """Noisy answers to ``question`` about items whose truthful answers are ``truth`` (see
+    :class:`NoiseParams`). A truthful *maybe* stays *maybe* unless biased."""
+    if params.answer_mix is not None:
+        params = calibrate(truth, params, REAL_ANNOTATORS[params.answer_mix].shares(question))
+    draw = lambda purpose: torch.from_numpy(uniforms(params.seed, params.annotator, item_ids, purpose))  # noqa: E731
     decided = truth != Answer.MAYBE
-    noisy = torch.where(flip & decided, 1 - truth, truth)  # NO=0 ↔ YES=1
-    return torch.where(abstain, torch.full_like(truth, Answer.MAYBE), noisy)
+    noisy = torch.where((draw("flip") < params.flip_rate) & decided, 1 - truth, truth)  # NO=0 ↔ YES=1
+    biased = int(Answer.YES if params.yes_bias > 0 else Answer.NO)
+    noisy = torch.where(draw("bias") < abs(params.yes_bias), torch.full_like(truth, biased), noisy)
+    return torch.where(draw("abstain") < params.abstain_rate, torch.full_like(truth, Answer.MAYBE), noisy)

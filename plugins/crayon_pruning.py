@@ -20,7 +20,7 @@ from crayon_plugins.data import Answer
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.hookspecs import hookimpl
 from crayon_plugins.model import Classifier
-from crayon_plugins.training import fit, predict
+from crayon_plugins.training import fit
 
 from .crayon_attention import CrayonAttention
 
@@ -47,8 +47,8 @@ def neuron_answers(context: RefinementContext, refiner: str) -> Tensor:
 class CrayonPruning(Refiner):
     """Prune the irrelevant neurons, then retrain only ``model.classifier`` on the fixed features.
 
-    The pruned model's penultimate features (pooled, pruned neurons zero) are extracted once, in one
-    batched pass over the training split, and the classifier trains on that tensor with mean
+    The pruned model's penultimate features (pooled, pruned neurons zero) come from the original
+    model's shared feature maps (:meth:`RefinementContext.penultimate`), and the classifier trains on that tensor with mean
     cross-entropy, starting from its original weights. The paper retrains for 10 epochs.
     """
 
@@ -64,7 +64,7 @@ class CrayonPruning(Refiner):
     def retrained(self, model: Classifier, context: RefinementContext) -> Classifier:
         """``model`` (a copy the caller owns) with its classifier retrained on its fixed features."""
         model = model.to(context.device)
-        features = predict(model, context.train.images, context.device, penultimate=True)
+        features = context.penultimate(model)
         self.retrain_classifier(model, features, context.train.labels, context.seed)
         return model
 

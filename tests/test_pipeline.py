@@ -53,7 +53,7 @@ def test_same_seed_same_numbers_and_the_second_run_reuses_the_cache(tmp_path):
     first = tiny_pipeline(tmp_path / "cache")
     a = first.run()
     files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("*.pt"))
-    assert [p.parts[1] for p in files] == ["maps", "models"]
+    assert [p.parts[1] for p in files] == ["answers", "features", "features", "maps", "models"]  # features: train and test
     stamps = [p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.pt")]
     second = tiny_pipeline(tmp_path / "cache")
     model, cached = second.original_model(second.dataset.load("train"))

@@ -1,5 +1,6 @@
 """CRAYON-Pruning: the mask, what it leaves alone, and the two refiners that use it."""
 
+import dataclasses
 import io
 
 import pytest
@@ -72,16 +73,21 @@ def test_answers_must_match_the_neurons(tiny_model):
 
 def context_with_neuron_answers(pipeline, answers):
     model, context = original_and_context(pipeline)
-    return model, type(context)(**{**context.__dict__, "neuron_answers": answers})
+    return model, dataclasses.replace(context, neuron_answers=answers)
 
 
-def test_crayon_pruning_retrains_only_the_classifier_on_features_extracted_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("shared", [True, False])
+def test_crayon_pruning_retrains_only_the_classifier_on_features_extracted_once(tmp_path, monkeypatch, shared):
     model, context = context_with_neuron_answers(tiny_pipeline(tmp_path), answers_pruning(range(10)))
+    if not shared:
+        context = dataclasses.replace(context, features=None)
     passes = []
     forward_features = TimmStageClassifier.forward_features
     monkeypatch.setattr(TimmStageClassifier, "forward_features", lambda self, x: passes.append(len(x)) or forward_features(self, x))
     refined = create_refiner("crayon-pruning", {"epochs": 3}).refine(model, context)
-    assert passes == [len(context.train)]  # one batched pass, not one per epoch
+    # the pipeline's shared feature maps of the original backbone: no pass; without them one batched
+    # pass, not one per epoch
+    assert passes == ([] if shared else [len(context.train)])
     assert torch.nonzero(refined.neuron_mask == 0).flatten().tolist() == list(range(10))
     original, after = model.state_dict(), refined.state_dict()
     assert all(torch.equal(original[k], after[k]) for k in original if k.startswith("body."))

@@ -1,0 +1,56 @@
+"""Which training items get annotated under a budget (see :class:`~crayon_plugins.config.Budget`).
+
+Both strategies rank all items once and take a prefix, so a smaller budget's items are among a
+larger one's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import Budget
+from .features import SharedFeatures
+from .model import Classifier
+
+
+def budget_size(n: int, fraction: float) -> int:
+    """``round(fraction · n)``, at least one item."""
+    return max(1, min(n, math.floor(fraction * n + 0.5)))
+
+
+def uniform_order(n: int, seed: int) -> Tensor:
+    """A seeded random order of ``n`` items."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def image_losses(model: Classifier, train: SharedFeatures, labels: Tensor) -> Tensor:
+    """``(N,)`` the model's cross-entropy on each training image."""
+    return F.cross_entropy(train.logits(model), labels, reduction="none")
+
+
+def neuron_taylor_scores(model: Classifier, train: SharedFeatures, labels: Tensor, batch_size: int = 512) -> Tensor:
+    """``(C,)`` ``|∂L/∂m_c|`` at the current mask: the first-order estimate of how much the summed
+    training loss ``L`` would change if neuron ``c`` were pruned (Molchanov et al., ICLR 2017)."""
+    model.eval()
+    if not train.covers(model):
+        raise ValueError("neuron scores need features extracted by this model's backbone")
+    mask = model.neuron_mask.detach().clone().requires_grad_(True)
+    for features, target in zip(train.features.split(batch_size), labels.split(batch_size)):
+        features = features.to(train.device)
+        logits = model.classifier(model.pool(features * mask.view(1, -1, 1, 1)))
+        F.cross_entropy(logits, target.to(train.device), reduction="sum").backward()
+    return mask.grad.abs().cpu()
+
+
+def selected(n: int, budget: Budget, seed: int, scores: Callable[[], Tensor]) -> Tensor:
+    """Indices of the items to annotate (all ``n`` at a full budget): a seeded random subset
+    (``uniform``) or the items with the highest ``scores()`` (``loss-guided``; ties by index)."""
+    if budget.fraction >= 1:
+        return torch.arange(n)
+    order = uniform_order(n, seed) if budget.selection == "uniform" else torch.sort(scores(), descending=True, stable=True).indices
+    return order[: budget_size(n, budget.fraction)]
