@@ -23,6 +23,7 @@ test: $(STAMP)
 # Speed targets, as ratios measured in one run (never as timed unit tests: this machine is shared).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pruning_cost.py
+	$(BIN)/python benchmarks/study_cost.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -162,5 +162,34 @@ def concepts(
     console.print(f"wrote {len(chosen) if chosen is not None else len(found)} concept sheets and {index}")
 
 
+study_app = typer.Typer(help="Studies: one configuration over a grid of budgets, noise, panels, refiners and seeds.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("run")
+@user_errors
+def study_run(
+    spec: Annotated[Path, typer.Argument(help="TOML study specification.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for results.csv (default: SPEC without .toml).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cells run in parallel processes.")] = 1,
+) -> None:
+    """Run every cell of the study not yet finished in OUT (killed, it resumes where it stopped) and
+    write OUT/results.csv: one row per cell and metric."""
+    from .study.runner import run_study
+
+    path = run_study(spec, out or spec.with_suffix(""), jobs)
+    console.print(f"wrote {path}")
+
+
+@study_app.command("report")
+@user_errors
+def study_report(directory: Annotated[Path, typer.Argument(help="A study's output directory (with results.csv and spec.toml).")]) -> None:
+    """Write DIRECTORY/report.md with plots: WGA against budget, noise and measured agreement, mean and
+    95% interval over seeds, and a short summary."""
+    from .study.report import write_report
+
+    console.print(f"wrote {write_report(directory)}")
+
+
 def main() -> None:
     app()

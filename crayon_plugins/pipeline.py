@@ -28,6 +28,10 @@ from .results import ResultRow, Results
 from .training import fit, predict
 
 
+_SPLITS: dict[str, ImageSet] = {}
+"""Splits loaded in this process, by dataset configuration and split name (at most four)."""
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -299,9 +303,19 @@ class Pipeline:
             annotation_stats=stats,
         )
 
-    def run(self, out: str | Path | None = None) -> Results:
-        """Run everything; with ``out``, ``results.json`` is rewritten after every method."""
-        train, test = self.dataset.load("train"), self.dataset.load("test")
+    def load(self, split: str) -> ImageSet:
+        """A split of the dataset, loaded once per process (a study's cells share it)."""
+        key = cache_key(dataset=self._key(self.dataset, self.config.dataset), split=split)
+        if key not in _SPLITS:
+            if len(_SPLITS) >= 4:
+                _SPLITS.pop(next(iter(_SPLITS)))
+            _SPLITS[key] = self.dataset.load(split)
+        return _SPLITS[key]
+
+    def run(self, out: str | Path | None = None, include_original: bool = True) -> Results:
+        """Run everything; with ``out``, ``results.json`` is rewritten after every method. Without
+        ``include_original`` the original model is not evaluated (a study evaluates it once per seed)."""
+        train, test = self.load("train"), self.load("test")
         results = Results(dataset=_describe(self.config.dataset, self.dataset), backbone=_describe(self.config.backbone, self.backbone), seed=self.config.seed)
         start = time.perf_counter()
         model, cached = self.original_model(train)
@@ -319,6 +333,14 @@ class Pipeline:
                 + ", ".join(f"{k} {v}" for k, v in results.neuron_annotations.items())
                 + f"; relevant {100 * counts['yes'] / len(context.concepts):.1f}%, real annotators: {relevant_rates_text()}"
             )
+        panel = self.config.panel
+        if panel.size > 1:
+            for question, stats in context.annotation_stats.items():
+                console.print(
+                    f"panel of {panel.size} on {question} ({panel.aggregation}): Cohen's κ {stats['cohen_kappa']:.3f}, "
+                    f"Fleiss' κ {stats['fleiss_kappa']:.3f}, Krippendorff's α {stats['krippendorff_alpha']:.3f}"
+                    + (f", aggregated answers wrong {100 * stats['error_rate']:.1f}%" if "error_rate" in stats else "")
+                )
         shares = train.group_shares()
 
         def record(method: str, refined: Classifier, seconds: float, needs: frozenset[str] = frozenset()) -> None:
@@ -331,7 +353,8 @@ class Pipeline:
             if out is not None:
                 results.write(out)
 
-        record("original", model, time.perf_counter() - start)
+        if include_original:
+            record("original", model, time.perf_counter() - start)
         for name, refiner in self.refiners.items():
             start = time.perf_counter()
             try:

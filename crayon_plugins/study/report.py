@@ -1,0 +1,216 @@
+"""``crayon study report``: ``report.md`` with plots from a study's ``results.csv``.
+
+Every number is a mean over seeds with a 95% interval (Student's t over the seeds). Sections appear
+for what the grid varies: budget, noise (flip, abstention, bias, answer mix) and measured agreement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from ..errors import CrayonError  # noqa: E402
+from .spec import NOISE_AXES, StudySpec, load_spec  # noqa: E402
+
+NEAR_PEAK = 0.02
+""""Near peak": within two points of WGA of the best mean."""
+
+
+def interval(values: pd.Series) -> pd.Series:
+    """Mean and 95% t-interval half-width of ``values`` (half-width NaN for a single value)."""
+    values = values.dropna()
+    n = len(values)
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+    return pd.Series({"mean": values.mean(), "half": half, "n": n})
+
+
+def summarise(cells: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
+    """Per combination of ``by``: ``mean``, ``half`` (95% half-width) and ``n`` seeds of ``metric``."""
+    return cells.groupby(by, dropna=False)[metric].apply(interval).unstack().reset_index()
+
+
+def pct(mean: float, half: float | None = None) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    text = f"{100 * mean:.1f}"
+    return text if half is None or math.isnan(half) else f"{text} ± {100 * half:.1f}"
+
+
+def _wide(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (refiner, seed and axes), one column per metric."""
+    keys = [c for c in frame.columns if c not in ("metric", "value")]
+    return frame.pivot_table(index=keys, columns="metric", values="value", dropna=False).reset_index().dropna(subset=["wga"])
+
+
+def _line_plot(summary: pd.DataFrame, x: str, lines: list[str], path: Path, xlabel: str, baseline: float | None, log: bool = False) -> None:
+    refiners = list(dict.fromkeys(summary["refiner"]))
+    fig, axes = plt.subplots(1, len(refiners), figsize=(4.6 * len(refiners), 3.6), sharey=True, squeeze=False)
+    for ax, refiner in zip(axes[0], refiners):
+        part = summary[summary["refiner"] == refiner]
+        groups = part.groupby(lines, dropna=False) if lines else [((), part)]
+        for name, group in groups:
+            group = group.sort_values(x)
+            label = ", ".join(str(v) for v in (name if isinstance(name, tuple) else (name,))) or refiner
+            ax.plot(group[x], 100 * group["mean"], marker="o", label=label)
+            ax.fill_between(group[x], 100 * (group["mean"] - group["half"].fillna(0)), 100 * (group["mean"] + group["half"].fillna(0)), alpha=0.2)
+        if baseline is not None:
+            ax.axhline(100 * baseline, color="grey", linestyle="--", label="original")
+        ax.set(title=refiner, xlabel=xlabel, xscale="log" if log else "linear")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("worst-group accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _table(summary: pd.DataFrame, rows: list[str], column: str) -> str:
+    """Markdown table: one row per combination of ``rows``, one column per value of ``column``."""
+    values = sorted(summary[column].dropna().unique(), key=lambda v: (isinstance(v, str), v))
+    lines = ["| " + " | ".join([*rows, *(f"{column} {v}" for v in values)]) + " |", "|" + "---|" * (len(rows) + len(values))]
+    for name, group in summary.groupby(rows, dropna=False):
+        name = name if isinstance(name, tuple) else (name,)
+        cells = [pct(*group.loc[group[column] == v, ["mean", "half"]].iloc[0]) if (group[column] == v).any() else "—" for v in values]
+        lines.append("| " + " | ".join([*(str(n) for n in name), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _resolution(summary: pd.DataFrame) -> str:
+    """Whether the seeds resolve a 2-point difference: the median 95% half-width against 2 points."""
+    half = summary["half"].median()
+    if math.isnan(half):
+        return "With one seed per cell there are no intervals: differences of a few points may be seed noise."
+    if half <= NEAR_PEAK:
+        return f"The median 95% half-width is {100 * half:.1f} points: the seeds resolve the 2-point margin."
+    return (
+        f"**Caution:** the median 95% half-width is {100 * half:.1f} points, wider than the 2-point margin: with "
+        f"{int(summary['n'].max())} seeds these 'within 2 points' statements are about the means only, and more seeds are needed to settle them."
+    )
+
+
+def _budget_section(cells: pd.DataFrame, spec: StudySpec, out: Path, baseline: float) -> list[str]:
+    lines = [c for c in ("selection",) if c in cells]
+    summary = summarise(cells, "wga", ["refiner", *lines, "budget"])
+    _line_plot(summary, "budget", lines, out / "wga-budget.png", "share of training items annotated", baseline, log=True)
+    text = ["## WGA against annotation budget", "", "![WGA against budget](wga-budget.png)", "", _table(summary, ["refiner", *lines], "budget"), ""]
+    for name, group in summary.groupby(["refiner", *lines]):
+        name = name if isinstance(name, tuple) else (name,)
+        peak = group.loc[group["mean"].idxmax()]
+        near = group[group["mean"] >= peak["mean"] - NEAR_PEAK]["budget"].min()
+        at_ten = group.loc[(group["budget"] - 0.1).abs().idxmin()]
+        verdict = "within" if at_ten["mean"] >= peak["mean"] - NEAR_PEAK else "not within"
+        text.append(
+            f"- {' · '.join(map(str, name))}: peak {pct(peak['mean'])}% at budget {peak['budget']:g}; smallest budget within "
+            f"2 points of the peak: {near:g}; at {at_ten['budget']:g}: {pct(at_ten['mean'])}% ({verdict} 2 points)."
+        )
+    text += ["", _resolution(summary)]
+    return text + [""]
+
+
+def _noise_section(cells: pd.DataFrame, spec: StudySpec, out: Path, baseline: float) -> list[str]:
+    varied = [a for a in NOISE_AXES if a in cells and a != "answer_mix"]
+    lines = [a for a in ("answer_mix", "aggregation", "selection") if a in cells]
+    text = ["## WGA against annotator noise", ""]
+    for axis in varied:
+        summary = summarise(cells, "wga", ["refiner", *lines, axis])
+        name = f"wga-{axis.replace('_', '-')}.png"
+        _line_plot(summary, axis, lines, out / name, axis.replace("_", " "), baseline)
+        text += [f"![WGA against {axis}]({name})", "", _table(summary, ["refiner", *lines], axis), ""]
+        for group_name, group in summary.groupby(["refiner", *lines]):
+            group_name = group_name if isinstance(group_name, tuple) else (group_name,)
+            group = group.sort_values(axis)
+            clean = group.iloc[0]
+            kept = group[group["mean"] >= clean["mean"] - NEAR_PEAK][axis]
+            text.append(
+                f"- {' · '.join(map(str, group_name))}: {pct(clean['mean'])}% at {axis} {clean[axis]:g}, {pct(group.iloc[-1]['mean'])}% at "
+                f"{group.iloc[-1][axis]:g}; within 2 points of the least noisy up to {axis} {kept.max():g}."
+            )
+        text += ["", _resolution(summary), ""]
+    if "error_rate" in cells:
+        summary = summarise(cells.dropna(subset=["error_rate"]), "error_rate", ["refiner", *lines, *varied[:1]])
+        if len(summary):
+            text += ["Share of the aggregated yes / no answers that contradict the noise-free oracle (maps for crayon-attention, neurons for crayon-pruning):", "", _table(summary, ["refiner", *lines], varied[0]) if varied else "", ""]
+    return text
+
+
+def _agreement_section(cells: pd.DataFrame, out: Path) -> list[str]:
+    fig, axes = plt.subplots(1, cells["refiner"].nunique(), figsize=(4.6 * cells["refiner"].nunique(), 3.6), sharey=True, squeeze=False)
+    hue = "aggregation" if "aggregation" in cells else None
+    text = ["## WGA against measured agreement", "", "![WGA against Cohen's kappa](wga-agreement.png)", ""]
+    for ax, (refiner, part) in zip(axes[0], cells.groupby("refiner", sort=False)):
+        for name, group in part.groupby(hue) if hue else [(refiner, part)]:
+            ax.scatter(group["kappa"], 100 * group["wga"], label=str(name), alpha=0.8)
+        ax.set(title=refiner, xlabel="mean pairwise Cohen's κ of the panel")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        rho, p = stats.spearmanr(part["kappa"], part["wga"])
+        text.append(f"- {refiner}: Spearman ρ(κ, WGA) = {rho:.2f} over {len(part)} cells (p = {p:.2g}).")
+    axes[0][0].set_ylabel("worst-group accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(out / "wga-agreement.png", dpi=110)
+    plt.close(fig)
+    by = ["refiner", *(a for a in ("flip_rate", "aggregation", "panel_size", "spread") if a in cells)]
+    table = cells.groupby(by).agg(kappa=("kappa", "mean"), fleiss=("fleiss", "mean"), alpha=("alpha", "mean"), error=("error_rate", "mean"), wga=("wga", "mean")).reset_index()
+    text += ["", "| " + " | ".join(by) + " | Cohen's κ | Fleiss' κ | Krippendorff's α | error rate | WGA |", "|" + "---|" * (len(by) + 5)]
+    for _, row in table.iterrows():
+        text.append("| " + " | ".join(str(row[b]) for b in by) + f" | {row.kappa:.3f} | {row.fleiss:.3f} | {row.alpha:.3f} | {pct(row.error)} | {pct(row.wga)} |")
+    return text + [""]
+
+
+def _question_columns(cells: pd.DataFrame) -> pd.DataFrame:
+    """``kappa``, ``fleiss``, ``alpha``, ``error_rate``: of the answers each cell's refiner used."""
+    cells = cells.copy()
+    for short, metric in (("kappa", "cohen_kappa"), ("fleiss", "fleiss_kappa"), ("alpha", "krippendorff_alpha"), ("error_rate", "error_rate")):
+        columns = [f"{q}.{metric}" for q in ("maps", "neurons") if f"{q}.{metric}" in cells]
+        cells[short] = cells[columns].bfill(axis=1).iloc[:, 0] if columns else np.nan
+    return cells
+
+
+def write_report(directory: str | Path) -> Path:
+    """Write ``directory/report.md`` and its PNG plots; returns the report's path."""
+    directory = Path(directory)
+    if not (directory / "results.csv").exists():
+        raise CrayonError(f"{directory}: no results.csv (run `crayon study run` first)")
+    spec = load_spec(directory / "spec.toml")
+    frame = pd.read_csv(directory / "results.csv")
+    wide = _question_columns(_wide(frame))
+    original, cells = wide[wide["refiner"] == "original"], wide[wide["refiner"] != "original"]
+    if cells.empty:
+        raise CrayonError(f"{directory}/results.csv: no finished cell besides the original models")
+    baseline = original["wga"].mean()
+    records = [json.loads(p.read_text()) for p in (directory / "cells").glob("*.json")] if (directory / "cells").exists() else []
+    seconds = sum(r["seconds"] for r in records)
+    expected = len({c.key for c in spec.cells()})
+    text = [
+        f"# {spec.title}",
+        "",
+        f"**Question.** {spec.question}" if spec.question else "",
+        "",
+        f"Grid: {', '.join(f'{a} {getattr(spec.grid, a)}' for a in spec.grid.varied())}; refiners {spec.refiners()}; seeds {spec.seeds()}. "
+        f"{len(frame.groupby(['refiner', 'seed', *spec.grid.varied()], dropna=False))} of {len(spec.cells())} cells in results.csv"
+        + (f" ({expected} distinct computations)" if expected != len(spec.cells()) else "")
+        + (f"; {seconds / 60:.1f} min of cell compute time." if records else "."),
+        "",
+        f"Original model (ERM): WGA {pct(*interval(original['wga'])[['mean', 'half']])}% over {len(original)} seeds "
+        f"({', '.join(f'seed {int(r.seed)}: {pct(r.wga)}' for r in original.itertuples())}; dashed line in the plots). "
+        "Numbers are means over seeds with 95% t-intervals, in %.",
+        "",
+    ]
+    if "budget" in cells:
+        text += _budget_section(cells, spec, directory, baseline)
+    if any(a in cells for a in NOISE_AXES):
+        text += _noise_section(cells, spec, directory, baseline)
+    if cells["kappa"].notna().any():
+        text += _agreement_section(cells.dropna(subset=["kappa"]), directory)
+    path = directory / "report.md"
+    path.write_text("\n".join(text).replace("\n\n\n", "\n\n") + "\n")
+    return path

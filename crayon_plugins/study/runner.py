@@ -1,0 +1,166 @@
+"""``crayon study run``: every cell of a study, in parallel processes, resumable.
+
+Cells run in worker processes (spawned; ``--jobs`` of them, each with ``cores // jobs`` threads, so
+a study's numbers repeat for the same ``--jobs``). Each finished cell is written to ``DIR/cells/<key>.json`` (atomically, by the process that ran it);
+``DIR/results.csv`` is rebuilt from those files, in grid order, after every cell. A run that is killed
+loses only the cells in flight, and running it again computes only the cells without a file. Cells
+share the original models, maps, concepts, feature maps and panel answers through the artefact
+cache, whose file locks make a process wait for an artefact another one is computing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..cache import ArtifactCache
+from ..errors import ConfigError, CrayonError
+from ..progress import console, progress_bar, set_enabled
+from .spec import Cell, StudySpec, load_spec
+
+def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
+    """``("wga", 0.9)``, ``("groups:horizontal/red", 0.8)``, …: numbers only, nested names joined."""
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            yield from flat_metrics(value, f"{prefix}{name}:")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{name}", float(value)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+def run_cell(cell: Cell, cache_root: str | None, cells_dir: str) -> dict:
+    """Run one cell, write its record to ``cells_dir/<key>.json`` and return it."""
+    from ..pipeline import Pipeline  # imported here: worker processes import it once, on first use
+
+    start = time.perf_counter()
+    pipeline = Pipeline.from_config(cell.config, None, ArtifactCache(cache_root))
+    results = pipeline.run(include_original=cell.refiner == "original")
+    row = results.rows[0]
+    metrics = dict(flat_metrics(row.metrics))
+    refiner = pipeline.refiners.get(cell.refiner)
+    if refiner is not None:
+        used = {"maps": bool(refiner.needs & {"map-answers", "attention-maps", "boxes"}), "neurons": "neuron-answers" in refiner.needs}
+        for question, stats in results.annotation_stats.items():
+            if used.get(question):
+                metrics.update(flat_metrics(stats, f"{question}."))
+        metrics["neurons_pruned"] = float(row.details["neurons_pruned"])
+    record = {
+        "key": cell.key,
+        "refiner": cell.refiner,
+        "seed": cell.seed,
+        "axes": cell.axes,
+        "metrics": metrics,
+        "seconds": round(time.perf_counter() - start, 2),
+        "pid": os.getpid(),
+    }
+    _write_atomically(Path(cells_dir) / f"{cell.key}.json", json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    set_enabled(False)
+    console.quiet = True
+
+
+def results_csv(spec: StudySpec, records: dict[str, dict]) -> str:
+    """The tidy table: one row per finished cell and metric, cells in grid order, metrics sorted."""
+    axes = spec.grid.varied()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["refiner", "seed", *axes, "metric", "value"])
+    for cell in spec.cells():
+        record = records.get(cell.key)
+        if record is None:
+            continue
+        for metric, value in sorted(record["metrics"].items()):
+            writer.writerow([cell.refiner, cell.seed, *(cell.axes.get(a, "") for a in axes), metric, repr(value) if not math.isnan(value) else "nan"])
+    return out.getvalue()
+
+
+def _pending_order(cells: list[Cell]) -> list[Cell]:
+    """Unique cells, originals first, then round-robin over seeds so parallel workers start on
+    different original models instead of waiting on one another's."""
+    unique = list({cell.key: cell for cell in cells}.values())
+    by_seed: dict[int, list[Cell]] = {}
+    for cell in unique:
+        by_seed.setdefault(cell.seed, []).append(cell)
+    queues = list(by_seed.values())
+    order = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                order.append(queue.pop(0))
+    return order
+
+
+def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root: str | Path | None = None) -> Path:
+    """Run every cell of the study at ``spec_path`` not yet finished in ``out``; returns
+    ``out/results.csv``. Raises :class:`CrayonError` naming the cells that failed, after running the rest."""
+    from ..pipeline import Pipeline
+
+    spec, out = load_spec(spec_path), Path(out)
+    if jobs < 1:
+        raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
+    cells = spec.cells()
+    for cell in {c.key: c for c in cells}.values():  # every component and option, before any work
+        try:
+            Pipeline.from_config(cell.config, None, ArtifactCache(cache_root))
+        except CrayonError as error:
+            raise ConfigError(f"{spec_path}: {error}") from None
+    cells_dir = out / "cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec_path, out / "spec.toml")
+    records = {}
+    for path in cells_dir.glob("*.json"):
+        try:
+            records[path.stem] = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            console.print(f"[yellow]warning:[/] ignoring damaged cell record {path}")
+    pending = [cell for cell in _pending_order(cells) if cell.key not in records]
+    total = len({cell.key for cell in cells})
+    console.print(f"{spec.title}: {total} cells, {total - len(pending)} already done, {len(pending)} to run with {jobs} process(es)")
+    csv_path = out / "results.csv"
+    failures = []
+
+    def finished(record: dict) -> None:
+        records[record["key"]] = record
+        _write_atomically(csv_path, results_csv(spec, records))
+
+    with progress_bar("study cells", total) as advance:
+        advance(total - len(pending))
+        root = None if cache_root is None else str(cache_root)
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)) as pool:
+            running = {pool.submit(run_cell, cell, root, str(cells_dir)): cell for cell in pending}
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    cell = running.pop(future)
+                    try:
+                        finished(future.result())
+                    except Exception as error:  # noqa: BLE001 - a failed cell must not lose the others
+                        failures.append(f"{cell.refiner} seed {cell.seed} {cell.axes}: {type(error).__name__}: {error}")
+                    advance()
+    _write_atomically(csv_path, results_csv(spec, records))
+    if failures:
+        raise CrayonError(f"{len(failures)} cell(s) failed (finished cells are kept in {csv_path}; run again to retry):\n" + "\n".join(failures))
+    return csv_path

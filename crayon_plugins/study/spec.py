@@ -1,0 +1,162 @@
+"""Study specifications: a base run configuration and grid axes, read from TOML and validated."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..cache import cache_key
+from ..config import RunConfig, describe_validation_error
+from ..errors import ConfigError
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
+Rate = Annotated[float, Field(ge=0, le=1)]
+Bias = Annotated[float, Field(ge=-1, le=1)]
+T = TypeVar("T")
+Axis = Annotated[list[T], Field(min_length=1)]
+
+NOISE_AXES = ("flip_rate", "abstain_rate", "yes_bias", "answer_mix")
+"""Axes that set the noise of both the map annotator and the neuron annotator."""
+AXES = ("budget", "selection", *NOISE_AXES, "panel_size", "spread", "aggregation")
+"""Grid axes besides ``refiner`` and ``seed``, in the order of ``results.csv``'s columns."""
+
+
+class Grid(BaseModel):
+    """The values each axis takes; an axis left out keeps the base configuration's value.
+
+    ``budget`` and ``selection`` set ``[budget]``; ``flip_rate``, ``abstain_rate``, ``yes_bias`` and
+    ``answer_mix`` (``"none"`` or a dataset of DESIGN.md's table) set both annotators' noise;
+    ``panel_size``, ``spread`` and ``aggregation`` set ``[panel]``; ``refiner`` defaults to the base
+    configuration's refiners and ``seed`` to its seed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    refiner: Axis[str] | None = None
+    seed: Axis[int] | None = None
+    budget: Axis[Fraction] | None = None
+    selection: Axis[Literal["uniform", "loss-guided"]] | None = None
+    flip_rate: Axis[Rate] | None = None
+    abstain_rate: Axis[Rate] | None = None
+    yes_bias: Axis[Bias] | None = None
+    answer_mix: Axis[Literal["none", "Waterbirds", "Biased CelebA", "Backgrounds Challenge"]] | None = None
+    panel_size: Axis[Annotated[int, Field(ge=1)]] | None = None
+    spread: Axis[Rate] | None = None
+    aggregation: Axis[Literal["majority", "dawid-skene"]] | None = None
+
+    def varied(self) -> list[str]:
+        """The axes given (besides ``refiner`` and ``seed``), in :data:`AXES` order."""
+        return [axis for axis in AXES if getattr(self, axis) is not None]
+
+
+class StudySpec(BaseModel):
+    """A study: ``title``, the ``question`` it answers (shown in its report), a ``base`` run
+    configuration (the keys of ``crayon run --config``) and the ``grid``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    title: str = Field(min_length=1)
+    question: str = ""
+    base: RunConfig = RunConfig()
+    grid: Grid = Grid()
+
+    @model_validator(mode="after")
+    def _no_repeats(self):
+        for axis, values in self.grid:
+            if values is not None and len(set(values)) != len(values):
+                raise ValueError(f"grid.{axis}: values must not repeat")
+        return self
+
+    def refiners(self) -> list[str]:
+        return self.grid.refiner or self.base.refiners
+
+    def seeds(self) -> list[int]:
+        return self.grid.seed or [self.base.seed]
+
+    def cells(self) -> list[Cell]:
+        """Every cell: per seed the original model, then every refiner × axis combination."""
+        varied = self.grid.varied()
+        out = [Cell("original", seed, {}, self._config(seed, "original", {})) for seed in self.seeds()]
+        for refiner, seed, *values in itertools.product(self.refiners(), self.seeds(), *(getattr(self.grid, a) for a in varied)):
+            axes = dict(zip(varied, values))
+            out.append(Cell(refiner, seed, axes, self._config(seed, refiner, axes)))
+        return out
+
+    def _config(self, seed: int, refiner: str, axes: dict[str, Any]) -> RunConfig:
+        data = self.base.model_dump(mode="json")
+        data.update(seed=seed, refiners=[] if refiner == "original" else [refiner])
+        noise = {axis: axes[axis] for axis in NOISE_AXES if axis in axes}
+        if noise.get("answer_mix") == "none":
+            noise["answer_mix"] = None
+        for field in ("annotator", "neuron_annotator"):
+            data[field] = {**data[field], **noise}
+        budget = {"fraction": axes.get("budget", self.base.budget.fraction), "selection": axes.get("selection", self.base.budget.selection)}
+        if budget["fraction"] >= 1:
+            budget["selection"] = "uniform"  # every item is annotated: the strategy cannot matter
+        data["budget"] = budget
+        data["panel"] = {**data["panel"], **{k: axes[a] for k, a in (("size", "panel_size"), ("spread", "spread"), ("aggregation", "aggregation")) if a in axes}}
+        try:
+            return RunConfig.model_validate(data)
+        except ValidationError as error:
+            where = f"cell {refiner} seed {seed} " + " ".join(f"{k}={v}" for k, v in axes.items())
+            raise ConfigError(describe_validation_error(error, where)) from None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a study: ``refiner`` (or ``"original"``) on ``seed`` with the ``axes`` values."""
+
+    refiner: str
+    seed: int
+    axes: dict[str, Any]
+    config: RunConfig
+
+    @property
+    def key(self) -> str:
+        """Identifies the computation: cells with the same effective configuration share a key."""
+        return cache_key(artefact="study-cell", config=self.config.model_dump(mode="json"), refiner=self.refiner)
+
+
+def _line_of(text: str, loc: tuple) -> int | None:
+    """The line of the TOML key at ``loc`` (a pydantic error location), if it can be found."""
+    names = [str(part) for part in loc if isinstance(part, str)]
+    table: list[str] = []
+    best, best_depth = None, 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = re.match(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
+        if header:
+            table = [part.strip().strip('"') for part in header.group(1).split(".")]
+            continue
+        key = re.match(r'^\s*"?([^"=\s]+)"?\s*=', line)
+        if key:
+            path = table + key.group(1).split(".")
+            if names[: len(path)] == path and len(path) > best_depth:
+                best, best_depth = number, len(path)
+    return best
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study specification; errors name the file, line and field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such study specification") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            line = _line_of(text, problem["loc"])
+            where = f"{path}:{line}" if line else str(path)
+            lines.append(describe_validation_error(ValidationError.from_exception_data(error.title, [problem]), where))
+        raise ConfigError("\n".join(lines)) from None
+    spec.cells()  # every cell's configuration is valid
+    return spec

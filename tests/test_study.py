@@ -1,0 +1,130 @@
+"""Study specifications, the resumable runner and the report."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from crayon_plugins.errors import ConfigError
+from crayon_plugins.study.report import interval, write_report
+from crayon_plugins.study.runner import run_study
+from crayon_plugins.study.spec import load_spec
+
+TINY_BASE = """
+[base]
+metrics = ["accuracy", "group-accuracy"]
+[base.dataset]
+n_train = 192
+n_test = 64
+image_size = 32
+[base.training]
+epochs = 1
+[base.concepts]
+k = 10
+[base.refiner.crayon-attention]
+epochs = 1
+"""
+
+
+def write_spec(tmp_path, grid, name="spec.toml"):
+    path = tmp_path / name
+    path.write_text(f'title = "tiny"\nquestion = "does it run?"\n{TINY_BASE}\n[grid]\n{grid}\n')
+    return path
+
+
+GRID = 'refiner = ["crayon-pruning", "crayon-attention"]\nseed = [0]\nbudget = [0.05, 0.1, 0.2, 0.5, 1.0]\nselection = ["uniform", "loss-guided"]'
+
+
+def test_errors_name_the_file_line_and_field(tmp_path):
+    path = write_spec(tmp_path, 'budget = [0.1, 1.5]\nselection = ["uniform", "random"]\ncolour = [1]')
+    with pytest.raises(ConfigError) as error:
+        load_spec(path)
+    message = str(error.value)
+    assert f"{path}:" in message and "grid.budget.1: Input should be less than or equal to 1 (got 1.5)" in message
+    line = path.read_text().splitlines().index('budget = [0.1, 1.5]') + 1
+    assert f"{path}:{line}: grid.budget.1" in message
+    assert "grid.selection.1" in message and "grid.colour: Extra inputs are not permitted" in message
+
+
+def test_cells_cover_the_grid_and_share_computations_where_the_strategy_cannot_matter(tmp_path):
+    spec = load_spec(write_spec(tmp_path, GRID))
+    cells = spec.cells()
+    assert len(cells) == 1 + 2 * 5 * 2 and cells[0].refiner == "original"
+    full = [c for c in cells if c.axes.get("budget") == 1.0 and c.refiner == "crayon-pruning"]
+    assert len(full) == 2 and full[0].key == full[1].key  # at a full budget uniform and loss-guided coincide
+    noisy = load_spec(write_spec(tmp_path, 'refiner = ["crayon-pruning"]\nflip_rate = [0.2]\nanswer_mix = ["Waterbirds"]', "noisy.toml")).cells()[1]
+    assert noisy.config.annotator.params == noisy.config.neuron_annotator.params == {"flip_rate": 0.2, "answer_mix": "Waterbirds"}
+
+
+def test_an_unknown_refiner_fails_before_any_work(tmp_path):
+    path = write_spec(tmp_path, 'refiner = ["no-such-refiner"]')
+    with pytest.raises(ConfigError, match="no-such-refiner"):
+        run_study(path, tmp_path / "out", cache_root=tmp_path / "cache")
+    assert not (tmp_path / "out").exists()
+
+
+def crayon(*args):
+    return [sys.executable, "-c", "from crayon_plugins.cli import main; main()", *args]
+
+
+@pytest.mark.slow
+def test_a_study_killed_half_way_resumes_to_the_same_results_without_recomputing(tmp_path):
+    spec = write_spec(tmp_path, GRID)
+    env = {**os.environ, "CRAYON_CACHE_DIR": str(tmp_path / "cache"), "CRAYON_PROGRESS": "0"}
+    subprocess.run(crayon("study", "run", str(spec), "--out", str(tmp_path / "whole")), env=env, check=True, capture_output=True)
+    whole = (tmp_path / "whole" / "results.csv").read_text()
+
+    cells = tmp_path / "killed" / "cells"
+    process = subprocess.Popen(crayon("study", "run", str(spec), "--out", str(tmp_path / "killed")), env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (cells.exists() and len(list(cells.glob("*.json"))) >= 3) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the runner and its worker, mid-cell
+    process.wait()
+    before = {path.name: path.read_bytes() for path in cells.glob("*.json")}
+    total = len({c.key for c in load_spec(spec).cells()})
+    assert 3 <= len(before) < total, "the kill should land half-way"
+
+    resumed = subprocess.run(crayon("study", "run", str(spec), "--out", str(tmp_path / "killed")), env=env, check=True, capture_output=True, text=True)
+    assert f"{len(before)} already done, {total - len(before)} to run" in resumed.stderr
+    assert (tmp_path / "killed" / "results.csv").read_text() == whole
+    after = {path.name: path.read_bytes() for path in cells.glob("*.json")}
+    assert all(after[name] == content for name, content in before.items())  # finished cells untouched
+    pids = {json.loads(content)["pid"] for name, content in after.items() if name not in before}
+    assert pids and not pids & {json.loads(content)["pid"] for content in before.values()}
+    assert all(json.loads(content)["metrics"]["wga"] >= 0 for content in before.values())  # whole records only: writes are atomic
+
+    frame = pd.read_csv(tmp_path / "killed" / "results.csv")
+    assert list(frame.columns) == ["refiner", "seed", "budget", "selection", "metric", "value"]
+    pruned = frame[(frame.refiner == "crayon-pruning") & (frame.metric == "neurons.annotated")]
+    assert sorted(pruned.value.unique()) == [6.0, 13.0, 26.0, 64.0, 128.0]  # of 128 neurons: round(share · 128)
+    attention = frame[(frame.refiner == "crayon-attention") & (frame.metric == "maps.annotated")]
+    assert sorted(attention.value.unique()) == [10.0, 19.0, 38.0, 96.0, 192.0]
+
+
+def test_interval_is_the_t_interval_over_seeds():
+    values = pd.Series([0.5, 0.6, 0.7])
+    found = interval(values)
+    assert found["mean"] == pytest.approx(0.6) and found["n"] == 3
+    assert found["half"] == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(interval(pd.Series([0.4]))["half"])
+
+
+def test_the_report_states_the_smallest_budget_near_the_peak(tmp_path):
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "spec.toml").write_text('title = "budget"\n[grid]\nrefiner = ["crayon-attention"]\nseed = [0, 1]\nbudget = [0.01, 0.1, 1.0]\nselection = ["uniform"]\n')
+    wga = {0.01: 0.50, 0.1: 0.85, 1.0: 0.86}
+    rows = [("original", seed, "", "", "wga", 0.1) for seed in (0, 1)]
+    rows += [("crayon-attention", seed, b, "uniform", "wga", v + (0.01 if seed else -0.01)) for b, v in wga.items() for seed in (0, 1)]
+    pd.DataFrame(rows, columns=["refiner", "seed", "budget", "selection", "metric", "value"]).to_csv(out / "results.csv", index=False)
+    report = write_report(out).read_text()
+    assert "peak 86.0% at budget 1; smallest budget within 2 points of the peak: 0.1; at 0.1: 85.0% (within 2 points)" in report
+    assert "Original model (ERM): WGA 10.0" in report and (out / "wga-budget.png").stat().st_size > 10_000
+    assert "| crayon-attention | uniform | 50.0 ± 12.7 | 85.0 ± 12.7 | 86.0 ± 12.7 |" in report
