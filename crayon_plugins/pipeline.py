@@ -220,8 +220,8 @@ class Pipeline:
         aggregated = panel.aggregate(cut, self.config.panel.aggregation)
         stats = {"annotated": float(len(aggregated.item_ids)), **panel.agreement(cut)}
         stats.update({k: v / max(1, len(aggregated.item_ids)) for k, v in aggregated.counts().items()})
-        if isinstance(self.annotator.params if question == "maps" else self.neuron_annotator.params, NoiseParams):
-            base = members[0]
+        base = members[0]
+        if isinstance(base.params, NoiseParams):
             truthful = type(base)(base.params.model_copy(update={"flip_rate": 0.0, "abstain_rate": 0.0, "yes_bias": 0.0, "answer_mix": None}))
             truth = answers(truthful).aligned(ids)[positions(aggregated.item_ids, ids)]
             decided = aggregated.answers != Answer.MAYBE
@@ -339,7 +339,7 @@ class Pipeline:
                 console.print(
                     f"panel of {panel.size} on {question} ({panel.aggregation}): Cohen's κ {stats['cohen_kappa']:.3f}, "
                     f"Fleiss' κ {stats['fleiss_kappa']:.3f}, Krippendorff's α {stats['krippendorff_alpha']:.3f}"
-                    + (f", aggregated answers wrong {100 * stats['error_rate']:.1f}%" if "error_rate" in stats else "")
+                    + (f", aggregated yes / no unlike the noise-free oracle {100 * stats['error_rate']:.1f}%" if "error_rate" in stats else "")
                 )
         shares = train.group_shares()
 

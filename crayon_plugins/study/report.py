@@ -51,20 +51,26 @@ def _wide(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.pivot_table(index=keys, columns="metric", values="value", dropna=False).reset_index().dropna(subset=["wga"])
 
 
-def _line_plot(summary: pd.DataFrame, x: str, lines: list[str], path: Path, xlabel: str, baseline: float | None, log: bool = False) -> None:
+def _line_plot(summary: pd.DataFrame, cells: pd.DataFrame, x: str, lines: list[str], path: Path, xlabel: str, baseline: float | None, log: bool = False) -> None:
+    """Per refiner, mean WGA against ``x`` with its 95% band (clipped to 0–100%) and each seed's
+    value as a faint dot, one line per combination of ``lines``."""
     refiners = list(dict.fromkeys(summary["refiner"]))
     fig, axes = plt.subplots(1, len(refiners), figsize=(4.6 * len(refiners), 3.6), sharey=True, squeeze=False)
     for ax, refiner in zip(axes[0], refiners):
         part = summary[summary["refiner"] == refiner]
         groups = part.groupby(lines, dropna=False) if lines else [((), part)]
+        seeds = cells[cells["refiner"] == refiner]
         for name, group in groups:
             group = group.sort_values(x)
-            label = ", ".join(str(v) for v in (name if isinstance(name, tuple) else (name,))) or refiner
-            ax.plot(group[x], 100 * group["mean"], marker="o", label=label)
-            ax.fill_between(group[x], 100 * (group["mean"] - group["half"].fillna(0)), 100 * (group["mean"] + group["half"].fillna(0)), alpha=0.2)
+            name = name if isinstance(name, tuple) else (name,)
+            label = ", ".join(str(v) for v in name) or refiner
+            line = ax.plot(group[x], 100 * group["mean"], marker="o", label=label)[0]
+            ax.fill_between(group[x], 100 * (group["mean"] - group["half"].fillna(0)), 100 * (group["mean"] + group["half"].fillna(0)), alpha=0.15, color=line.get_color())
+            mine = seeds[np.logical_and.reduce([(seeds[c] == v).to_numpy() for c, v in zip(lines, name)] + [np.ones(len(seeds), bool)])]
+            ax.scatter(mine[x], 100 * mine["wga"], s=10, alpha=0.45, color=line.get_color())
         if baseline is not None:
             ax.axhline(100 * baseline, color="grey", linestyle="--", label="original")
-        ax.set(title=refiner, xlabel=xlabel, xscale="log" if log else "linear")
+        ax.set(title=refiner, xlabel=xlabel, xscale="log" if log else "linear", ylim=(0, 100))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("worst-group accuracy (%)")
@@ -100,7 +106,7 @@ def _resolution(summary: pd.DataFrame) -> str:
 def _budget_section(cells: pd.DataFrame, spec: StudySpec, out: Path, baseline: float) -> list[str]:
     lines = [c for c in ("selection",) if c in cells]
     summary = summarise(cells, "wga", ["refiner", *lines, "budget"])
-    _line_plot(summary, "budget", lines, out / "wga-budget.png", "share of training items annotated", baseline, log=True)
+    _line_plot(summary, cells, "budget", lines, out / "wga-budget.png", "share of training items annotated", baseline, log=True)
     text = ["## WGA against annotation budget", "", "![WGA against budget](wga-budget.png)", "", _table(summary, ["refiner", *lines], "budget"), ""]
     for name, group in summary.groupby(["refiner", *lines]):
         name = name if isinstance(name, tuple) else (name,)
@@ -123,7 +129,7 @@ def _noise_section(cells: pd.DataFrame, spec: StudySpec, out: Path, baseline: fl
     for axis in varied:
         summary = summarise(cells, "wga", ["refiner", *lines, axis])
         name = f"wga-{axis.replace('_', '-')}.png"
-        _line_plot(summary, axis, lines, out / name, axis.replace("_", " "), baseline)
+        _line_plot(summary, cells, axis, lines, out / name, axis.replace("_", " "), baseline)
         text += [f"![WGA against {axis}]({name})", "", _table(summary, ["refiner", *lines], axis), ""]
         for group_name, group in summary.groupby(["refiner", *lines]):
             group_name = group_name if isinstance(group_name, tuple) else (group_name,)
@@ -138,7 +144,7 @@ def _noise_section(cells: pd.DataFrame, spec: StudySpec, out: Path, baseline: fl
     if "error_rate" in cells:
         summary = summarise(cells.dropna(subset=["error_rate"]), "error_rate", ["refiner", *lines, *varied[:1]])
         if len(summary):
-            text += ["Share of the aggregated yes / no answers that contradict the noise-free oracle (maps for crayon-attention, neurons for crayon-pruning):", "", _table(summary, ["refiner", *lines], varied[0]) if varied else "", ""]
+            text += ["Share of the aggregated yes / no answers that differ from the noise-free oracle's answer, which may be *maybe* (maps for crayon-attention, neurons for crayon-pruning):", "", _table(summary, ["refiner", *lines], varied[0]) if varied else "", ""]
     return text
 
 
@@ -187,9 +193,10 @@ def write_report(directory: str | Path) -> Path:
     if cells.empty:
         raise CrayonError(f"{directory}/results.csv: no finished cell besides the original models")
     baseline = original["wga"].mean()
-    records = [json.loads(p.read_text()) for p in (directory / "cells").glob("*.json")] if (directory / "cells").exists() else []
+    keys = {c.key for c in spec.cells()}
+    records = [json.loads((directory / "cells" / f"{key}.json").read_text()) for key in keys if (directory / "cells" / f"{key}.json").exists()]
     seconds = sum(r["seconds"] for r in records)
-    expected = len({c.key for c in spec.cells()})
+    expected = len(keys)
     text = [
         f"# {spec.title}",
         "",

@@ -1,0 +1,60 @@
+"""Budget selection: sizes, nesting, loss-guided ranking, and the pipeline's cut."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crayon_plugins.budget import budget_size, image_losses, neuron_taylor_scores, selected
+from crayon_plugins.config import Budget, Panel
+from crayon_plugins.data import NOT_ANNOTATED
+from crayon_plugins.features import SharedFeatures
+
+from test_pipeline import tiny_pipeline
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 500), small=st.floats(0.001, 1), large=st.floats(0.001, 1), seed=st.integers(0, 10), strategy=st.sampled_from(["uniform", "loss-guided"]))
+def test_budgets_have_their_size_and_a_smaller_one_is_inside_a_larger_one(n, small, large, seed, strategy):
+    small, large = sorted((small, large))
+    scores = torch.rand(n, generator=torch.Generator().manual_seed(seed))
+    pick = lambda fraction: selected(n, Budget(fraction=fraction, selection=strategy), seed, lambda: scores)  # noqa: E731
+    a, b = pick(small), pick(large)
+    assert len(a) == budget_size(n, small) and (len(a) == 1 or abs(len(a) - small * n) <= 0.5)
+    assert len(set(a.tolist())) == len(a) and set(a.tolist()) <= set(b.tolist())
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[a] = False
+    if strategy == "loss-guided" and rest.any():
+        assert scores[a].min() >= scores[rest].max()
+
+
+def test_the_pipeline_annotates_only_the_budget_and_loss_guided_takes_the_hardest_images(tmp_path):
+    pipeline = tiny_pipeline(tmp_path, budget={"fraction": 0.1, "selection": "loss-guided"}, refiners=["crayon-pruning"])
+    train = pipeline.load("train")
+    model, _ = pipeline.original_model(train)
+    context = pipeline.refinement_context(model, train)
+    annotated = context.map_answers != NOT_ANNOTATED
+    assert int(annotated.sum()) == budget_size(len(train), 0.1) == context.annotation_stats["maps"]["annotated"]
+    losses = image_losses(model, context.features, train.labels)
+    assert losses[annotated].min() >= losses[~annotated].max()
+    assert int((context.neuron_answers != NOT_ANNOTATED).sum()) == budget_size(len(context.concepts), 0.1)
+
+
+def test_a_dead_neuron_has_no_taylor_importance_and_a_used_one_has_some(tmp_path):
+    pipeline = tiny_pipeline(tmp_path)
+    train = pipeline.load("train")
+    model, _ = pipeline.original_model(train)
+    features = pipeline.shared_features(model, train, "train")
+    zeroed = features.features.clone()
+    zeroed[:, 3] = 0
+    dead = SharedFeatures(train.images, zeroed, features.digest, features.device)
+    scores = neuron_taylor_scores(model, dead, train.labels)
+    assert scores[3] == 0 and scores.sum() > 0
+
+
+def test_a_panel_of_three_reports_its_agreement_and_error(tmp_path):
+    pipeline = tiny_pipeline(tmp_path, panel=Panel(size=3, spread=0.5).model_dump(), annotator={"name": "saliency-oracle", "flip_rate": 0.2})
+    train = pipeline.load("train")
+    model, _ = pipeline.original_model(train)
+    stats = pipeline.refinement_context(model, train).annotation_stats["maps"]
+    assert 0 < stats["cohen_kappa"] < 1 and 0 < stats["krippendorff_alpha"] < 1
+    assert 0 < stats["error_rate"] < 0.2 and stats["yes"] + stats["no"] + stats["maybe"] == 1
