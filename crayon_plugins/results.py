@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ from pydantic import BaseModel, Field
 from rich.table import Table
 
 from .figures import reasonability_figure
+from .files import write_atomically
 
 
 class ResultRow(BaseModel):
@@ -45,10 +44,7 @@ class Results(BaseModel):
             if "reasonability_counts" in row.metrics:
                 reasonability_figure(row.metrics["reasonability_counts"], f"{row.method} · test split", directory / f"reasonability-{row.method}.png")
         path = directory / "results.json"
-        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as handle:
-            json.dump(self.model_dump(), handle, indent=2)
-            handle.write("\n")
-        os.replace(handle.name, path)
+        write_atomically(path, json.dumps(self.model_dump(), indent=2) + "\n")
         return path
 
     def table(self) -> Table:

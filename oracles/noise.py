@@ -20,6 +20,10 @@ from crayon_plugins.errors import CrayonError
 from crayon_plugins.real_annotators import REAL_ANNOTATORS
 
 
+MIX_TOLERANCE = 0.01
+"""How far (in share of answers) a calibrated answer mix may miss the target when it cannot be exact."""
+
+
 class NoiseParams(Params):
     """Options every oracle shares: who it is and how it errs.
 
@@ -64,8 +68,11 @@ def calibrate(truth: Tensor, params: NoiseParams, target: tuple[float, float, fl
     ``maybe = abstain + c·m`` and ``no = c·n`` (bias toward yes) or ``yes = c·y`` (toward no), where
     ``y, m, n`` are the shares of the flipped truth.
 
+    Where no rate and bias reach ``target`` exactly, the closest pair on a grid is taken if every
+    share is within :data:`MIX_TOLERANCE` of it.
+
     Raises:
-        CrayonError: no abstention rate and bias reach ``target`` from these truthful answers.
+        CrayonError: no abstention rate and bias come that close to ``target``.
     """
     f = params.flip_rate
     y0, m0, n0 = (float((truth == a).double().mean()) for a in (Answer.YES, Answer.MAYBE, Answer.NO))
@@ -77,6 +84,14 @@ def calibrate(truth: Tensor, params: NoiseParams, target: tuple[float, float, fl
         if c <= 1 and 0 <= abstain < 1 and c <= 1 - abstain + 1e-12:
             bias = sign * max(0.0, 1 - c / (1 - abstain))
             return params.model_copy(update={"abstain_rate": abstain, "yes_bias": bias, "answer_mix": None})
+    # no exact solution: the closest on a grid, if every share is within MIX_TOLERANCE of the target
+    a, b = np.meshgrid(np.linspace(0, 1, 201), np.linspace(-1, 1, 401), indexing="ij")
+    kept = (1 - a) * (1 - np.abs(b))
+    shares = ((1 - a) * np.clip(b, 0, None) + kept * y, a + kept * m, (1 - a) * np.clip(-b, 0, None) + kept * n)
+    error = np.max([np.abs(share - wanted) for share, wanted in zip(shares, target)], axis=0)
+    best = np.unravel_index(np.argmin(error), error.shape)
+    if error[best] <= MIX_TOLERANCE:
+        return params.model_copy(update={"abstain_rate": float(a[best]), "yes_bias": float(b[best]), "answer_mix": None})
     raise CrayonError(
         f"{params.annotator}: answer_mix {params.answer_mix!r} (yes {yes:.3f}, maybe {maybe:.3f}, no {no:.3f}) cannot be "
         f"reached from truthful answers yes {y0:.3f}, maybe {m0:.3f}, no {n0:.3f} by abstaining and a bias"

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from crayon_plugins.budget import budget_size, image_losses, neuron_taylor_scores, selected
 from crayon_plugins.config import Budget, Panel
-from crayon_plugins.data import NOT_ANNOTATED
+from crayon_plugins.data import NOT_ANNOTATED, MapsToJudge
 from crayon_plugins.features import SharedFeatures
 
 from test_pipeline import tiny_pipeline
@@ -58,3 +58,23 @@ def test_a_panel_of_three_reports_its_agreement_and_error(tmp_path):
     stats = pipeline.refinement_context(model, train).annotation_stats["maps"]
     assert 0 < stats["cohen_kappa"] < 1 and 0 < stats["krippendorff_alpha"] < 1
     assert 0 < stats["error_rate"] < 0.2 and stats["yes"] + stats["no"] + stats["maybe"] == 1
+
+
+def test_a_panel_draws_where_most_of_its_annotators_drew_within_the_budget(tmp_path):
+    pipeline = tiny_pipeline(
+        tmp_path,
+        refiners=["gradia"],
+        panel={"size": 3},
+        annotator={"name": "saliency-oracle", "region": "shift", "region_pixels": 3},
+        budget={"fraction": 0.5},
+    )
+    train = pipeline.load("train")
+    model, _ = pipeline.original_model(train)
+    context = pipeline.refinement_context(model, train)
+    maps, _ = pipeline.original_maps(model, train)
+    size = tuple(train.images.shape[-2:])
+    votes = sum(source.annotate_attention(MapsToJudge.of(train, maps)).aligned(train.ids, size)[0].int() for source in pipeline.map_panel)
+    chosen = context.map_answers != NOT_ANNOTATED
+    assert torch.equal(context.attention[chosen], votes[chosen] >= 2)  # each annotator shifts its own way
+    assert not context.attention[~chosen].any() and int(context.attention_drawn.sum()) <= int(chosen.sum())
+    assert (votes[chosen] == 1).any()  # the annotators did disagree somewhere

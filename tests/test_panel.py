@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from crayon_plugins import create_annotation_source
@@ -12,7 +12,7 @@ from crayon_plugins.components import AnnotationSource
 from crayon_plugins.config import Panel
 from crayon_plugins.data import Annotations, Answer
 from crayon_plugins.errors import ConfigError, CrayonError
-from crayon_plugins.oracles.noise import NoiseParams, apply_noise
+from crayon_plugins.oracles.noise import MIX_TOLERANCE, NoiseParams, apply_noise
 from crayon_plugins.oracles.panel import agreement, aggregate, members
 from crayon_plugins.real_annotators import REAL_ANNOTATORS
 
@@ -82,10 +82,11 @@ def test_dawid_skene_outvotes_a_majority_of_careless_annotators():
     assert errors["dawid-skene"] < errors["majority"]
 
 
-def reachable(y, m, n, flip, target, steps=200):
-    """Whether some abstention rate and bias on a fine grid come within 0.01 of ``target``."""
-    a = torch.linspace(0, 1, steps + 1).view(-1, 1)
-    b = torch.linspace(-1, 1, 2 * steps + 1).view(1, -1)
+def reachable(y, m, n, flip, target, steps=1000):
+    """Whether some abstention rate and bias on a grid five times finer than the oracle's come within
+    its tolerance of ``target``."""
+    a = torch.linspace(0, 1, steps + 1, dtype=torch.float64).view(-1, 1)
+    b = torch.linspace(-1, 1, 2 * steps + 1, dtype=torch.float64).view(1, -1)
     y, n = y * (1 - flip) + n * flip, n * (1 - flip) + y * flip
     truthful = (1 - a) * (1 - b.abs())
     shares = (
@@ -93,11 +94,12 @@ def reachable(y, m, n, flip, target, steps=200):
         a + truthful * m,
         (1 - a) * (-b).clamp(min=0) + truthful * n,
     )
-    return bool(torch.stack([(s - t).abs() <= 0.01 for s, t in zip(shares, target)]).all(dim=0).any())
+    return bool(torch.stack([(s - t).abs() <= MIX_TOLERANCE for s, t in zip(shares, target)]).all(dim=0).any())
 
 
 @settings(max_examples=30, deadline=None)
 @given(y=st.integers(0, 400), m=st.integers(0, 400), n=st.integers(1, 400), flip=st.sampled_from([0.0, 0.1]))
+@example(y=0, m=15, n=2, flip=0.1)  # no exact solution, one within a point (found by CI)
 def test_the_waterbirds_preset_reproduces_the_real_answer_mix(y, m, n, flip):
     truth = torch.tensor([int(Answer.YES)] * y + [int(Answer.MAYBE)] * m + [int(Answer.NO)] * n)
     total = len(truth)
@@ -108,7 +110,7 @@ def test_the_waterbirds_preset_reproduces_the_real_answer_mix(y, m, n, flip):
         return
     target = REAL_ANNOTATORS["Waterbirds"].shares("maps")
     for answer, share in zip((Answer.YES, Answer.MAYBE, Answer.NO), target):
-        assert float((noisy == answer).double().mean()) == pytest.approx(share, abs=5 * math.sqrt(0.25 / total) + 1e-9)
+        assert float((noisy == answer).double().mean()) == pytest.approx(share, abs=5 * math.sqrt(0.25 / total) + MIX_TOLERANCE)
 
 
 def test_the_preset_on_neurons_matches_the_relevant_rate_and_refuses_other_rates():

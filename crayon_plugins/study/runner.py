@@ -1,8 +1,8 @@
 """``crayon study run``: every cell of a study, in parallel processes, resumable.
 
 Cells run in worker processes (spawned; ``--jobs`` of them, each with ``cores // jobs`` threads, so
-a study's numbers repeat for the same ``--jobs``). Each finished cell is written to ``DIR/cells/<key>.json`` (atomically, by the process that ran it);
-``DIR/results.csv`` is rebuilt from those files, in grid order, after every cell. A run that is killed
+a study's numbers repeat for the same ``--jobs``). Each finished cell is written to
+``DIR/cells/<key>.json`` (atomically, by the process that ran it); ``DIR/results.csv`` is rebuilt from those files, in grid order, after every cell. A run that is killed
 loses only the cells in flight, and running it again computes only the cells without a file. Cells
 share the original models, maps, concepts, feature maps and panel answers through the artefact
 cache, whose file locks make a process wait for an artefact another one is computing.
@@ -16,7 +16,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -28,8 +27,11 @@ import torch
 
 from ..cache import ArtifactCache
 from ..errors import ConfigError, CrayonError
+from ..files import write_atomically
+from ..pipeline import Pipeline
 from ..progress import console, progress_bar, set_enabled
 from .spec import Cell, StudySpec, load_spec
+
 
 def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
     """``("wga", 0.9)``, ``("groups:horizontal/red", 0.8)``, …: numbers only, nested names joined."""
@@ -40,16 +42,8 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[st
             yield f"{prefix}{name}", float(value)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def run_cell(cell: Cell, cache_root: str | None, cells_dir: str) -> dict:
     """Run one cell, write its record to ``cells_dir/<key>.json`` and return it."""
-    from ..pipeline import Pipeline  # imported here: worker processes import it once, on first use
-
     start = time.perf_counter()
     pipeline = Pipeline.from_config(cell.config, None, ArtifactCache(cache_root))
     results = pipeline.run(include_original=cell.refiner == "original")
@@ -71,7 +65,7 @@ def run_cell(cell: Cell, cache_root: str | None, cells_dir: str) -> dict:
         "seconds": round(time.perf_counter() - start, 2),
         "pid": os.getpid(),
     }
-    _write_atomically(Path(cells_dir) / f"{cell.key}.json", json.dumps(record, indent=1) + "\n")
+    write_atomically(Path(cells_dir) / f"{cell.key}.json", json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -115,8 +109,6 @@ def _pending_order(cells: list[Cell]) -> list[Cell]:
 def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root: str | Path | None = None) -> Path:
     """Run every cell of the study at ``spec_path`` not yet finished in ``out``; returns
     ``out/results.csv``. Raises :class:`CrayonError` naming the cells that failed, after running the rest."""
-    from ..pipeline import Pipeline
-
     spec, out = load_spec(spec_path), Path(out)
     if jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
@@ -143,7 +135,7 @@ def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root:
 
     def finished(record: dict) -> None:
         records[record["key"]] = record
-        _write_atomically(csv_path, results_csv(spec, records))
+        write_atomically(csv_path, results_csv(spec, records))
 
     with progress_bar("study cells", total) as advance:
         advance(total - len(pending))
@@ -160,7 +152,7 @@ def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root:
                     except Exception as error:  # noqa: BLE001 - a failed cell must not lose the others
                         failures.append(f"{cell.refiner} seed {cell.seed} {cell.axes}: {type(error).__name__}: {error}")
                     advance()
-    _write_atomically(csv_path, results_csv(spec, records))
+    write_atomically(csv_path, results_csv(spec, records))
     if failures:
         raise CrayonError(f"{len(failures)} cell(s) failed (finished cells are kept in {csv_path}; run again to retry):\n" + "\n".join(failures))
     return csv_path
