@@ -147,7 +147,7 @@ def concepts(
     """Train (or load) the original model, extract its neuron concepts (configuration section
     [concepts]) and render one PNG sheet per neuron plus OUT/index.md, for a person to judge."""
     pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
-    train = pipeline.dataset.load("train")
+    train = pipeline.load("train")
     model, _ = pipeline.original_model(train)
     found, _ = pipeline.concepts(model, train)
     chosen = None

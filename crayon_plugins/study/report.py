@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ..errors import CrayonError  # noqa: E402
-from .spec import NOISE_AXES, StudySpec, load_spec  # noqa: E402
+from .spec import NOISE_AXES, load_spec  # noqa: E402
 
 NEAR_PEAK = 0.02
 """"Near peak": within two points of WGA of the best mean."""
@@ -103,7 +103,7 @@ def _resolution(summary: pd.DataFrame) -> str:
     )
 
 
-def _budget_section(cells: pd.DataFrame, spec: StudySpec, out: Path, baseline: float) -> list[str]:
+def _budget_section(cells: pd.DataFrame, out: Path, baseline: float) -> list[str]:
     lines = [c for c in ("selection",) if c in cells]
     summary = summarise(cells, "wga", ["refiner", *lines, "budget"])
     _line_plot(summary, cells, "budget", lines, out / "wga-budget.png", "share of training items annotated", baseline, log=True)
@@ -122,7 +122,7 @@ def _budget_section(cells: pd.DataFrame, spec: StudySpec, out: Path, baseline: f
     return text + [""]
 
 
-def _noise_section(cells: pd.DataFrame, spec: StudySpec, out: Path, baseline: float) -> list[str]:
+def _noise_section(cells: pd.DataFrame, out: Path, baseline: float) -> list[str]:
     varied = [a for a in NOISE_AXES if a in cells and a != "answer_mix"]
     lines = [a for a in ("answer_mix", "aggregation", "selection") if a in cells]
     text = ["## WGA against annotator noise", ""]
@@ -193,7 +193,8 @@ def write_report(directory: str | Path) -> Path:
     if cells.empty:
         raise CrayonError(f"{directory}/results.csv: no finished cell besides the original models")
     baseline = original["wga"].mean()
-    keys = {c.key for c in spec.cells()}
+    all_cells = spec.cells()
+    keys = {c.key for c in all_cells}
     records = [json.loads((directory / "cells" / f"{key}.json").read_text()) for key in keys if (directory / "cells" / f"{key}.json").exists()]
     seconds = sum(r["seconds"] for r in records)
     expected = len(keys)
@@ -203,8 +204,8 @@ def write_report(directory: str | Path) -> Path:
         f"**Question.** {spec.question}" if spec.question else "",
         "",
         f"Grid: {', '.join(f'{a} {getattr(spec.grid, a)}' for a in spec.grid.varied())}; refiners {spec.refiners()}; seeds {spec.seeds()}. "
-        f"{len(frame.groupby(['refiner', 'seed', *spec.grid.varied()], dropna=False))} of {len(spec.cells())} cells in results.csv"
-        + (f" ({expected} distinct computations)" if expected != len(spec.cells()) else "")
+        f"{len(frame.groupby(['refiner', 'seed', *spec.grid.varied()], dropna=False))} of {len(all_cells)} cells in results.csv"
+        + (f" ({expected} distinct computations)" if expected != len(all_cells) else "")
         + (f"; {seconds / 60:.1f} min of cell compute time." if records else "."),
         "",
         f"Original model (ERM): WGA {pct(*interval(original['wga'])[['mean', 'half']])}% over {len(original)} seeds "
@@ -213,9 +214,9 @@ def write_report(directory: str | Path) -> Path:
         "",
     ]
     if "budget" in cells:
-        text += _budget_section(cells, spec, directory, baseline)
+        text += _budget_section(cells, directory, baseline)
     if any(a in cells for a in NOISE_AXES):
-        text += _noise_section(cells, spec, directory, baseline)
+        text += _noise_section(cells, directory, baseline)
     if cells["kappa"].notna().any():
         text += _agreement_section(cells.dropna(subset=["kappa"]), directory)
     path = directory / "report.md"
