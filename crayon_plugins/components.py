@@ -166,6 +166,13 @@ class RefinementContext:
         return predict(model, self.train.images, self.device, penultimate=True)
 
 
+REFINER_NEEDS = frozenset({"map-answers", "neuron-answers", "attention-maps", "boxes", "groups"})
+"""Everything a refiner may declare in ``needs``."""
+
+METRIC_NEEDS = frozenset({"map-answers"})
+"""Everything a metric may declare in ``needs``."""
+
+
 class Refiner(Component, ABC):
     """Model + data + annotations → refined model. Must not modify the model it is given.
 

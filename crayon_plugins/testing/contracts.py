@@ -1,0 +1,615 @@
+"""Executable contracts: one call checks a component against every promise of its kind.
+
+In the spirit of scikit-learn's ``check_estimator``: ``check_refiner(MyRefiner())`` runs the refiner
+on a tiny model and image set through each promise in :data:`PROMISES`, and either returns a
+:class:`Report` of the promises kept or raises :class:`ContractError` naming every promise broken
+(a promise whose check raised counts as broken, with the exception). Each check accepts the tiny
+inputs it would otherwise build, for components that need a particular model or data.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import Tensor
+
+from crayon_plugins import components
+from crayon_plugins.data import NOT_ANNOTATED, AttentionMaps, Annotations, Answer, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
+from crayon_plugins.errors import CrayonError
+from crayon_plugins.model import Classifier
+from crayon_plugins.plugins.gradcam import GradCam
+from crayon_plugins.plugins.top_patches import TopPatches
+
+from .tiny import mixed_answers, tiny_context, tiny_image_set, tiny_model
+
+OPTIONS = {"options-are-validated": "``Params`` is a pydantic model that rejects unknown options, and ``params`` is an instance of it"}
+
+PROMISES: dict[str, dict[str, str]] = {
+    "refiner": {
+        **OPTIONS,
+        "declares-known-needs": "``needs`` names only what the pipeline prepares (REFINER_NEEDS)",
+        "returns-a-classifier": "``refine`` returns a new Classifier with the original's classes and neurons, finite logits",
+        "leaves-the-original-untouched": "the model given to ``refine`` keeps its weights, buffers, mode and gradients",
+        "deterministic-under-seed": "two refinements with one context (one seed) give identical weights",
+        "maybe-adds-nothing": "answers that are all *maybe* refine exactly as no answers at all",
+        "finite-on-all-zero-maps": "all-zero original maps, no drawings, or a model whose every neuron is pruned leave the weights finite",
+        "clear-error-without-annotations": "a context without an annotation the refiner needs raises CrayonError",
+    },
+    "interpreter": {
+        **OPTIONS,
+        "maps-have-the-documented-shape": "``(B, h, w)`` float maps, one per image, on one grid for one image size",
+        "maps-are-normalised": "finite, in [0, 1], each map's maximum 1 or the map all zero",
+        "batch-independent": "an image's map does not depend on its batch-mates or its place in the batch",
+        "deterministic": "explaining twice gives the same maps",
+        "leaves-the-model-untouched": "the model keeps its weights, mode and (absent) gradients",
+        "finite-on-blank-images": "black and uniform images give finite, normalised maps",
+        "differentiable-maps": "a DifferentiableInterpreter's ``explain`` returns maps with a graph to the weights and the model's logits",
+    },
+    "annotation_source": {
+        **OPTIONS,
+        "judges-something": "``judges()`` names at least one of maps, neurons, attention",
+        "answers-what-it-is-asked": "answers (or drawings of the images' size) only about the items asked, once per item and annotator, with annotator ids",
+        "deterministic": "asking twice gives the same answers",
+        "order-independent": "an item's answer does not depend on the order the items are asked in",
+        "handles-no-items": "asking about no items gives no answers",
+    },
+    "concept_extractor": {
+        **OPTIONS,
+        "describes-every-neuron": "NeuronConcepts with one unique id per neuron of the model and activations ``(N, C)``",
+        "indices-in-range": "top images in the split (none twice per neuron), cells in the model's grid, boxes inside the image",
+        "strongest-first": "top activations are the images' activations, non-increasing",
+        "deterministic": "extracting twice gives the same concepts",
+        "leaves-the-model-untouched": "the model keeps its weights and mode",
+    },
+    "backbone": {
+        **OPTIONS,
+        "builds-a-classifier": "``build(K)`` returns a Classifier with finite ``(B, K)`` logits for images in [0, 1]",
+        "splits-at-the-feature-map": "``forward == classifier(pool(features))``, features ``(B, C, h, w)`` with C neurons",
+        "masks-neurons": "the neuron mask is a buffer in the state dict and zeroes its channels of the features",
+        "batch-independent": "in eval mode an image's logits do not depend on its batch-mates",
+        "seeded-build": "one torch seed builds identical weights",
+        "trainable-features": "a loss on the logits sends gradients into the layers before the feature map",
+    },
+    "dataset": {
+        **OPTIONS,
+        "loads-every-split": "``load(split)`` gives an ImageSet for every split in ``splits``",
+        "images-in-unit-range": "images are finite float32 in [0, 1]",
+        "labels-and-groups-in-range": "labels index ``class_names``, spurious attributes index ``spurious_names``, masks are bool",
+        "ids-unique-across-splits": "no item id appears in two splits",
+        "deterministic": "loading twice gives the same images, labels and ids",
+        "rejects-unknown-splits": "an unknown split raises ValueError or CrayonError naming it",
+    },
+    "metric": {
+        **OPTIONS,
+        "declares-known-needs": "``needs`` names only what the pipeline prepares (METRIC_NEEDS)",
+        "returns-named-numbers": "a mapping of names to finite-or-NaN floats, or to mappings of names to floats, JSON-serialisable",
+        "deterministic": "computing twice gives the same numbers",
+        "order-invariant": "shuffling the items (with their predictions and answers) gives the same numbers",
+        "leaves-predictions-untouched": "the predictions and split are not modified",
+    },
+}
+"""Component kind → promise name → what it means. Check functions keep exactly these promises."""
+
+
+class Broken(Exception):
+    """Raised inside a promise: the component broke it (the message says how)."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Break the current promise with ``message`` unless ``condition``."""
+    if not condition:
+        raise Broken(message)
+
+
+@dataclass(frozen=True)
+class BrokenPromise:
+    """A promise a component broke, and how."""
+
+    promise: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome of a check that passed: every promise of the kind, kept."""
+
+    kind: str
+    component: str
+    kept: tuple[str, ...]
+
+
+class ContractError(AssertionError):
+    """A component broke promises of its kind; :attr:`broken` lists each with what went wrong."""
+
+    def __init__(self, kind: str, component: str, broken: list[BrokenPromise], kept: list[str]) -> None:
+        self.kind, self.component, self.broken, self.kept = kind, component, broken, kept
+        lines = [f"{kind.replace('_', ' ')} {component} broke {len(broken)} of {len(broken) + len(kept)} promises:"]
+        lines += [f"  - {b.promise}: {b.detail}" for b in broken]
+        super().__init__("\n".join(lines))
+
+
+class _Contract:
+    """Runs promises one by one, recording which were kept and which broken."""
+
+    def __init__(self, kind: str, component: components.Component) -> None:
+        self.kind, self.component = kind, component
+        self.label = type(component).__qualname__
+        self.kept: list[str] = []
+        self.broken: list[BrokenPromise] = []
+
+    @contextmanager
+    def promise(self, name: str) -> Iterator[None]:
+        assert name in PROMISES[self.kind], f"{name!r} is not a promise of {self.kind}"
+        try:
+            yield
+        except Broken as error:
+            self.broken.append(BrokenPromise(name, str(error)))
+        except Exception as error:  # noqa: BLE001 - a component that raises breaks the promise
+            self.broken.append(BrokenPromise(name, f"raised {type(error).__name__}: {error}"))
+        else:
+            self.kept.append(name)
+
+    def report(self) -> Report:
+        missing = set(PROMISES[self.kind]) - set(self.kept) - {b.promise for b in self.broken}
+        assert not missing, f"check of {self.kind} skipped promises {sorted(missing)}"
+        if self.broken:
+            raise ContractError(self.kind, self.label, self.broken, self.kept)
+        return Report(self.kind, self.label, tuple(self.kept))
+
+    def check_options(self) -> None:
+        with self.promise("options-are-validated"):
+            params_type = getattr(type(self.component), "Params", None)
+            require(isinstance(params_type, type) and issubclass(params_type, BaseModel), "Params is not a pydantic model")
+            require(params_type.model_config.get("extra") == "forbid", "Params accepts unknown options (set extra='forbid')")
+            require(isinstance(self.component.params, params_type), f"params is a {type(self.component.params).__name__}, not its Params")
+
+
+class _Once:
+    """A value computed on first use; its exception, if any, is raised again on each use."""
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self.compute, self.done, self.value, self.error = compute, False, None, None
+
+    def __call__(self) -> Any:
+        if not self.done:
+            self.done = True
+            try:
+                self.value = self.compute()
+            except Exception as error:  # noqa: BLE001 - re-raised to each promise that needs it
+                self.error = error
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, Any]:
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+    }
+
+
+def _unchanged(model: torch.nn.Module, before: dict[str, Any]) -> str | None:
+    """How ``model`` differs from its :func:`_snapshot`, or ``None``."""
+    after = _snapshot(model)
+    changed = [k for k, v in before["state"].items() if k not in after["state"] or not torch.equal(v, after["state"][k])]
+    if changed:
+        return f"changed {', '.join(changed[:3])}{' …' if len(changed) > 3 else ''}"
+    if before["training"] != after["training"]:
+        return "switched the model between train and eval mode"
+    if before["requires_grad"] != after["requires_grad"]:
+        return "changed which parameters require gradients"
+    if any((a is None) != (b is None) or (a is not None and not torch.equal(a, b)) for a, b in zip(before["grads"], after["grads"])):
+        return "left gradients on the model's parameters"
+    return None
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module, atol: float = 0.0) -> str | None:
+    """The first state-dict entry where ``a`` and ``b`` differ by more than ``atol``, or ``None``."""
+    sa, sb = a.state_dict(), b.state_dict()
+    if sa.keys() != sb.keys():
+        return "the state dicts have different entries"
+    for key, value in sa.items():
+        other = sb[key]
+        if value.shape != other.shape or not torch.allclose(value.float(), other.float(), rtol=0, atol=atol):
+            return f"{key} differs (largest difference {float((value.float() - other.float()).abs().max()):.3g})"
+    return None
+
+
+def check_refiner(refiner: components.Refiner, model: Classifier | None = None, train: ImageSet | None = None) -> Report:
+    """Check ``refiner`` against :data:`PROMISES` ``["refiner"]` on ``model`` (default: a seeded
+    :func:`~crayon_plugins.testing.tiny.tiny_model`) and ``train`` (24 tiny images with masks)."""
+    contract = _Contract("refiner", refiner)
+    contract.check_options()
+    model = model if model is not None else tiny_model()
+    train = train if train is not None else tiny_image_set()
+    context = tiny_context(model, train)
+    needs = type(refiner).needs
+
+    def refine(ctx: components.RefinementContext, start: Classifier = model) -> Classifier:
+        return refiner.refine(copy.deepcopy(start), ctx)
+
+    first = _Once(lambda: refine(context))
+
+    with contract.promise("declares-known-needs"):
+        unknown = set(needs) - components.REFINER_NEEDS
+        require(not unknown, f"needs {sorted(unknown)}, which the pipeline never prepares; known: {sorted(components.REFINER_NEEDS)}")
+    with contract.promise("returns-a-classifier"):
+        refined = first()
+        require(isinstance(refined, Classifier), f"refine returned {type(refined).__name__}, not a Classifier")
+        with torch.no_grad():
+            logits = refined.eval()(train.images)
+        require(logits.shape == (len(train), len(train.class_names)), f"logits {tuple(logits.shape)} for {len(train)} images of {len(train.class_names)} classes")
+        require(bool(torch.isfinite(logits).all()), "the refined model's logits are not finite")
+        require(refined.neuron_mask.shape == model.neuron_mask.shape, "the refined model has another number of neurons")
+    with contract.promise("leaves-the-original-untouched"):
+        original = copy.deepcopy(model)
+        before = _snapshot(original)
+        refined = refiner.refine(original, context)
+        require(refined is not original, "refine returned the model it was given; return a copy")
+        require((difference := _unchanged(original, before)) is None, f"refine {difference} of the model it was given")
+    with contract.promise("deterministic-under-seed"):
+        require((difference := _same_weights(first(), refine(context))) is None, f"two refinements with seed {context.seed} differ: {difference}")
+    with contract.promise("maybe-adds-nothing"):
+        maybe = tiny_context(
+            model, train, torch.full((len(train),), int(Answer.MAYBE)), torch.full((len(context.neuron_answers),), int(Answer.MAYBE))
+        )
+        nothing = tiny_context(model, train, torch.full((len(train),), NOT_ANNOTATED), torch.full((len(context.neuron_answers),), NOT_ANNOTATED))
+        difference = _same_weights(refine(maybe), refine(nothing), atol=1e-6)
+        require(difference is None, f"all-maybe answers refine differently from no answers: {difference}")
+    with contract.promise("finite-on-all-zero-maps"):
+        zero_maps = tiny_context(model, train, original_maps=torch.zeros_like(context.original_maps), drawings=False)
+        blind = copy.deepcopy(model)
+        blind.neuron_mask.zero_()
+        for what, ctx, start in (("all-zero original maps without drawings", zero_maps, model), ("a model with every neuron pruned", tiny_context(blind, train), blind)):
+            refined = refine(ctx, start)
+            bad = [k for k, v in refined.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            require(not bad, f"with {what}, the refined weights {', '.join(bad[:3])} are not finite")
+    with contract.promise("clear-error-without-annotations"):
+        missing = {
+            "neuron-answers": {"concepts": None, "neuron_answers": None, "neuron_annotations": None},
+            "attention-maps": {"attention": None, "attention_drawn": None},
+            "boxes": {"attention": None, "attention_drawn": None},
+        }
+        for need in sorted(set(needs) & set(missing)):
+            try:
+                refine(replace(context, **missing[need]))
+            except CrayonError:
+                continue
+            except Exception as error:  # noqa: BLE001
+                raise Broken(f"without {need}, refine raised {type(error).__name__} ({error}) instead of a CrayonError") from None
+            raise Broken(f"without {need}, which it needs, refine succeeded instead of raising a CrayonError")
+    return contract.report()
+
+
+def _images(n: int = 6, size: int = 16, seed: int = 1) -> Tensor:
+    return tiny_image_set(n=n, size=size, seed=seed).images
+
+
+def check_interpreter(interpreter: components.Interpreter, model: Classifier | None = None, images: Tensor | None = None) -> Report:
+    """Check ``interpreter`` against :data:`PROMISES` ``["interpreter"]`` on ``model`` (default: a
+    seeded tiny model) and ``images`` ``(B, 3, H, W)`` (default: 6 tiny images)."""
+    contract = _Contract("interpreter", interpreter)
+    contract.check_options()
+    model = model if model is not None else tiny_model()
+    images = images if images is not None else _images()
+    with torch.no_grad():
+        targets = torch.arange(len(images)) % model(images[:1]).shape[1]
+    before = _snapshot(model)
+    maps = _Once(lambda: interpreter(model, images, targets))
+
+    def normalised(found: Tensor, what: str) -> None:
+        require(bool(torch.isfinite(found).all()), f"{what} are not finite")
+        require(float(found.min()) >= 0 and float(found.max()) <= 1 + 1e-5, f"{what} range over [{float(found.min()):.3g}, {float(found.max()):.3g}], not [0, 1]")
+        peaks = found.flatten(1).amax(dim=1)
+        require(bool(((peaks - 1).abs() < 1e-3).logical_or(peaks == 0).all()), f"{what}: maxima {peaks.tolist()} are neither 1 nor 0 (normalise each map)")
+
+    with contract.promise("maps-have-the-documented-shape"):
+        found = maps()
+        require(isinstance(found, Tensor) and found.is_floating_point(), f"returned {type(found).__name__}, not a float tensor")
+        require(found.ndim == 3 and len(found) == len(images), f"maps {tuple(found.shape)} for {len(images)} images; expected (B, h, w)")
+        again = interpreter(model, images[:2], targets[:2])
+        require(again.shape[1:] == found.shape[1:], f"a batch of 2 gives a {tuple(again.shape[1:])} grid, a batch of {len(images)} {tuple(found.shape[1:])}")
+    with contract.promise("maps-are-normalised"):
+        normalised(maps(), "maps")
+    with contract.promise("batch-independent"):
+        alone = torch.cat([interpreter(model, images[i : i + 1], targets[i : i + 1]) for i in range(len(images))])
+        reverse = interpreter(model, images.flip(0), targets.flip(0)).flip(0)
+        for what, other in (("alone", alone), ("in reverse order", reverse)):
+            gap = float((other - maps()).abs().max())
+            require(gap <= 1e-4, f"explaining each image {what} changes its map by up to {gap:.3g}")
+    with contract.promise("deterministic"):
+        gap = float((interpreter(model, images, targets) - maps()).abs().max())
+        require(gap == 0, f"a second call differs by up to {gap:.3g}")
+    with contract.promise("finite-on-blank-images"):
+        for what, blank in (("black", torch.zeros_like(images)), ("uniform grey", torch.full_like(images, 0.5))):
+            normalised(interpreter(model, blank, targets), f"maps of {what} images")
+    with contract.promise("differentiable-maps"):
+        if isinstance(interpreter, components.DifferentiableInterpreter):
+            explained, logits = interpreter.explain(model, images, targets)
+            require(explained.requires_grad, "explain's maps carry no graph")
+            with torch.no_grad():
+                expected = model(images)
+            require(torch.allclose(logits.detach(), expected, atol=1e-5), "explain's logits are not the model's")
+            require(torch.allclose(explained.detach(), maps(), atol=1e-6), "explain's maps differ from calling the interpreter")
+            grads = torch.autograd.grad(explained.sum(), [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+            require(any(g is not None and bool(g.abs().sum() > 0) for g in grads), "the maps' gradient reaches no weight")
+    with contract.promise("leaves-the-model-untouched"):
+        require((difference := _unchanged(model, before)) is None, f"explaining {difference}")
+    return contract.report()
+
+
+def _questions(model: Classifier, train: ImageSet) -> dict[str, Any]:
+    """What a source is asked about ``train``: the model's maps, and its neurons' top-patches concepts."""
+    maps = GradCam()(model, train.images, train.labels)
+    concepts = TopPatches(TopPatches.Params(k=min(4, len(train)))).extract(model, train)
+    return {"maps": MapsToJudge.of(train, maps), "attention": MapsToJudge.of(train, maps), "neurons": NeuronsToJudge(concepts, train)}
+
+
+def _reordered(items: MapsToJudge | NeuronsToJudge, order: list[int]) -> MapsToJudge | NeuronsToJudge:
+    """The same questions asked in ``order`` (maps), or about a reordered neuron list (neurons)."""
+    if isinstance(items, MapsToJudge):
+        return MapsToJudge(tuple(items.ids[i] for i in order), items.images[order], items.maps[order], items.labels[order], items.spurious[order], None if items.masks is None else items.masks[order])
+    c = items.concepts
+    concepts = replace(c, neuron_ids=tuple(c.neuron_ids[i] for i in order), activations=c.activations[:, order], top_images=c.top_images[order], top_activations=c.top_activations[order], cells=c.cells[order], boxes=c.boxes[order])
+    return NeuronsToJudge(concepts, items.train)
+
+
+def _item_ids(items: MapsToJudge | NeuronsToJudge) -> tuple[str, ...]:
+    return items.ids if isinstance(items, MapsToJudge) else items.concepts.neuron_ids
+
+
+def _by_item(found: Annotations | AttentionMaps) -> dict[tuple[str, str], Any]:
+    values = found.answers.tolist() if isinstance(found, Annotations) else [r.flatten().tolist() for r in found.regions]
+    return dict(zip(zip(found.item_ids, found.annotators), values))
+
+
+def check_annotation_source(source: components.AnnotationSource, model: Classifier | None = None, train: ImageSet | None = None) -> Report:
+    """Check ``source`` against :data:`PROMISES` ``["annotation_source"]`` on every question it
+    :meth:`~crayon_plugins.components.AnnotationSource.judges`, asked about ``model`` (default: a seeded
+    tiny model) and ``train`` (24 tiny images with object masks)."""
+    contract = _Contract("annotation_source", source)
+    contract.check_options()
+    model = model if model is not None else tiny_model()
+    train = train if train is not None else tiny_image_set()
+    methods = {"maps": source.annotate_maps, "neurons": source.annotate_neurons, "attention": source.annotate_attention}
+    judged = sorted(source.judges() & set(methods))
+    questions = _Once(lambda: _questions(model, train))
+    answers = {q: _Once(lambda q=q: methods[q](questions()[q])) for q in judged}
+
+    with contract.promise("judges-something"):
+        require(bool(judged), f"judges() is {sorted(source.judges())}; it must name at least one of {sorted(methods)}")
+    with contract.promise("answers-what-it-is-asked"):
+        for q in judged:
+            found, items = answers[q](), questions()[q]
+            expected = AttentionMaps if q == "attention" else Annotations
+            require(isinstance(found, expected), f"annotate_{q} returned {type(found).__name__}, not {expected.__name__}")
+            unknown = set(found.item_ids) - set(_item_ids(items))
+            require(not unknown, f"annotate_{q} answered about items it was not asked: {sorted(unknown)[:3]}")
+            pairs = list(zip(found.item_ids, found.annotators))
+            require(len(set(pairs)) == len(pairs), f"annotate_{q} answered an item twice for one annotator")
+            require(all(isinstance(a, str) and a for a in found.annotators), f"annotate_{q} gave answers without annotator ids")
+            if q == "attention":
+                size = tuple(train.images.shape[-2:])
+                require(found.regions.dtype == torch.bool and tuple(found.regions.shape[1:]) == size, f"drawings are {found.regions.dtype} {tuple(found.regions.shape)}, not bool (M, {size[0]}, {size[1]})")
+    with contract.promise("deterministic"):
+        for q in judged:
+            require(_by_item(methods[q](questions()[q])) == _by_item(answers[q]()), f"annotate_{q} answers differently when asked again")
+    with contract.promise("order-independent"):
+        for q in judged:
+            items = questions()[q]
+            order = list(reversed(range(len(_item_ids(items)))))
+            require(_by_item(methods[q](_reordered(items, order))) == _by_item(answers[q]()), f"annotate_{q} answers differently when the items come in reverse order")
+    with contract.promise("handles-no-items"):
+        for q in judged:
+            found = methods[q](_reordered(questions()[q], []))
+            require(len(found.item_ids) == 0, f"annotate_{q} about no items gave {len(found.item_ids)} answers")
+    return contract.report()
+
+
+def check_concept_extractor(extractor: components.ConceptExtractor, model: Classifier | None = None, train: ImageSet | None = None) -> Report:
+    """Check ``extractor`` against :data:`PROMISES` ``["concept_extractor"]`` on ``model`` (default: a
+    seeded tiny model) and ``train`` (default: 24 tiny images)."""
+    contract = _Contract("concept_extractor", extractor)
+    contract.check_options()
+    model = model if model is not None else tiny_model()
+    train = train if train is not None else tiny_image_set()
+    before = _snapshot(model)
+    concepts = _Once(lambda: extractor.extract(model, train))
+    with torch.no_grad():
+        grid = tuple(model.features(train.images[:1]).shape[-2:])
+    neurons = len(model.neuron_mask)
+
+    with contract.promise("describes-every-neuron"):
+        found = concepts()
+        require(isinstance(found, NeuronConcepts), f"extract returned {type(found).__name__}, not NeuronConcepts")
+        require(len(found) == neurons, f"{len(found)} neurons described, the model has {neurons}")
+        require(len(set(found.neuron_ids)) == neurons, "neuron ids repeat")
+        require(tuple(found.activations.shape) == (len(train), neurons), f"activations {tuple(found.activations.shape)}, expected ({len(train)}, {neurons})")
+    with contract.promise("indices-in-range"):
+        found = concepts()
+        top = found.top_images
+        require(bool(((top >= 0) & (top < len(train))).all()), "top images index outside the training split")
+        require(all(len(set(row.tolist())) == len(row) for row in top), "a neuron lists one image twice")
+        require(found.grid == grid, f"grid {found.grid}, the model's feature grid is {grid}")
+        require(found.image_size == tuple(train.images.shape[-2:]), f"image_size {found.image_size}, the images are {tuple(train.images.shape[-2:])}")
+        cells, boxes = found.cells, found.boxes
+        require(bool(((cells >= 0) & (cells < torch.tensor(grid))).all()), "cells outside the feature grid")
+        height, width = found.image_size
+        inside = (boxes[..., 0] >= 0) & (boxes[..., 1] >= 0) & (boxes[..., 2] <= height) & (boxes[..., 3] <= width)
+        require(bool((inside & (boxes[..., 0] < boxes[..., 2]) & (boxes[..., 1] < boxes[..., 3])).all()), "boxes empty or outside the image")
+    with contract.promise("strongest-first"):
+        found = concepts()
+        require(bool((found.top_activations[:, :-1] >= found.top_activations[:, 1:]).all()), "top activations increase along k")
+        expected = found.activations.T.gather(1, found.top_images)
+        require(torch.allclose(found.top_activations, expected), "top activations are not the listed images' activations")
+    with contract.promise("deterministic"):
+        again = extractor.extract(model, train)
+        require(torch.equal(again.top_images, concepts().top_images) and torch.equal(again.activations, concepts().activations), "a second extraction differs")
+    with contract.promise("leaves-the-model-untouched"):
+        require((difference := _unchanged(model, before)) is None, f"extracting {difference}")
+    return contract.report()
+
+
+def check_backbone(backbone: components.Backbone, images: Tensor | None = None) -> Report:
+    """Check ``backbone`` against :data:`PROMISES` ``["backbone"]`` on ``images`` (default: four 32×32
+    tiny images; pass larger ones for backbones whose feature grid would vanish)."""
+    contract = _Contract("backbone", backbone)
+    contract.check_options()
+    images = images if images is not None else _images(n=4, size=32)
+
+    def build(k: int = 2, seed: int = 0) -> Classifier:
+        torch.manual_seed(seed)
+        return backbone.build(k).eval()
+
+    model = _Once(build)
+    with contract.promise("builds-a-classifier"):
+        for k in (2, 3):
+            built = model() if k == 2 else build(k)
+            require(isinstance(built, Classifier), f"build({k}) returned {type(built).__name__}, not a Classifier")
+            with torch.no_grad():
+                logits = built(images)
+            require(tuple(logits.shape) == (len(images), k), f"build({k}) gives logits {tuple(logits.shape)}, expected ({len(images)}, {k})")
+            require(bool(torch.isfinite(logits).all()), f"build({k}) gives non-finite logits")
+    with contract.promise("splits-at-the-feature-map"), torch.no_grad():
+        m = model()
+        features = m.features(images)
+        require(features.ndim == 4 and features.shape[1] == len(m.neuron_mask), f"features {tuple(features.shape)}, expected (B, {len(m.neuron_mask)}, h, w)")
+        require(torch.allclose(m(images), m.classifier(m.pool(features)), atol=1e-5), "forward differs from classifier(pool(features))")
+    with contract.promise("masks-neurons"), torch.no_grad():
+        m = copy.deepcopy(model())
+        require(any(k.endswith("feature_map.mask") for k in m.state_dict()), "the neuron mask is not in the state dict")
+        m.neuron_mask[0] = 0
+        require(bool((m.features(images)[:, 0] == 0).all()), "zeroing neuron 0's mask leaves channel 0 of the features non-zero")
+    with contract.promise("batch-independent"), torch.no_grad():
+        m = model()
+        gap = float((torch.cat([m(images[i : i + 1]) for i in range(len(images))]) - m(images)).abs().max())
+        require(gap <= 1e-4, f"logits change by up to {gap:.3g} when each image is run alone")
+    with contract.promise("seeded-build"):
+        require((difference := _same_weights(build(seed=3), build(seed=3))) is None, f"two builds under torch seed 3 differ: {difference}")
+    with contract.promise("trainable-features"):
+        m = copy.deepcopy(model())
+        m(images).logsumexp(dim=1).sum().backward()
+        head = {id(p) for p in m.classifier.parameters()}
+        require(any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in m.parameters() if id(p) not in head), "no gradient reaches the layers before the classifier")
+    return contract.report()
+
+
+def check_dataset(dataset: components.Dataset) -> Report:
+    """Check ``dataset`` against :data:`PROMISES` ``["dataset"]`` (it loads every split twice: give it
+    small options)."""
+    contract = _Contract("dataset", dataset)
+    contract.check_options()
+    splits = _Once(lambda: {s: dataset.load(s) for s in dataset.splits})
+
+    with contract.promise("loads-every-split"):
+        for name, split in splits().items():
+            require(isinstance(split, ImageSet), f"load({name!r}) returned {type(split).__name__}, not an ImageSet")
+    with contract.promise("images-in-unit-range"):
+        for name, split in splits().items():
+            images = split.images
+            require(images.dtype == torch.float32, f"{name} images are {images.dtype}, not float32")
+            require(bool(torch.isfinite(images).all()) and float(images.min()) >= 0 and float(images.max()) <= 1, f"{name} images leave [0, 1]")
+    with contract.promise("labels-and-groups-in-range"):
+        for name, split in splits().items():
+            for field, names in (("labels", split.class_names), ("spurious", split.spurious_names)):
+                values = getattr(split, field)
+                require(values.dtype == torch.int64 and bool(((values >= 0) & (values < len(names))).all()), f"{name} {field} are not int64 indices into {len(names)} names")
+            require(split.masks is None or split.masks.dtype == torch.bool, f"{name} masks are {split.masks.dtype if split.masks is not None else None}, not bool")
+    with contract.promise("ids-unique-across-splits"):
+        seen: dict[str, str] = {}
+        for name, split in splits().items():
+            for item in split.ids:
+                require(item not in seen, f"id {item!r} is in both {seen.get(item)} and {name}")
+                seen[item] = name
+    with contract.promise("deterministic"):
+        for name, split in splits().items():
+            again = dataset.load(name)
+            same = again.ids == split.ids and torch.equal(again.images, split.images) and torch.equal(again.labels, split.labels)
+            require(same, f"loading {name!r} twice gives different items")
+    with contract.promise("rejects-unknown-splits"):
+        try:
+            dataset.load("no-such-split")
+        except (ValueError, CrayonError) as error:
+            require("no-such-split" in str(error), f"the error for an unknown split does not name it: {error}")
+        else:
+            raise Broken("load('no-such-split') succeeded")
+    return contract.report()
+
+
+def _shuffled(predictions: components.Predictions, order: Tensor) -> components.Predictions:
+    s = predictions.split
+    split = replace(s, images=s.images[order], labels=s.labels[order], spurious=s.spurious[order], masks=None if s.masks is None else s.masks[order], ids=tuple(s.ids[i] for i in order))
+    answers = None if predictions.map_answers is None else predictions.map_answers[order]
+    return replace(predictions, split=split, predicted=predictions.predicted[order], map_answers=answers)
+
+
+def _numbers(found: Any) -> dict[str, float]:
+    """A metric's result flattened to ``name → float`` (``Broken`` if it is not named numbers)."""
+    require(isinstance(found, dict) and found, f"compute returned {type(found).__name__}, not a non-empty mapping")
+    flat = {}
+    for name, value in found.items():
+        require(isinstance(name, str), f"name {name!r} is not a string")
+        inner = value if isinstance(value, dict) else {"": value}
+        for sub, number in inner.items():
+            require(isinstance(sub, str) and isinstance(number, (int, float)) and not isinstance(number, bool), f"{name}{'.' + str(sub) if sub else ''} is {number!r}, not a number")
+            require(math.isfinite(number) or math.isnan(number), f"{name} is infinite")
+            flat[f"{name}.{sub}" if sub else name] = float(number)
+    json.dumps(found)
+    return flat
+
+
+def check_metric(metric: components.Metric, predictions: components.Predictions | None = None) -> Report:
+    """Check ``metric`` against :data:`PROMISES` ``["metric"]`` on ``predictions`` (default: seeded
+    predictions on 24 tiny test images in four groups, with map answers if the metric needs them)."""
+    contract = _Contract("metric", metric)
+    contract.check_options()
+    if predictions is None:
+        split = tiny_image_set(split="test")
+        g = torch.Generator().manual_seed(0)
+        answers = mixed_answers(len(split)) if "map-answers" in type(metric).needs else None
+        predictions = components.Predictions(split, torch.randint(0, 2, (len(split),), generator=g), split.group_shares(), answers)
+    pristine = copy.deepcopy(predictions)
+    compute = lambda p: _numbers(metric.compute(copy.deepcopy(p)))  # noqa: E731 - each call on its own copy
+    result = _Once(lambda: compute(pristine))
+
+    with contract.promise("declares-known-needs"):
+        unknown = set(type(metric).needs) - components.METRIC_NEEDS
+        require(not unknown, f"needs {sorted(unknown)}, which the pipeline never prepares; known: {sorted(components.METRIC_NEEDS)}")
+    with contract.promise("returns-named-numbers"):
+        result()
+    with contract.promise("deterministic"):
+        require(compute(pristine) == result(), "a second computation differs")
+    with contract.promise("order-invariant"):
+        n = len(predictions.predicted)
+        for order in (torch.arange(n).flip(0), torch.randperm(n, generator=torch.Generator().manual_seed(1))):
+            found, expected = compute(_shuffled(pristine, order)), result()
+            same = lambda k: k in found and (math.isclose(found[k], expected[k], rel_tol=1e-9, abs_tol=1e-12) or math.isnan(found[k]) and math.isnan(expected[k]))  # noqa: E731
+            require(not (differ := [k for k in expected if not same(k)]), f"reordering the items changes {', '.join(differ[:3])}")
+    with contract.promise("leaves-predictions-untouched"):
+        metric.compute(predictions)
+        tensors = lambda p: [p.predicted, p.train_group_shares, p.split.images, p.split.labels, p.split.spurious] + ([p.map_answers] if p.map_answers is not None else [])  # noqa: E731
+        require(all(torch.equal(a, b) for a, b in zip(tensors(pristine), tensors(predictions))), "compute modified its predictions")
+    return contract.report()
+
+
+CHECKS: dict[str, Callable[..., Report]] = {
+    "refiner": check_refiner,
+    "interpreter": check_interpreter,
+    "annotation_source": check_annotation_source,
+    "concept_extractor": check_concept_extractor,
+    "backbone": check_backbone,
+    "dataset": check_dataset,
+    "metric": check_metric,
+}
+"""Component kind → its check."""

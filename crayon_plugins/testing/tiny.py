@@ -1,0 +1,131 @@
+"""Tiny models, image sets and refinement contexts: enough to exercise a component in milliseconds."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from crayon_plugins.components import Backbone, Params, RefinementContext
+from crayon_plugins.data import NOT_ANNOTATED, Annotations, Answer, ImageSet
+from crayon_plugins.model import Classifier
+from crayon_plugins.plugins.gradcam import GradCam
+from crayon_plugins.plugins.top_patches import TopPatches
+
+
+class TinyClassifier(Classifier):
+    """Two 3×3 convolutions (the second with ``stride``), ReLU, global average pooling, a linear head.
+
+    No batch normalisation, so an image's outputs never depend on its batch-mates.
+    """
+
+    def __init__(self, channels: int, stride: int, num_classes: int) -> None:
+        super().__init__(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), channels=channels)
+        self.body = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, stride=stride, padding=1), nn.ReLU()
+        )
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward_features(self, normalised: Tensor) -> Tensor:
+        return self.body(normalised)
+
+    def pool(self, features: Tensor) -> Tensor:
+        return features.mean(dim=(2, 3))
+
+
+class TinyBackbone(Backbone):
+    """A :class:`TinyClassifier`: on 16×16 images with the defaults, an 8×8 grid of 8 neurons."""
+
+    class Params(Params):
+        channels: int = Field(default=8, ge=1)
+        stride: int = Field(default=2, ge=1)
+
+    def build(self, num_classes: int) -> Classifier:
+        return TinyClassifier(self.params.channels, self.params.stride, num_classes)
+
+
+def tiny_model(seed: int = 0, num_classes: int = 2, channels: int = 8) -> Classifier:
+    """A seeded :class:`TinyClassifier` in ``eval`` mode."""
+    torch.manual_seed(seed)
+    return TinyBackbone(TinyBackbone.Params(channels=channels)).build(num_classes).eval()
+
+
+def tiny_image_set(
+    n: int = 24, size: int = 16, num_classes: int = 2, masks: bool = True, seed: int = 0, split: str = "tiny"
+) -> ImageSet:
+    """``n`` seeded noise images in ``[0, 1]`` with a brighter rectangle (the object, also the mask)
+    in each; labels cycle through the classes and the spurious attribute through two values."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, size, size, generator=g) * 0.6
+    corner = torch.randint(0, max(size // 2, 1), (n, 2), generator=g)
+    extent = torch.randint(1, max(size // 2, 1) + 1, (n, 2), generator=g)
+    coords = torch.arange(size)
+    rows = (coords >= corner[:, :1]) & (coords < corner[:, :1] + extent[:, :1])
+    cols = (coords >= corner[:, 1:]) & (coords < corner[:, 1:] + extent[:, 1:])
+    objects = rows[:, :, None] & cols[:, None, :]
+    images = torch.where(objects[:, None], images + 0.4, images)
+    labels = torch.arange(n) % num_classes
+    spurious = (torch.arange(n) // num_classes) % 2
+    return ImageSet(
+        images=images,
+        labels=labels,
+        spurious=spurious,
+        masks=objects if masks else None,
+        ids=tuple(f"{split}-{i:03d}" for i in range(n)),
+        class_names=tuple(f"class-{k}" for k in range(num_classes)),
+        spurious_names=("a", "b"),
+    )
+
+
+def mixed_answers(n: int, seed: int = 0) -> Tensor:
+    """``(n,)`` seeded :class:`~crayon_plugins.data.Answer` codes, every kind (and
+    :data:`~crayon_plugins.data.NOT_ANNOTATED`) present once ``n ≥ 4``."""
+    codes = torch.tensor([Answer.NO, Answer.YES, Answer.MAYBE, NOT_ANNOTATED])
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return codes[order % len(codes)]
+
+
+def annotations_of(ids: tuple[str, ...], answers: Tensor, annotator: str = "tiny") -> Annotations:
+    """The :class:`~crayon_plugins.data.Annotations` behind per-item ``answers`` (unannotated items left out)."""
+    given = (answers != NOT_ANNOTATED).nonzero().flatten().tolist()
+    return Annotations(tuple(ids[i] for i in given), answers[given].clone(), (annotator,) * len(given))
+
+
+def tiny_context(
+    model: Classifier,
+    train: ImageSet,
+    map_answers: Tensor | None = None,
+    neuron_answers: Tensor | None = None,
+    original_maps: Tensor | None = None,
+    drawings: bool = True,
+    seed: int = 0,
+) -> RefinementContext:
+    """A complete :class:`~crayon_plugins.components.RefinementContext` for ``model`` on ``train``.
+
+    Maps are ``model``'s Grad-CAM unless ``original_maps`` is given; answers default to
+    :func:`mixed_answers`; concepts come from ``top-patches`` (k = 4); the drawings are the object
+    masks of ``train`` (``drawings=False``: nobody drew anything).
+    """
+    if original_maps is None:
+        original_maps = GradCam()(model, train.images, train.labels)
+    map_answers = mixed_answers(len(train), seed) if map_answers is None else map_answers
+    concepts = TopPatches(TopPatches.Params(k=min(4, len(train)))).extract(model, train)
+    neuron_answers = mixed_answers(len(concepts), seed + 1) if neuron_answers is None else neuron_answers
+    size = tuple(train.images.shape[-2:])
+    if drawings and train.masks is not None:
+        attention = train.masks.clone()
+    else:
+        attention = torch.zeros(len(train), *size, dtype=torch.bool)
+    return RefinementContext(
+        train=train,
+        original_maps=original_maps,
+        map_answers=map_answers,
+        annotations=annotations_of(train.ids, map_answers),
+        seed=seed,
+        device=torch.device("cpu"),
+        concepts=concepts,
+        neuron_answers=neuron_answers,
+        neuron_annotations=annotations_of(concepts.neuron_ids, neuron_answers),
+        attention=attention,
+        attention_drawn=attention.flatten(1).any(dim=1),
+    )

@@ -1,0 +1,404 @@
+"""The plugin kit's contract checks: every built-in keeps its promises; broken components are named."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crayon_plugins.components import AnnotationSource, Metric, Params, Predictions
+from crayon_plugins.data import Answer, Annotations, ImageSet, NOT_ANNOTATED
+from crayon_plugins.factory import create
+from crayon_plugins.maps import normalise_maps
+from crayon_plugins.oracles.saliency import SaliencyOracle
+from crayon_plugins.plugins.captum_interpreters import CaptumSaliency
+from crayon_plugins.plugins.crayon_attention import CrayonAttention
+from crayon_plugins.plugins.finetune import FineTune
+from crayon_plugins.plugins.gradcam import GradCam
+from crayon_plugins.plugins.group_metrics import GroupAccuracy
+from crayon_plugins.plugins.spurious_bars import SpuriousBars
+from crayon_plugins.plugins.top_patches import TopPatches
+from crayon_plugins.registry import default_registry
+from crayon_plugins.testing import CHECKS, PROMISES, ContractError, TinyBackbone, TinyClassifier, strategies, tiny_model
+from crayon_plugins.training import fit
+
+SMALL = {("dataset", "spurious-bars"): {"n_train": 16, "n_val": 8, "n_test": 8, "image_size": 32}}
+
+
+@pytest.mark.parametrize("registration", default_registry().all(), ids=lambda r: f"{r.kind}:{r.name}")
+def test_every_builtin_keeps_every_promise_of_its_kind(registration):
+    component = create(registration.kind, registration.name, SMALL.get((registration.kind, registration.name)))
+    report = CHECKS[registration.kind](component)
+    assert sorted(report.kept) == sorted(PROMISES[registration.kind])
+
+
+def test_the_tiny_backbone_keeps_every_promise():
+    assert len(CHECKS["backbone"](TinyBackbone()).kept) == len(PROMISES["backbone"])
+
+
+# --- refiners that each break one promise -------------------------------------------------------
+
+
+class MutatesTheOriginal(FineTune):
+    def refine(self, model, context):
+        fit(model, lambda i: torch.nn.functional.cross_entropy(model(context.train.images[i]), context.train.labels[i]), len(context.train), self.params, context.seed, "x")
+        return copy.deepcopy(model)
+
+
+class NaNOnZeroMaps(CrayonAttention):
+    """The energy loss without the EPS that keeps an all-zero original map finite."""
+
+    def refine(self, model, context):
+        refined = copy.deepcopy(model)
+
+        def loss(i):
+            current, logits = self.interpreter.explain(refined, context.train.images[i], context.train.labels[i])
+            original = context.original_maps[i]
+            l_no = (current * original).sum(dim=(1, 2)) / original.sum(dim=(1, 2))
+            return torch.nn.functional.cross_entropy(logits, context.train.labels[i]) + l_no.mean()
+
+        fit(refined, loss, len(context.train), self.params, context.seed, "x")
+        return refined
+
+
+class MaybeMeansYes(CrayonAttention):
+    def refine(self, model, context):
+        answers = torch.where(context.map_answers == Answer.MAYBE, int(Answer.YES), context.map_answers)
+        return super().refine(model, type(context)(**{**context.__dict__, "map_answers": answers}))
+
+
+class Unseeded(FineTune):
+    def refine(self, model, context):
+        refined = super().refine(model, context)
+        with torch.no_grad():
+            refined.classifier.bias.add_(torch.from_numpy(np.random.default_rng().random(2)).float())
+        return refined
+
+
+class NeedsSomethingUnknown(FineTune):
+    needs = frozenset({"human-masks"})
+
+
+class CrashesWithoutNeuronAnswers(FineTune):
+    needs = frozenset({"neuron-answers"})
+
+    def refine(self, model, context):
+        context.neuron_answers.sum()  # AttributeError on None instead of a clear CrayonError
+        return super().refine(model, context)
+
+
+class ReturnsTheHead(FineTune):
+    def refine(self, model, context):
+        return copy.deepcopy(model.classifier)
+
+
+class LooseOptions(FineTune):
+    class Params(FineTune.Params):
+        model_config = {**FineTune.Params.model_config, "extra": "allow"}
+
+
+@pytest.mark.parametrize(
+    ("refiner", "broken"),
+    [
+        (MutatesTheOriginal(), {"leaves-the-original-untouched"}),
+        (NaNOnZeroMaps(), {"finite-on-all-zero-maps"}),
+        (MaybeMeansYes(), {"maybe-adds-nothing"}),
+        (Unseeded(), {"deterministic-under-seed", "maybe-adds-nothing"}),
+        (NeedsSomethingUnknown(), {"declares-known-needs"}),
+        (CrashesWithoutNeuronAnswers(), {"clear-error-without-annotations"}),
+        (ReturnsTheHead(), {"returns-a-classifier"}),
+        (LooseOptions(), {"options-are-validated"}),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, set) else "",
+)
+def test_a_broken_refiner_fails_naming_the_promise(refiner, broken):
+    with pytest.raises(ContractError) as caught:
+        CHECKS["refiner"](refiner)
+    assert {b.promise for b in caught.value.broken} == broken
+    assert all(f"- {name}:" in str(caught.value) for name in broken)
+    assert caught.value.component == type(refiner).__qualname__
+
+
+def test_the_report_says_how_a_promise_broke():
+    with pytest.raises(ContractError) as caught:
+        CHECKS["refiner"](CrashesWithoutNeuronAnswers())
+    assert "without neuron-answers, refine raised AttributeError" in str(caught.value)
+    assert "broke 1 of 8 promises" in str(caught.value)
+
+
+# --- interpreters ---------------------------------------------------------------------------------
+
+
+class Unnormalised(CaptumSaliency):
+    def __call__(self, model, images, targets):
+        return super().__call__(model, images, targets) * 3.0
+
+
+class MixesTheBatch(GradCam):
+    def explain(self, model, images, targets):
+        maps, logits = super().explain(model, images, targets)
+        return normalise_maps(maps + 0.5 * maps.mean(dim=0, keepdim=True)), logits
+
+
+class NaNOnBlankImages(CaptumSaliency):
+    """Gradient × input normalised without EPS: a black image's map is 0 / 0."""
+
+    def __call__(self, model, images, targets):
+        images = images.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (grads,) = torch.autograd.grad(model(images).gather(1, targets[:, None]).sum(), images)
+        raw = (grads * images).sum(dim=1).relu().detach()
+        return raw / raw.amax(dim=(1, 2), keepdim=True)
+
+
+class LeavesGradients(CaptumSaliency):
+    def __call__(self, model, images, targets):
+        model(images).sum().backward()
+        return super().__call__(model, images, targets)
+
+
+class ChannelFirst(CaptumSaliency):
+    def __call__(self, model, images, targets):
+        return super().__call__(model, images, targets)[:, None]
+
+
+class DetachedExplain(GradCam):
+    def explain(self, model, images, targets):
+        maps, logits = super().explain(model, images, targets)
+        return maps.detach(), logits
+
+
+@pytest.mark.parametrize(
+    ("interpreter", "broken"),
+    [
+        (Unnormalised(), {"maps-are-normalised", "finite-on-blank-images"}),
+        (MixesTheBatch(), {"batch-independent"}),
+        (NaNOnBlankImages(), {"finite-on-blank-images"}),
+        (LeavesGradients(), {"leaves-the-model-untouched"}),
+        (ChannelFirst(), {"maps-have-the-documented-shape"}),
+        (DetachedExplain(), {"differentiable-maps"}),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, set) else "",
+)
+def test_a_broken_interpreter_fails_naming_the_promise(interpreter, broken):
+    with pytest.raises(ContractError) as caught:
+        CHECKS["interpreter"](interpreter)
+    assert {b.promise for b in caught.value.broken} == broken
+
+
+# --- annotation sources ---------------------------------------------------------------------------
+
+
+class JudgesNothing(AnnotationSource):
+    pass
+
+
+class AnswersByPosition(SaliencyOracle):
+    def annotate_maps(self, items):
+        return Annotations(items.ids, torch.arange(len(items.ids)) % 3, ("p",) * len(items.ids))
+
+
+class AnswersTwice(SaliencyOracle):
+    def annotate_maps(self, items):
+        found = super().annotate_maps(items)
+        return Annotations(found.item_ids * 2, found.answers.repeat(2), found.annotators * 2)
+
+
+class CoinFlips(SaliencyOracle):
+    def annotate_maps(self, items):
+        return Annotations(items.ids, torch.randint(0, 3, (len(items.ids),)), ("coin",) * len(items.ids))
+
+
+class FailsOnNoItems(SaliencyOracle):
+    def annotate_maps(self, items):
+        found = super().annotate_maps(items)
+        found.answers.max()  # max of an empty tensor raises
+        return found
+
+
+@pytest.mark.parametrize(
+    ("source", "broken"),
+    [
+        (JudgesNothing(), {"judges-something"}),
+        (AnswersByPosition(), {"order-independent"}),
+        (AnswersTwice(), {"answers-what-it-is-asked"}),
+        (CoinFlips(), {"deterministic", "order-independent"}),
+        (FailsOnNoItems(), {"handles-no-items"}),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, set) else "",
+)
+def test_a_broken_annotation_source_fails_naming_the_promise(source, broken):
+    with pytest.raises(ContractError) as caught:
+        CHECKS["annotation_source"](source)
+    assert {b.promise for b in caught.value.broken} == broken
+
+
+# --- concept extractors, backbones, datasets, metrics --------------------------------------------
+
+
+class WeakestFirst(TopPatches):
+    def extract(self, model, train):
+        c = super().extract(model, train)
+        return type(c)(**{**c.__dict__, "top_images": c.top_images.flip(1), "top_activations": c.top_activations.flip(1), "cells": c.cells.flip(1), "boxes": c.boxes.flip(1)})
+
+
+class WrongGrid(TopPatches):
+    def extract(self, model, train):
+        return type(c := super().extract(model, train))(**{**c.__dict__, "grid": (1, 1)})
+
+
+@pytest.mark.parametrize(("extractor", "broken"), [(WeakestFirst(), {"strongest-first"}), (WrongGrid(), {"indices-in-range"})], ids=["WeakestFirst", "WrongGrid"])
+def test_a_broken_concept_extractor_fails_naming_the_promise(extractor, broken):
+    with pytest.raises(ContractError) as caught:
+        CHECKS["concept_extractor"](extractor)
+    assert {b.promise for b in caught.value.broken} == broken
+
+
+class BypassesTheMask(TinyClassifier):
+    def features(self, images):
+        return self.forward_features((images - self.mean) / self.std)
+
+
+class UnmaskedBackbone(TinyBackbone):
+    def build(self, num_classes):
+        return BypassesTheMask(self.params.channels, self.params.stride, num_classes)
+
+
+class FrozenFeatures(TinyBackbone):
+    def build(self, num_classes):
+        model = super().build(num_classes)
+        model.body.requires_grad_(False)
+        return model
+
+
+class UnseededBackbone(TinyBackbone):
+    def build(self, num_classes):
+        model = super().build(num_classes)
+        with torch.no_grad():
+            model.classifier.bias.copy_(torch.randn(num_classes, generator=torch.Generator().manual_seed(torch.seed())))
+        return model
+
+
+@pytest.mark.parametrize(
+    ("backbone", "broken"),
+    [(UnmaskedBackbone(), {"masks-neurons"}), (FrozenFeatures(), {"trainable-features"}), (UnseededBackbone(), {"seeded-build"})],
+    ids=["UnmaskedBackbone", "FrozenFeatures", "UnseededBackbone"],
+)
+def test_a_broken_backbone_fails_naming_the_promise(backbone, broken):
+    with pytest.raises(ContractError) as caught:
+        CHECKS["backbone"](backbone)
+    assert {b.promise for b in caught.value.broken} == broken
+
+
+SMALL_BARS = SpuriousBars.Params(n_train=16, n_val=8, n_test=8, image_size=32)
+
+
+class ByteImages(SpuriousBars):
+    def load(self, split):
+        s = super().load(split)
+        return ImageSet(**{**s.__dict__, "images": s.images * 255})
+
+
+class SameIdsEverywhere(SpuriousBars):
+    def load(self, split):
+        s = super().load(split)
+        return ImageSet(**{**s.__dict__, "ids": tuple(f"item-{i}" for i in range(len(s)))})
+
+
+class AnySplitIsTrain(SpuriousBars):
+    def load(self, split):
+        return super().load(split if split in self.splits else "train")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "broken"),
+    [(ByteImages(SMALL_BARS), {"images-in-unit-range"}), (SameIdsEverywhere(SMALL_BARS), {"ids-unique-across-splits"}), (AnySplitIsTrain(SMALL_BARS), {"rejects-unknown-splits"})],
+    ids=["ByteImages", "SameIdsEverywhere", "AnySplitIsTrain"],
+)
+def test_a_broken_dataset_fails_naming_the_promise(dataset, broken):
+    with pytest.raises(ContractError) as caught:
+        CHECKS["dataset"](dataset)
+    assert {b.promise for b in caught.value.broken} == broken
+
+
+class FirstCorrectItem(Metric):
+    def compute(self, predictions: Predictions):
+        return {"first-correct": float((predictions.predicted == predictions.split.labels).int().argmax())}
+
+
+class TensorValues(GroupAccuracy):
+    def compute(self, predictions):
+        return {"wga": torch.tensor(0.5)}
+
+
+class SortsInPlace(Metric):
+    def compute(self, predictions):
+        predictions.predicted.copy_(predictions.predicted.sort().values)
+        return {"ones": float(predictions.predicted.sum())}
+
+
+class NeedsCaptions(GroupAccuracy):
+    needs = frozenset({"captions"})
+
+
+@pytest.mark.parametrize(
+    ("metric", "broken"),
+    [
+        (FirstCorrectItem(), {"order-invariant"}),
+        (TensorValues(), {"returns-named-numbers", "deterministic", "order-invariant"}),
+        (SortsInPlace(), {"leaves-predictions-untouched"}),
+        (NeedsCaptions(), {"declares-known-needs"}),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, set) else "",
+)
+def test_a_broken_metric_fails_naming_the_promise(metric, broken):
+    with pytest.raises(ContractError) as caught:
+        CHECKS["metric"](metric)
+    assert {b.promise for b in caught.value.broken} == broken
+
+
+# --- the strategies draw what they promise ---------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(maps=strategies.saliency_maps())
+def test_drawn_maps_are_normalised_and_include_the_edge_cases(maps):
+    peaks = maps.flatten(1).amax(dim=1)
+    assert maps.ndim == 3 and bool((maps >= 0).all()) and bool(((peaks - 1).abs() < 1e-5).logical_or(peaks == 0).all())
+
+
+def test_the_strategies_reach_their_edge_cases():
+    from hypothesis import find
+
+    assert find(strategies.saliency_maps(), lambda m: bool((m == 0).all())).abs().sum() == 0
+    assert int((find(strategies.saliency_maps(), lambda m: int((m > 0).sum()) == 1 and m.numel() > 1) > 0).sum()) == 1
+    assert len(find(strategies.annotation_sets(), lambda a: len(a.answers) == 0).item_ids) == 0
+    everything_maybe = find(strategies.annotation_sets(), lambda a: len(a.answers) > 2 and bool((a.answers == Answer.MAYBE).all()))
+    assert set(everything_maybe.answers.tolist()) == {int(Answer.MAYBE)}
+    assert bool((find(strategies.answer_codes(), lambda a: len(a) > 1 and bool((a == NOT_ANNOTATED).all())) == NOT_ANNOTATED).all())
+    assert find(strategies.object_masks(), lambda m: bool(m.all())).all()
+    assert find(strategies.tiny_image_sets(), lambda s: s.masks is None).masks is None
+
+
+@settings(max_examples=20, deadline=None)
+@given(backbone=strategies.tiny_backbones(), images=strategies.tiny_image_sets())
+def test_drawn_backbones_classify_drawn_image_sets(backbone, images):
+    model = backbone.build(len(images.class_names)).eval()
+    assert model(images.images).shape == (len(images), len(images.class_names))
+    assert model.features(images.images).shape[1] == backbone.params.channels
+
+
+class SwitchesToTraining(GradCam):
+    def explain(self, model, images, targets):
+        model.train()
+        return super().explain(model, images, targets)
+
+
+def test_an_interpreter_that_leaves_the_model_in_training_mode_is_caught_even_on_its_first_call():
+    with pytest.raises(ContractError) as caught:
+        CHECKS["interpreter"](SwitchesToTraining())
+    assert "leaves-the-model-untouched: explaining switched the model between train and eval mode" in str(caught.value)
