@@ -158,6 +158,16 @@ class RefinementContext:
     features: SharedFeatures | None = None
     annotation_stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    def maps_for(self, interpreter: Interpreter, model: Classifier, batch_size: int = 256) -> Tensor:
+        """``(N, h, w)`` ``model``'s maps of ``train`` as ``interpreter`` draws them: :attr:`original_maps`
+        when they lie on its grid, else computed by it (the run's interpreter may be another method,
+        at another resolution, than the one a refiner's loss trains through)."""
+        probe = interpreter(model, self.train.images[:1].to(self.device), self.train.labels[:1].to(self.device))
+        if probe.shape[1:] == self.original_maps.shape[1:]:
+            return self.original_maps
+        images, labels = self.train.images.split(batch_size), self.train.labels.split(batch_size)
+        return torch.cat([interpreter(model, x.to(self.device), y.to(self.device)).cpu() for x, y in zip(images, labels)])
+
     def penultimate(self, model: Classifier) -> Tensor:
         """``(N, D)`` pooled features of ``train`` that ``model``'s classifier sees; from the shared
         feature maps when ``model`` has the original's backbone weights (pruned or not)."""

@@ -55,11 +55,12 @@ class CrayonAttention(Refiner):
     def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
         refined = copy.deepcopy(model).to(context.device)
         train, device, p = context.train, context.device, self.params
+        original_maps = context.maps_for(self.interpreter, model)
 
         def batch_loss(indices):
             images, labels = train.images[indices].to(device), train.labels[indices].to(device)
             current, logits = self.interpreter.explain(refined, images, labels)
-            original = context.original_maps[indices].to(device)
+            original = original_maps[indices].to(device)
             answers = context.map_answers[indices].to(device)
             return crayon_attention_loss(logits, labels, current, original, answers, p.alpha, p.beta)
 

@@ -105,12 +105,12 @@ class LooseOptions(FineTune):
     ("refiner", "broken"),
     [
         (MutatesTheOriginal(), {"leaves-the-original-untouched"}),
-        (NaNOnZeroMaps(), {"finite-on-all-zero-maps"}),
+        (NaNOnZeroMaps(), {"finite-on-all-zero-maps", "accepts-maps-of-any-grid"}),
         (MaybeMeansYes(), {"maybe-adds-nothing"}),
         (Unseeded(), {"deterministic-under-seed", "maybe-adds-nothing"}),
         (NeedsSomethingUnknown(), {"declares-known-needs"}),
         (CrashesWithoutNeuronAnswers(), {"clear-error-without-annotations"}),
-        (ReturnsTheHead(), {"returns-a-classifier"}),
+        (ReturnsTheHead(), {"returns-a-classifier", "accepts-maps-of-any-grid"}),
         (LooseOptions(), {"options-are-validated"}),
     ],
     ids=lambda v: type(v).__name__ if not isinstance(v, set) else "",
@@ -127,7 +127,7 @@ def test_the_report_says_how_a_promise_broke():
     with pytest.raises(ContractError) as caught:
         CHECKS["refiner"](CrashesWithoutNeuronAnswers())
     assert "without neuron-answers, refine raised AttributeError" in str(caught.value)
-    assert "broke 1 of 8 promises" in str(caught.value)
+    assert "broke 1 of 9 promises" in str(caught.value)
 
 
 # --- interpreters ---------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ PROMISES: dict[str, dict[str, str]] = {
         "maybe-adds-nothing": "answers that are all *maybe* refine exactly as no answers at all",
         "finite-on-all-zero-maps": "all-zero original maps, no drawings, or a model whose every neuron is pruned leave the weights finite",
         "clear-error-without-annotations": "a context without an annotation the refiner needs raises CrayonError",
+        "accepts-maps-of-any-grid": "original maps at image resolution (another interpreter's) refine without error",
     },
     "interpreter": {
         **OPTIONS,
@@ -289,6 +290,10 @@ def check_refiner(refiner: components.Refiner, model: Classifier | None = None, 
             except Exception as error:  # noqa: BLE001
                 raise Broken(f"without {need}, refine raised {type(error).__name__} ({error}) instead of a CrayonError") from None
             raise Broken(f"without {need}, which it needs, refine succeeded instead of raising a CrayonError")
+    with contract.promise("accepts-maps-of-any-grid"):
+        size = tuple(train.images.shape[-2:])
+        fine = tiny_context(model, train, original_maps=torch.rand(len(train), *size, generator=torch.Generator().manual_seed(0)))
+        require(isinstance(refine(fine), Classifier), "with image-resolution original maps, refine returned no Classifier")
     return contract.report()
 
 
