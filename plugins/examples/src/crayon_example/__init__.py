@@ -1,0 +1,1 @@
+"""An example third-party crayon plugin (see README.md)."""
