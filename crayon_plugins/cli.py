@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .cache import ArtifactCache
@@ -160,6 +161,20 @@ def concepts(
             raise CrayonError(f"--neurons: the model has neurons 0 to {len(found) - 1}, not {bad}")
     index = render_sheets(found, train, out, chosen)
     console.print(f"wrote {len(chosen) if chosen is not None else len(found)} concept sheets and {index}")
+
+
+@app.command("new-plugin")
+@user_errors
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="Plugin name: lower-case words joined by hyphens; also the refiner's name.")],
+    directory: Annotated[Path, typer.Option("--dir", "-d", help="Folder to create NAME/ in.")] = Path("."),
+) -> None:
+    """Scaffold the plugin distribution crayon-NAME in DIR/NAME: a working refiner, its entry point, and
+    a test running the kit's contract checks. Then: pip install -e 'NAME[test]' and pytest NAME."""
+    from .scaffold import new_plugin as scaffold
+
+    root = scaffold(name, directory)
+    console.print(escape(f"wrote {root}; next: pip install -e '{root}[test]' && pytest {root}"), highlight=False)
 
 
 study_app = typer.Typer(help="Studies: one configuration over a grid of budgets, noise, panels, refiners and seeds.", no_args_is_help=True)
