@@ -3,7 +3,9 @@
 ``P`` is the original model's normalised map of an image, ``E`` the current model's. For an image
 annotated *no*, ``L_no = Σ(E·P) / Σ(P)`` (attention still where the original looked); for *yes*,
 ``L_yes = Σ(E·(1−P)) / Σ(1−P)`` (attention outside where it looked); *maybe* adds nothing. With
-maps in ``[0, 1]`` both terms lie in ``[0, 1]``.
+maps in ``[0, 1]`` both terms lie in ``[0, 1]``. Maps are max-normalised before the loss (as every
+interpreter returns them), which makes both terms invariant to positive rescaling of either map
+whose maximum is far above :data:`~crayon_plugins.maps.EPS`.
 """
 
 from __future__ import annotations

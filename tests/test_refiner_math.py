@@ -1,0 +1,195 @@
+"""Property-based tests of the refiners' mathematics: CRAYON-Attention's energy loss, GRADIA's
+quadrant weights and RRR's input-gradient penalty, on the testing kit's strategies and tiny models."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from crayon_plugins import create_refiner
+from crayon_plugins.data import NOT_ANNOTATED, Answer
+from crayon_plugins.energy import crayon_attention_loss, energy_no, energy_yes
+from crayon_plugins.maps import normalise_maps
+from crayon_plugins.plugins.map_baselines import RightForTheRightReasons
+from crayon_plugins.testing.strategies import answer_codes, map_shapes, object_masks, saliency_maps
+from crayon_plugins.testing.tiny import TinyClassifier, tiny_context, tiny_image_set, tiny_model
+
+FAST = settings(max_examples=80, deadline=None)
+SLOW = settings(max_examples=8, deadline=None)  # each example runs a tiny model
+
+
+def map_pairs(first=saliency_maps, second=saliency_maps):
+    """``(first(shape), second(shape))`` for one drawn shape."""
+    return map_shapes().flatmap(lambda shape: st.tuples(first(shape), second(shape)))
+
+
+@FAST
+@given(map_pairs())
+def test_energy_terms_lie_in_unit_interval(maps):
+    current, original = maps
+    for term in (energy_no(current, original), energy_yes(current, original)):
+        assert term.shape == current.shape[:1] and bool(torch.isfinite(term).all())
+        assert bool((term >= 0).all()) and bool((term <= 1 + 1e-6).all())
+
+
+@FAST
+@given(map_shapes().flatmap(saliency_maps))
+def test_uniform_attention_pays_the_full_terms(original):
+    """Both terms are means of E weighted by P and 1−P, so E ≡ 1 pays 1 wherever the weights are not ~0."""
+    ones = torch.ones_like(original)
+    for term, weight in ((energy_no, original), (energy_yes, 1 - original)):
+        held = weight.sum(dim=(-2, -1)) >= 1e-2
+        assert torch.allclose(term(ones, original)[held], torch.ones(int(held.sum())), rtol=0, atol=1e-5)
+
+
+@FAST
+@given(map_pairs())
+def test_no_term_vanishes_when_attention_left_the_original_region(maps):
+    """L_no = 0 when the current map is zero wherever the original is positive."""
+    current, original = maps
+    current = current * (original == 0)
+    assert torch.equal(energy_no(current, original), torch.zeros(len(current)))
+
+
+@FAST
+@given(map_pairs(second=object_masks))
+def test_yes_term_vanishes_inside_the_original_region(maps):
+    """L_yes = 0 when the current map is non-zero only where the original is 1."""
+    current, masks = maps
+    original = normalise_maps(masks.float())  # stays binary: 1 + EPS rounds to 1 in float32
+    assert bool(((original == 0) | (original == 1)).all())
+    assert torch.equal(energy_yes(current * masks, original), torch.zeros(len(current)))
+
+
+@FAST
+@given(map_pairs())
+def test_yes_term_is_at_least_the_mean_mass_outside_the_original(maps):
+    """Each pixel where P = 0 weighs 1 in Σ E·(1−P) and at most h·w pixels share the denominator."""
+    current, original = maps
+    outside = (current * (original == 0)).sum(dim=(-2, -1))
+    l_yes = energy_yes(current, original)
+    clear = outside > 1e-30  # clear of float32 underflow
+    assert bool((l_yes[clear] >= outside[clear] / current[0].numel() * (1 - 1e-5)).all())
+    assert bool((l_yes[clear] > 0).all())
+
+
+def raw_maps(shape):
+    return saliency_maps(shape, normalised=False)
+
+
+scales = st.floats(-3, 3).map(lambda e: 10.0**e)
+
+
+@FAST
+@given(map_pairs(raw_maps, raw_maps), scales, scales)
+def test_energy_terms_are_invariant_to_rescaling_either_map(maps, c, d):
+    """Compared where EPS is negligible (raw and rescaled maxima 0 or ≥ 0.1), with a tolerance growing as
+    ΣP or Σ(1−P) → 0: both terms are weighted means of E, ill-conditioned when their weights vanish."""
+    current, original = maps
+    size = current[0].numel()
+
+    def negligible_eps(maps, k):  # each map zero, or its peak ≥ 0.1 before and after rescaling by k
+        peak = maps.amax(dim=(-2, -1)) * min(k, 1.0)
+        return (peak == 0) | (peak >= 0.1)
+
+    compared = negligible_eps(current, c) & negligible_eps(original, d)
+    assume(bool(compared.any()))
+    e, p = normalise_maps(current), normalise_maps(original)
+    e_scaled, p_scaled = normalise_maps(c * current), normalise_maps(d * original)
+    for m in (e, p, e_scaled, p_scaled):  # max-normalised: each peak is 1 (or the map all zero)
+        top = m.amax(dim=(-2, -1))[compared]
+        assert bool(((top == 0) | ((top - 1).abs() < 1e-6)).all())
+    for term, weight in ((energy_no, p), (energy_yes, 1 - p)):
+        reference, scaled = term(e, p)[compared], term(e_scaled, p_scaled)[compared]
+        tolerance = 1e-5 * (1 + size / weight.sum(dim=(-2, -1))[compared])
+        assert bool(((scaled - reference).abs() <= tolerance).all()), (term.__name__, scaled, reference)
+
+
+def abstentions(n):
+    """The kit's answer codes with each *no* turned into *maybe* and each *yes* into not annotated."""
+    return answer_codes(n).map(
+        lambda a: torch.where(a == Answer.NO, int(Answer.MAYBE), torch.where(a == Answer.YES, NOT_ANNOTATED, a))
+    )
+
+
+@FAST
+@given(
+    map_shapes().flatmap(
+        lambda shape: st.tuples(
+            saliency_maps(shape),
+            saliency_maps(shape),
+            abstentions(shape[0]),
+            arrays("float32", (shape[0], 3), elements=st.floats(-30, 30, width=32)),
+            st.lists(st.integers(0, 2), min_size=shape[0], max_size=shape[0]),
+        )
+    )
+)
+def test_abstentions_leave_exactly_the_summed_cross_entropy(drawn):
+    current, original, answers, logits, labels = drawn
+    logits, labels = torch.from_numpy(logits), torch.tensor(labels)
+    assert bool(((answers == Answer.MAYBE) | (answers == NOT_ANNOTATED)).all())
+    ce = F.cross_entropy(logits, labels, reduction="sum")
+    assert torch.equal(crayon_attention_loss(logits, labels, current, original, answers, 1e6, 1e6), ce)
+
+
+@SLOW
+@given(
+    st.integers(2, 8).flatmap(lambda n: st.tuples(st.just(n), answer_codes(n))),
+    st.integers(2, 3),
+    st.integers(0, 3),
+    st.floats(0.5, 1.0),
+)
+def test_gradia_weights_follow_the_quadrant_table(drawn, num_classes, seed, a):
+    """Through Gradia.weights: accurate → w_pred 1−a else a; answer NO → w_att a, otherwise 1−a."""
+    n, answers = drawn
+    with torch.random.fork_rng():
+        model = tiny_model(seed, num_classes)
+    train = tiny_image_set(n=n, num_classes=num_classes, seed=seed)
+    w_pred, w_att = create_refiner("gradia", {"a": a}).weights(model, tiny_context(model, train, map_answers=answers))
+    with torch.no_grad():
+        accurate = (model(train.images).argmax(dim=1) == train.labels).tolist()
+    for i in range(n):
+        assert float(w_pred[i]) == pytest.approx(1 - a if accurate[i] else a, abs=1e-6)
+        assert float(w_att[i]) == pytest.approx(a if int(answers[i]) == Answer.NO else 1 - a, abs=1e-6)
+
+
+class KeepClassifier(TinyClassifier):
+    """A :class:`TinyClassifier` that sees only the pixels in ``keep``: its input gradient is exactly
+    zero everywhere else."""
+
+    def __init__(self, keep: torch.Tensor, num_classes: int = 2) -> None:
+        super().__init__(channels=4, stride=1, num_classes=num_classes)
+        self.register_buffer("keep", keep)
+
+    def forward_features(self, normalised: torch.Tensor) -> torch.Tensor:
+        return super().forward_features(normalised * self.keep)
+
+
+@SLOW
+@given(
+    st.tuples(st.integers(1, 4), st.integers(2, 12), st.integers(2, 12)).flatmap(
+        lambda shape: st.tuples(object_masks((1, *shape[1:])), object_masks(shape))
+    ),
+    st.integers(0, 2**16),
+)
+def test_rrr_penalises_exactly_the_input_gradient_outside_the_region(masks, seed):
+    """Regions holding ``keep`` pay exactly 0; a region pays the mean squared gradient it leaves out."""
+    keep, drawn = masks[0][0], masks[1]
+    assume(bool(keep.any()))
+    b, h, w = drawn.shape
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = KeepClassifier(keep).eval()
+        images, labels = torch.rand(b, 3, h, w), torch.randint(0, 2, (b,))
+    rrr = RightForTheRightReasons()
+    assert torch.equal(rrr.guidance(model, images, labels, drawn | keep)[1].detach(), torch.zeros(b))
+
+    x = images.clone().requires_grad_(True)
+    torch.log_softmax(model(x), dim=1).sum().backward()
+    assert bool((x.grad[:, :, ~keep] == 0).all())
+    missed = ((~drawn & keep)[:, None] * x.grad).pow(2)  # the squared gradient the region leaves out
+    term = rrr.guidance(model, images, labels, drawn)[1].detach()
+    assert torch.allclose(term, missed.mean(dim=(1, 2, 3)), rtol=1e-5, atol=0)
+    assert torch.equal(term > 0, missed.flatten(1).sum(dim=1) > 0)
