@@ -14,7 +14,8 @@ pydantic ``Params`` model, and are constructed by the factories in :mod:`crayon_
 (``create_refiner("crayon-attention", {"alpha": 10})``).
 
 The built-in plugins in ``crayon_plugins.plugins`` and ``crayon_plugins.oracles`` register this
-way too, so they double as examples.
+way too, so they double as examples. ``crayon_plugins.testing`` checks a component against the
+promises of its kind in one call (``check_refiner(MyRefiner())``); ``docs/plugins.md`` is the guide.
 """
 
 from __future__ import annotations
