@@ -228,7 +228,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module, atol: float = 0.0) -> 
 
 
 def check_refiner(refiner: components.Refiner, model: Classifier | None = None, train: ImageSet | None = None) -> Report:
-    """Check ``refiner`` against :data:`PROMISES` ``["refiner"]` on ``model`` (default: a seeded
+    """Check ``refiner`` against :data:`PROMISES` ``["refiner"]`` on ``model`` (default: a seeded
     :func:`~crayon_plugins.testing.tiny.tiny_model`) and ``train`` (24 tiny images with masks)."""
     contract = _Contract("refiner", refiner)
     contract.check_options()
