@@ -262,11 +262,10 @@ def check_refiner(refiner: components.Refiner, model: Classifier | None = None, 
     with contract.promise("deterministic-under-seed"):
         require((difference := _same_weights(first(), refine(context))) is None, f"two refinements with seed {context.seed} differ: {difference}")
     with contract.promise("maybe-adds-nothing"):
-        maybe = tiny_context(
-            model, train, torch.full((len(train),), int(Answer.MAYBE)), torch.full((len(context.neuron_answers),), int(Answer.MAYBE))
-        )
-        nothing = tiny_context(model, train, torch.full((len(train),), NOT_ANNOTATED), torch.full((len(context.neuron_answers),), NOT_ANNOTATED))
-        difference = _same_weights(refine(maybe), refine(nothing), atol=1e-6)
+        def everyone(code: int) -> components.RefinementContext:  # every map and neuron answered ``code``
+            return tiny_context(model, train, torch.full((len(train),), code), torch.full((len(context.neuron_answers),), code))
+
+        difference = _same_weights(refine(everyone(int(Answer.MAYBE))), refine(everyone(NOT_ANNOTATED)), atol=1e-6)
         require(difference is None, f"all-maybe answers refine differently from no answers: {difference}")
     with contract.promise("finite-on-all-zero-maps"):
         zero_maps = tiny_context(model, train, original_maps=torch.zeros_like(context.original_maps), drawings=False)
