@@ -163,6 +163,42 @@ def concepts(
     console.print(f"wrote {len(chosen) if chosen is not None else len(found)} concept sheets and {index}")
 
 
+@app.command()
+@user_errors
+def check(
+    kind: Annotated[str, typer.Argument(help="Component kind: backbone, dataset, interpreter, concept-extractor, annotation-source, refiner or metric.")],
+    name: Annotated[str, typer.Argument(help="The component's registered name.")],
+    options: Annotated[str, typer.Option("--options", "-o", help="The component's options as a JSON object.")] = "{}",
+) -> None:
+    """Build the registered component NAME and run its kind's contract check (crayon_plugins.testing):
+    print each promise kept or broken, and exit 1 if any is broken."""
+    from .factory import create
+    from .testing import CHECKS, ContractError
+
+    key = kind.replace("-", "_")
+    if key not in CHECKS:
+        raise CrayonError(f"check: KIND must be one of {', '.join(k.replace('_', '-') for k in CHECKS)}, not {kind!r}")
+    try:
+        params = json.loads(options)
+    except json.JSONDecodeError as error:
+        raise CrayonError(f"--options: not JSON ({error}): {options!r}") from None
+    if not isinstance(params, dict):
+        raise CrayonError(f"--options: expected a JSON object of options, got {options!r}")
+    component = create(key, name, params, where="--options")
+    try:
+        kept, broken = CHECKS[key](component).kept, []
+    except ContractError as error:
+        kept, broken = error.kept, error.broken
+    table = Table("promise", "", "how it broke", title=f"{kind} {name}: {len(kept)} of {len(kept) + len(broken)} promises kept")
+    for promise in kept:
+        table.add_row(promise, "[green]kept[/]", "")
+    for failure in broken:
+        table.add_row(failure.promise, "[bold red]broken[/]", escape(failure.detail))
+    stdout.print(table)
+    if broken:
+        raise typer.Exit(1)
+
+
 @app.command("new-plugin")
 @user_errors
 def new_plugin(

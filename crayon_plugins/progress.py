@@ -19,6 +19,17 @@ def set_enabled(enabled: bool) -> None:
 
 
 @contextmanager
+def silenced() -> Iterator[None]:
+    """No progress bars inside the block; the setting before it is restored after."""
+    before = _enabled
+    set_enabled(False)
+    try:
+        yield
+    finally:
+        set_enabled(before)
+
+
+@contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """A bar of ``total`` steps; yields ``advance(steps=1)``."""
     with Progress(

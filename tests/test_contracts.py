@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -402,3 +403,36 @@ def test_an_interpreter_that_leaves_the_model_in_training_mode_is_caught_even_on
     with pytest.raises(ContractError) as caught:
         CHECKS["interpreter"](SwitchesToTraining())
     assert "leaves-the-model-untouched: explaining switched the model between train and eval mode" in str(caught.value)
+
+
+# --- crayon check ------------------------------------------------------------------------------------
+
+
+def test_crayon_check_prints_every_promise_kept_and_exits_0():
+    from typer.testing import CliRunner
+
+    from crayon_plugins.cli import app
+
+    result = CliRunner().invoke(app, ["check", "refiner", "crayon-attention", "--options", '{"epochs": 1}'])
+    assert result.exit_code == 0, result.output
+    assert "9 of 9 promises kept" in result.stdout
+    assert all(promise in result.stdout for promise in PROMISES["refiner"])
+
+
+def test_crayon_check_names_the_broken_promise_of_a_registered_component_and_exits_1(monkeypatch):
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import crayon_plugins.factory
+    from crayon_plugins import hookimpl
+    from crayon_plugins.cli import app
+    from crayon_plugins.registry import build_registry
+
+    plugin = SimpleNamespace(crayon_refiners=hookimpl(lambda: {"mutates": MutatesTheOriginal}))
+    registry = build_registry(extra_plugins={"careless": plugin})
+    monkeypatch.setattr(crayon_plugins.factory, "default_registry", lambda: registry)
+    result = CliRunner().invoke(app, ["check", "refiner", "mutates"])
+    assert result.exit_code == 1
+    assert "8 of 9 promises kept" in result.stdout
+    assert re.search(r"leaves-the-original-untouched\s*│\s*broken\s*│\s*refine changed", result.stdout)

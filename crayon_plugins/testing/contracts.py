@@ -26,6 +26,7 @@ from crayon_plugins.data import NOT_ANNOTATED, AttentionMaps, Annotations, Answe
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.model import Classifier
 from crayon_plugins.plugins.gradcam import GradCam
+from crayon_plugins.progress import silenced
 from crayon_plugins.plugins.top_patches import TopPatches
 
 from .tiny import mixed_answers, tiny_context, tiny_image_set, tiny_model
@@ -227,6 +228,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module, atol: float = 0.0) -> 
     return None
 
 
+@silenced()
 def check_refiner(refiner: components.Refiner, model: Classifier | None = None, train: ImageSet | None = None) -> Report:
     """Check ``refiner`` against :data:`PROMISES` ``["refiner"]`` on ``model`` (default: a seeded
     :func:`~crayon_plugins.testing.tiny.tiny_model`) and ``train`` (24 tiny images with masks)."""
@@ -300,6 +302,7 @@ def _images(n: int = 6, size: int = 16, seed: int = 1) -> Tensor:
     return tiny_image_set(n=n, size=size, seed=seed).images
 
 
+@silenced()
 def check_interpreter(interpreter: components.Interpreter, model: Classifier | None = None, images: Tensor | None = None) -> Report:
     """Check ``interpreter`` against :data:`PROMISES` ``["interpreter"]`` on ``model`` (default: a
     seeded tiny model) and ``images`` ``(B, 3, H, W)`` (default: 6 tiny images)."""
@@ -378,6 +381,7 @@ def _by_item(found: Annotations | AttentionMaps) -> dict[tuple[str, str], Any]:
     return dict(zip(zip(found.item_ids, found.annotators), values))
 
 
+@silenced()
 def check_annotation_source(source: components.AnnotationSource, model: Classifier | None = None, train: ImageSet | None = None) -> Report:
     """Check ``source`` against :data:`PROMISES` ``["annotation_source"]`` on every question it
     :meth:`~crayon_plugins.components.AnnotationSource.judges`, asked about ``model`` (default: a seeded
@@ -421,6 +425,7 @@ def check_annotation_source(source: components.AnnotationSource, model: Classifi
     return contract.report()
 
 
+@silenced()
 def check_concept_extractor(extractor: components.ConceptExtractor, model: Classifier | None = None, train: ImageSet | None = None) -> Report:
     """Check ``extractor`` against :data:`PROMISES` ``["concept_extractor"]`` on ``model`` (default: a
     seeded tiny model) and ``train`` (default: 24 tiny images)."""
@@ -465,6 +470,7 @@ def check_concept_extractor(extractor: components.ConceptExtractor, model: Class
     return contract.report()
 
 
+@silenced()
 def check_backbone(backbone: components.Backbone, images: Tensor | None = None) -> Report:
     """Check ``backbone`` against :data:`PROMISES` ``["backbone"]`` on ``images`` (default: four 32×32
     tiny images; pass larger ones for backbones whose feature grid would vanish)."""
@@ -509,6 +515,7 @@ def check_backbone(backbone: components.Backbone, images: Tensor | None = None) 
     return contract.report()
 
 
+@silenced()
 def check_dataset(dataset: components.Dataset) -> Report:
     """Check ``dataset`` against :data:`PROMISES` ``["dataset"]`` (it loads every split twice: give it
     small options)."""
@@ -573,6 +580,7 @@ def _numbers(found: Any) -> dict[str, float]:
     return flat
 
 
+@silenced()
 def check_metric(metric: components.Metric, predictions: components.Predictions | None = None) -> Report:
     """Check ``metric`` against :data:`PROMISES` ``["metric"]`` on ``predictions`` (default: seeded
     predictions on 24 tiny test images in four groups, with map answers if the metric needs them)."""
