@@ -3,6 +3,7 @@
 import importlib.metadata as metadata
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +30,12 @@ def install(project: Path, target: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory):
-    """The environment in which the example plugin is installed, and where it went."""
+    """The environment in which the example plugin is installed, and where it went. It is built from a
+    copy, so setuptools' build folders never land in the repository."""
+    source = tmp_path_factory.mktemp("source") / "example"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     target = tmp_path_factory.mktemp("site")
-    return install(EXAMPLE, target), target
+    return install(source, target), target
 
 
 def test_crayon_plugins_lists_the_example_components(example):
