@@ -25,9 +25,7 @@ from crayon_plugins import components
 from crayon_plugins.data import NOT_ANNOTATED, AttentionMaps, Annotations, Answer, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.model import Classifier
-from crayon_plugins.plugins.gradcam import GradCam
 from crayon_plugins.progress import silenced
-from crayon_plugins.plugins.top_patches import TopPatches
 
 from .tiny import mixed_answers, tiny_context, tiny_image_set, tiny_model
 
@@ -357,10 +355,11 @@ def check_interpreter(interpreter: components.Interpreter, model: Classifier | N
 
 
 def _questions(model: Classifier, train: ImageSet) -> dict[str, Any]:
-    """What a source is asked about ``train``: the model's maps, and its neurons' top-patches concepts."""
-    maps = GradCam()(model, train.images, train.labels)
-    concepts = TopPatches(TopPatches.Params(k=min(4, len(train)))).extract(model, train)
-    return {"maps": MapsToJudge.of(train, maps), "attention": MapsToJudge.of(train, maps), "neurons": NeuronsToJudge(concepts, train)}
+    """What a source is asked about ``train``: the model's maps, and its neurons' concepts, as the
+    refiners' :func:`~crayon_plugins.testing.tiny.tiny_context` has them."""
+    context = tiny_context(model, train)
+    maps = MapsToJudge.of(train, context.original_maps)
+    return {"maps": maps, "attention": maps, "neurons": NeuronsToJudge(context.concepts, train)}
 
 
 def _reordered(items: MapsToJudge | NeuronsToJudge, order: list[int]) -> MapsToJudge | NeuronsToJudge:
