@@ -29,7 +29,7 @@ def seconds(work) -> tuple[float, object]:
 def main() -> None:
     pipeline = Pipeline.from_config(RunConfig(refiners=["crayon-pruning", "crayon-attention"]))
     train = pipeline.dataset.load("train")
-    model, _ = pipeline.original_model(train)
+    model, _, _ = pipeline.original_model(train)
     context = pipeline.refinement_context(model, train)
     pruning, attention = pipeline.refiners["crayon-pruning"], pipeline.refiners["crayon-attention"]
 

@@ -16,7 +16,7 @@ from filelock import FileLock
 
 from .progress import console
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 """Bump when the meaning of cached artefacts changes, so older entries are ignored."""
 
 T = TypeVar("T")

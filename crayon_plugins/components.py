@@ -8,6 +8,7 @@ component declares its options as a pydantic model ``Params``; the factories in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -15,10 +16,12 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
+from .errors import CrayonError
 from .data import Annotations, AttentionMaps, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
 from .features import SharedFeatures
+from .config import Optimisation
 from .model import Classifier
-from .training import predict
+from .training import Selection, predict
 
 
 class Params(BaseModel):
@@ -28,9 +31,21 @@ class Params(BaseModel):
 
 
 class Component:
-    """Base of all components: holds the validated ``params``."""
+    """Base of all components: holds the validated ``params``.
+
+    :attr:`name` is the name the component is registered under: the factory sets it on every
+    component it builds (one built directly keeps the class's default, its class name).
+    """
 
     Params: ClassVar[type[Params]] = Params
+
+    @property
+    def name(self) -> str:
+        return self.__dict__.get("_name", type(self).__name__)
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -140,6 +155,13 @@ class RefinementContext:
             model should look), for refiners that need ``"attention-maps"`` or ``"boxes"``.
         attention_drawn: ``(N,)`` bool, which training images have a (non-empty) region.
         features: the original model's feature maps of ``train``; :meth:`penultimate` uses them.
+        val: the validation split, with its group labels (``dfr`` trains on it).
+        val_features: the original model's feature maps of ``val``, likewise.
+        selection: validation and the run's model-selection rule; trainers pass it to
+            :func:`~crayon_plugins.training.fit`, which records the validation curve in it.
+        build_model: a new, untrained model of the original's architecture, seeded by ``seed``
+            (``jtt`` trains from scratch).
+        training: how the original model was trained (ERM's epochs, learning rate, …).
         annotation_stats: per question (``"maps"``, ``"neurons"``) what the pipeline measured of the
             answers: items annotated, shares of each answer, the panel's agreement, oracle error rate.
     """
@@ -156,6 +178,11 @@ class RefinementContext:
     attention: Tensor | None = None
     attention_drawn: Tensor | None = None
     features: SharedFeatures | None = None
+    val: ImageSet | None = None
+    val_features: SharedFeatures | None = None
+    selection: Selection | None = None
+    build_model: Callable[[], Classifier] | None = None
+    training: Optimisation | None = None
     annotation_stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def maps_for(self, interpreter: Interpreter, model: Classifier, batch_size: int = 256) -> Tensor:
@@ -168,12 +195,16 @@ class RefinementContext:
         images, labels = self.train.images.split(batch_size), self.train.labels.split(batch_size)
         return torch.cat([interpreter(model, x.to(self.device), y.to(self.device)).cpu() for x, y in zip(images, labels)])
 
-    def penultimate(self, model: Classifier) -> Tensor:
-        """``(N, D)`` pooled features of ``train`` that ``model``'s classifier sees; from the shared
-        feature maps when ``model`` has the original's backbone weights (pruned or not)."""
-        if self.features is not None:
-            return self.features.penultimate(model)
-        return predict(model, self.train.images, self.device, penultimate=True)
+    def penultimate(self, model: Classifier, split: str = "train") -> Tensor:
+        """``(N, D)`` pooled features of ``split`` (``"train"`` or ``"val"``) that ``model``'s
+        classifier sees; from the shared feature maps when ``model`` has the original's backbone
+        weights (pruned or not)."""
+        images, features = (self.train, self.features) if split == "train" else (self.val, self.val_features)
+        if images is None:
+            raise CrayonError(f"the refinement context has no {split} split")
+        if features is not None:
+            return features.penultimate(model)
+        return predict(model, images.images, self.device, penultimate=True)
 
 
 REFINER_NEEDS = frozenset({"map-answers", "neuron-answers", "attention-maps", "boxes", "groups"})

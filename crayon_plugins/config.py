@@ -69,12 +69,26 @@ class Budget(BaseModel):
     selection: Literal["uniform", "loss-guided"] = "uniform"
 
 
+class ModelSelection(BaseModel):
+    """Which epoch's weights every trainer (the original model and each refiner) keeps; each
+    evaluates the validation split after every epoch.
+
+    ``last``: the last epoch, as the CRAYON code does. ``val-wga``: the best validation worst-group
+    accuracy, which uses validation group labels (Group DRO, JtT, DFR). ``val-accuracy``: the best
+    validation in-distribution accuracy, for when there are no group labels.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rule: Literal["last", "val-wga", "val-accuracy"] = "last"
+
+
 class RunConfig(BaseModel):
     """One run: data, backbone, original training, annotation, refiners and metrics.
 
     ``annotator`` judges the original model's saliency maps; ``concepts`` describes its neurons and
     ``neuron_annotator`` judges them (used only when a refiner needs neuron answers); ``panel`` makes
-    several such annotators answer, ``budget`` limits which training items are annotated. ``refiner``
+    several such annotators answer, ``budget`` limits which training items are annotated, ``selection``
+says which epoch each trainer keeps. ``refiner``
     holds per-refiner options keyed by refiner name; ``refiners`` says which to run. A component
     section without ``name`` configures the default component (``[concepts] k = 10``).
     """
@@ -91,6 +105,7 @@ class RunConfig(BaseModel):
     neuron_annotator: ComponentSpec = ComponentSpec(name="neuron-mask")
     panel: Panel = Panel()
     budget: Budget = Budget()
+    selection: ModelSelection = ModelSelection()
     refiners: list[str] = Field(default_factory=lambda: ["crayon-attention"])
     refiner: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy", "group-accuracy", "reasonability"], min_length=1)

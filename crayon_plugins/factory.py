@@ -43,8 +43,10 @@ def create(
             validated = cls.Params.model_validate(raw)
         except ValidationError as error:
             raise ConfigError(describe_validation_error(error, f"{kind.replace('_', ' ')} {name!r}", where)) from None
+    component = cls.__new__(cls)
+    component.name = name  # known from the start, so the constructor's own errors can name it
     try:
-        return cls(validated)
+        component.__init__(validated)
     except CrayonError:
         raise
     except Exception as error:
@@ -52,6 +54,7 @@ def create(
             f"{kind.replace('_', ' ')} {name!r} from plugin {registration.plugin!r} ({registration.module}) "
             f"failed to construct: {type(error).__name__}: {error}"
         ) from error
+    return component
 
 
 def create_from_spec(kind: str, spec: ComponentSpec, where: str, registry: Registry | None = None) -> Any:

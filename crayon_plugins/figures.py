@@ -26,3 +26,20 @@ def reasonability_figure(counts: dict[str, int], title: str, path: Path) -> None
     axis.set_title(title)
     axis.set_xlabel(f"undecided (maybe): {counts.get('undecided', 0)} ({100 * counts.get('undecided', 0) / total:.1f} %)")
     figure.savefig(path, dpi=100)
+
+
+def curves_figure(selection: dict, title: str, path: Path) -> None:
+    """Write ``path`` (PNG): validation WGA, MGA and accuracy (%) per epoch of one trainer, the
+    epoch its selection rule kept marked."""
+    epochs = selection["validation"]
+    x = np.arange(1, len(epochs) + 1)
+    figure = Figure(figsize=(4.8, 3.4), layout="constrained")
+    axis = figure.add_subplot()
+    for metric, label in (("wga", "worst-group"), ("mga", "mean-group"), ("accuracy", "in-distribution")):
+        axis.plot(x, [100 * e[metric] for e in epochs], marker="o", label=label)
+    if selection.get("epoch"):
+        axis.axvline(selection["epoch"], color="grey", linestyle="--", label=f"kept: epoch {selection['epoch']} ({selection['rule']})")
+    axis.set(xlabel="epoch", ylabel="validation accuracy (%)", ylim=(0, 100), xticks=x, title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=100)

@@ -16,16 +16,18 @@ from .cache import ArtifactCache, cache_key
 from .compare import annotation_kind
 from .config import ComponentSpec, RunConfig
 from .data import Annotations, Answer, AttentionMaps, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge, positions
+from .energy import degenerate_yes
 from .errors import ConfigError, CrayonError, PluginError
 from .features import SharedFeatures, backbone_digest, feature_maps
 from .model import Classifier
 from .oracles import panel
 from .oracles.noise import NoiseParams
+from .plugins.group_metrics import GroupAccuracy, InDistributionAccuracy
 from .progress import console, progress_bar
 from .real_annotators import relevant_rates_text
 from .registry import default_registry
 from .results import ResultRow, Results
-from .training import fit, predict
+from .training import Curve, Selection, fit, predict
 
 
 _SPLITS: dict[str, ImageSet] = {}
@@ -57,6 +59,13 @@ def explain_all(
             chunks.append(interpreter(model, batch.to(device), target.to(device)).cpu())
             advance()
     return torch.cat(chunks)
+
+
+def validation_metrics(val: ImageSet, predicted: Tensor, train_shares: Tensor) -> dict[str, float]:
+    """``wga``, ``mga`` and ``accuracy`` of ``predicted`` classes of the validation split."""
+    found = components.Predictions(val, predicted, train_shares)
+    metrics = {**GroupAccuracy().compute(found), **InDistributionAccuracy().compute(found)}
+    return {k: metrics[k] for k in ("wga", "mga", "accuracy")}
 
 
 def _describe(spec: ComponentSpec, component: components.Component) -> str:
@@ -137,25 +146,43 @@ class Pipeline:
             dataset=self._key(self.dataset, c.dataset),
             backbone=self._key(self.backbone, c.backbone),
             training=c.training.model_dump(),
+            selection=c.selection.rule,
             seed=c.seed,
         )
 
-    def original_model(self, train: ImageSet) -> tuple[Classifier, bool]:
-        """The ERM model (trained, or loaded from the cache) and whether it was cached."""
-        torch.manual_seed(self.config.seed)  # the initial weights depend on the seed only
-        model = self.backbone.build(len(train.class_names)).to(self.device)
+    def new_model(self, num_classes: int) -> Classifier:
+        """An untrained model of the configured backbone; its initial weights depend on the seed only."""
+        torch.manual_seed(self.config.seed)
+        return self.backbone.build(num_classes).to(self.device)
+
+    def selection(self, features: SharedFeatures | None = None) -> Selection:
+        """Model selection for one trainer: the run's rule, on the validation split (from the
+        original model's shared ``features`` of it where a model's backbone computed them)."""
+        val, shares = self.load("val"), self.load("train").group_shares()
+
+        def evaluate(model: Classifier) -> dict[str, float]:
+            logits = features.logits(model) if features is not None else predict(model, val.images, self.device)
+            return validation_metrics(val, logits.argmax(dim=1), shares)
+
+        return Selection(self.config.selection.rule, evaluate)
+
+    def original_model(self, train: ImageSet) -> tuple[Classifier, bool, Curve]:
+        """The ERM model (trained, or loaded from the cache), whether it was cached, and its
+        validation curve."""
+        model = self.new_model(len(train.class_names))
 
         def train_erm() -> dict:
             def batch_loss(indices: Tensor) -> Tensor:
                 logits = model(train.images[indices].to(self.device))
                 return F.cross_entropy(logits, train.labels[indices].to(self.device))
 
-            fit(model, batch_loss, len(train), self.config.training, self.config.seed, "train original (ERM)")
-            return {k: v.cpu() for k, v in model.state_dict().items()}
+            curve = fit(model, batch_loss, len(train), self.config.training, self.config.seed, "train original (ERM)", selection=self.selection())
+            return {"weights": {k: v.cpu() for k, v in model.state_dict().items()}, "curve": curve.as_dict()}
 
         state, cached = self.cache.get_or_compute("models", self.model_key(), train_erm)
-        model.load_state_dict(state)
-        return model.eval(), cached
+        model.load_state_dict(state["weights"])
+        curve = state["curve"]
+        return model.eval(), cached, Curve(curve["rule"], curve["validation"], curve["epoch"])
 
     def maps_key(self) -> str:
         """Cache key of the original model's maps of the training split."""
@@ -275,9 +302,12 @@ class Pipeline:
         drawings (cached artefacts are loaded), as every refiner of this run gets them."""
         maps, _ = self.original_maps(model, train)
         features = self.shared_features(model, train, "train")
+        val = self.load("val")
+        val_features = self.shared_features(model, val, "val")
         budget, seed = self.config.budget, self.config.seed
         chosen = selected(len(train), budget, seed, lambda: image_losses(model, features, train.labels))
         annotations, map_stats = self._panel_answers("maps", MapsToJudge.of(train, maps), chosen, self.maps_key())
+        map_stats["yes_on_zero_maps"] = float(degenerate_yes(maps, annotations.aligned(train.ids)))
         stats = {"maps": map_stats}
         concepts = neuron_annotations = neuron_answers = attention = drawn = None
         if self.needs("neuron-answers"):
@@ -300,6 +330,10 @@ class Pipeline:
             attention=attention,
             attention_drawn=drawn,
             features=features,
+            val=val,
+            val_features=val_features,
+            selection=self.selection(val_features),
+            build_model=lambda: self.new_model(len(train.class_names)),
             annotation_stats=stats,
         )
 
@@ -318,7 +352,7 @@ class Pipeline:
         train, test = self.load("train"), self.load("test")
         results = Results(dataset=_describe(self.config.dataset, self.dataset), backbone=_describe(self.config.backbone, self.backbone), seed=self.config.seed)
         start = time.perf_counter()
-        model, cached = self.original_model(train)
+        model, cached, curve = self.original_model(train)
         console.print(f"original model: {'loaded from cache' if cached else 'trained'} ({self.cache.root})")
         context = self.refinement_context(model, train)
         test_features = self.shared_features(model, test, "test")
@@ -343,20 +377,23 @@ class Pipeline:
                 )
         shares = train.group_shares()
 
-        def record(method: str, refined: Classifier, seconds: float, needs: frozenset[str] = frozenset()) -> None:
+        def record(method: str, refined: Classifier, seconds: float, selected: Curve | None, needs: frozenset[str] = frozenset()) -> None:
             details = {
                 "seconds": round(seconds, 1),
                 "neurons_pruned": int((refined.neuron_mask == 0).sum()),
                 "annotation": annotation_kind(needs),
             }
-            results.rows.append(ResultRow(method=method, metrics=self.evaluate(refined, test_features, test, shares), details=details))
+            selection = selected.as_dict() if selected is not None else {"rule": self.config.selection.rule, "epoch": None, "validation": []}
+            metrics = self.evaluate(refined, test_features, test, shares)
+            results.rows.append(ResultRow(method=method, metrics=metrics, details=details, selection=[{"seed": self.config.seed, **selection}]))
             if out is not None:
                 results.write(out)
 
         if include_original:
-            record("original", model, time.perf_counter() - start)
+            record("original", model, time.perf_counter() - start, curve)
         for name, refiner in self.refiners.items():
             start = time.perf_counter()
+            context.selection.curve = None
             try:
                 refined = refiner.refine(model, context)
             except CrayonError:
@@ -367,5 +404,5 @@ class Pipeline:
                     f"refiner {name!r} (plugin {plugin!r}) failed: {type(error).__name__}: {error}. "
                     "Results of the methods before it were kept" + (f" in {out}/results.json" if out else "")
                 ) from error
-            record(name, refined, time.perf_counter() - start, refiner.needs)
+            record(name, refined, time.perf_counter() - start, context.selection.curve, refiner.needs)
         return results

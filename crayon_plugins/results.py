@@ -9,16 +9,25 @@ from typing import Any
 from pydantic import BaseModel, Field
 from rich.table import Table
 
-from .figures import reasonability_figure
+from .figures import curves_figure, reasonability_figure
 from .files import write_atomically
 
 
 class ResultRow(BaseModel):
-    """One method's numbers (fractions in ``[0, 1]``); ``details`` holds what else it reports."""
+    """One method's numbers (fractions in ``[0, 1]``); ``details`` holds what else it reports.
+
+    With several seeds, ``metrics`` holds the mean over seeds and ``std`` the sample standard
+    deviation of every number, and ``seeds`` each seed's own metrics. ``selection`` holds per seed
+    the selection rule, the epoch its weights came from (``None`` for a refiner that does not train
+    by epochs) and the validation curve.
+    """
 
     method: str
     metrics: dict[str, Any]
+    std: dict[str, Any] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict)
+    selection: list[dict[str, Any]] = Field(default_factory=list)
+    seeds: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Results(BaseModel):
@@ -27,6 +36,7 @@ class Results(BaseModel):
     dataset: str
     backbone: str
     seed: int
+    seeds: list[int] = Field(default_factory=list)
     annotations: dict[str, int] = Field(default_factory=dict)
     neuron_annotations: dict[str, int] = Field(default_factory=dict)
     annotation_stats: dict[str, dict[str, float]] = Field(default_factory=dict)
@@ -36,37 +46,61 @@ class Results(BaseModel):
         return next(r for r in self.rows if r.method == method)
 
     def write(self, directory: str | Path) -> Path:
-        """Write ``directory/results.json`` atomically, and ``reasonability-<method>.png`` for each
-        row with a reasonability matrix; returns the JSON's path."""
+        """Write ``directory/results.json`` atomically, ``reasonability-<method>.png`` for each row
+        with a reasonability matrix and ``curves-<method>.png`` for each with a validation curve;
+        returns the JSON's path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for row in self.rows:
+            for selection in row.selection:
+                if selection.get("validation"):
+                    name = f"curves-{row.method}" + (f"-seed{selection['seed']}" if len(row.selection) > 1 else "")
+                    curves_figure(selection, f"{row.method} · seed {selection['seed']} · validation", directory / f"{name}.png")
             if "reasonability_counts" in row.metrics:
                 reasonability_figure(row.metrics["reasonability_counts"], f"{row.method} · test split", directory / f"reasonability-{row.method}.png")
         path = directory / "results.json"
         write_atomically(path, json.dumps(self.model_dump(), indent=2) + "\n")
         return path
 
+    def columns(self) -> list[str]:
+        """The :data:`COLUMNS` some row has a value for."""
+        return [c for c, path in COLUMNS.items() if any(value_at(r.metrics, path) is not None for r in self.rows)]
+
     def table(self) -> Table:
-        """Method, WGA, MGA and accuracy in %, one row per method; the reasonable-accurate (RA) and
-        unreasonable-accurate (UA) shares if measured; neurons pruned if any were."""
+        """Method, WGA, MGA and accuracy in % (mean ± standard deviation over seeds when there are
+        several), one row per method; the reasonable-accurate (RA) and unreasonable-accurate (UA)
+        shares if measured; neurons pruned if any were."""
         title = " · ".join(part.split("(", 1)[0] for part in (self.dataset, self.backbone))
-        table = Table(title=f"{title} · seed {self.seed}")
+        seeds = f"seeds {', '.join(map(str, self.seeds))}" if len(self.seeds) > 1 else f"seed {self.seed}"
+        table = Table(title=f"{title} · {seeds}")
         table.add_column("method")
-        for column in ("WGA", "MGA", "accuracy"):
+        columns = self.columns()
+        for column in columns:
             table.add_column(column, justify="right")
-        reasonability = any("reasonability" in row.metrics for row in self.rows)
-        if reasonability:  # shares of the test split whose maps the annotator found (un)reasonable, accurate
-            table.add_column("RA", justify="right")
-            table.add_column("UA", justify="right")
         pruned = any(row.details.get("neurons_pruned") for row in self.rows)
         if pruned:
             table.add_column("pruned", justify="right")
         for row in self.rows:
-            cells = [row.metrics.get(k) for k in ("wga", "mga", "accuracy")]
-            if reasonability:
-                quadrants = row.metrics.get("reasonability", {})
-                cells += [quadrants.get("reasonable-accurate"), quadrants.get("unreasonable-accurate")]
-            texts = ["—" if v is None else f"{100 * v:.2f}" for v in cells]
+            texts = [percent(value_at(row.metrics, COLUMNS[c]), value_at(row.std, COLUMNS[c])) for c in columns]
             table.add_row(row.method, *texts, *([str(row.details.get("neurons_pruned", "—"))] if pruned else []))
         return table
+
+
+COLUMNS = {"WGA": ("wga",), "MGA": ("mga",), "accuracy": ("accuracy",), "RA": ("reasonability", "reasonable-accurate"), "UA": ("reasonability", "unreasonable-accurate")}
+"""Table column → where its value sits in a row's metrics; all are shares shown in %."""
+
+
+def value_at(metrics: dict, path: tuple[str, ...]) -> float | None:
+    """The number at ``path`` in nested ``metrics``, or ``None``."""
+    for key in path:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def percent(mean: float | None, std: float | None = None) -> str:
+    """``"95.80"``, ``"95.80 ± 1.20"`` with a standard deviation, ``"—"`` for nothing."""
+    if mean is None:
+        return "—"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")

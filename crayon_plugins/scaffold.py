@@ -77,55 +77,48 @@ REFINER = Template('''\
 
 from __future__ import annotations
 
-import copy
-
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.components import RefinementContext, Refiner
-from crayon_plugins.config import Optimisation
+from crayon_plugins.components import RefinementContext
 from crayon_plugins.data import Answer
-from crayon_plugins.energy import energy_no
+from crayon_plugins.energy import crayon_normalise, energy_no
+from crayon_plugins.finetuning import Batch, FineTuning, rows
 from crayon_plugins.model import Classifier
 from crayon_plugins.plugins.gradcam import GradCam
-from crayon_plugins.training import fit
 
 
-class $cls(Refiner):
+class $cls(FineTuning):
     """Fine-tune with ``mean CE + λ · mean L_no`` over the images answered *no*.
 
     ``L_no`` (CRAYON's energy loss) is the share of the current Grad-CAM that stays where the original
-    model looked; *yes* and *maybe* add nothing. Replace the loss in :meth:`refine` with your own.
+    model looked; *yes* and *maybe* add nothing. Replace the loss in :meth:`loss` with your own: the
+    training loop, validation and model selection are :class:`~crayon_plugins.finetuning.FineTuning`'s.
     """
 
     needs = frozenset({"map-answers"})
 
-    class Params(Optimisation):
-        epochs: int = Field(default=3, gt=0)
-        lr: float = Field(default=1e-4, gt=0)
+    class Params(FineTuning.Params):
         lam: float = Field(default=10.0, ge=0, description="weight λ of L_no")
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params)
         self.gradcam = GradCam()
 
-    def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
-        refined = copy.deepcopy(model).to(context.device)  # never modify the model you are given
-        train, device = context.train, context.device
-        original_maps = context.maps_for(self.gradcam, model)
+    def prepare(self, model: Classifier, context: RefinementContext) -> tuple[Tensor, Tensor]:
+        """Once per refinement: the original model's maps and the answers, per training item."""
+        return context.maps_for(self.gradcam, model), context.map_answers
 
-        def batch_loss(indices: Tensor) -> Tensor:
-            images, labels = train.images[indices].to(device), train.labels[indices].to(device)
-            current, logits = self.gradcam.explain(refined, images, labels)
-            no = context.map_answers[indices].to(device) == Answer.NO
-            loss = F.cross_entropy(logits, labels)
-            if no.any():
-                loss = loss + self.params.lam * energy_no(current[no], original_maps[indices].to(device)[no]).mean()
-            return loss
-
-        fit(refined, batch_loss, len(train), self.params, context.seed, "refine $name")
-        return refined
+    def loss(self, model: Classifier, batch: Batch, prepared: tuple[Tensor, Tensor]) -> Tensor:
+        original_maps, answers = (rows(values, batch) for values in prepared)
+        current, logits = self.gradcam.explain(model, batch.images, batch.labels)
+        no = answers == Answer.NO
+        loss = F.cross_entropy(logits, batch.labels)
+        if no.any():
+            maps = crayon_normalise(current[no]), crayon_normalise(original_maps[no])
+            loss = loss + self.params.lam * energy_no(*maps).mean()
+        return loss
 ''')
 
 TEST = Template('''\

@@ -1,8 +1,13 @@
-"""The one training loop every trainer and refiner uses, and batched prediction."""
+"""The one training loop every trainer and refiner uses, model selection on validation, and batched
+prediction."""
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +15,47 @@ from torch import Tensor, nn
 from .config import Optimisation
 from .model import Classifier
 from .progress import progress_bar
+
+Rule = Literal["last", "val-wga", "val-accuracy"]
+"""Which epoch's weights a trainer keeps: the last (as the CRAYON code does), or the one with the
+best validation worst-group accuracy (Group DRO, JtT, DFR) or validation accuracy (no group labels)."""
+
+SCORE = {"val-wga": "wga", "val-accuracy": "accuracy"}
+"""Selection rule → the validation metric it maximises."""
+
+
+@dataclass
+class Curve:
+    """What one training run measured on validation: per epoch (from 1) a dict of metrics
+    (``wga``, ``mga``, ``accuracy``), and the epoch whose weights were kept."""
+
+    rule: Rule
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    chosen: int = 0
+
+    def as_dict(self) -> dict:
+        return {"rule": self.rule, "epoch": self.chosen, "validation": self.epochs}
+
+
+def choose_epoch(rule: Rule, epochs: list[dict[str, float]]) -> int:
+    """The epoch (from 1) ``rule`` keeps: the last, or the first with the highest score (a NaN
+    score never wins)."""
+    if rule == "last" or not epochs:
+        return len(epochs)
+    scores = [e[SCORE[rule]] for e in epochs]
+    best = max((s for s in scores if not math.isnan(s)), default=None)
+    return len(epochs) if best is None else scores.index(best) + 1
+
+
+@dataclass
+class Selection:
+    """Model selection for :func:`fit`: ``evaluate(model)`` gives validation metrics, ``rule`` picks
+    the epoch. :attr:`curve` holds the last selected-over training run's :class:`Curve` (the
+    pipeline reads it after each trainer)."""
+
+    rule: Rule
+    evaluate: Callable[[Classifier], dict[str, float]]
+    curve: Curve | None = None
 
 
 def fit(
@@ -21,11 +67,16 @@ def fit(
     description: str,
     sample_weights: Tensor | None = None,
     parameters: list[nn.Parameter] | None = None,
-) -> None:
+    selection: Selection | None = None,
+    evaluated: Classifier | None = None,
+) -> Curve | None:
     """Train ``model`` in place with Adam; ``batch_loss(indices)`` returns a minibatch's loss.
 
     Each epoch visits ``n`` items: a permutation, or, with ``sample_weights``, ``n`` draws with
-    replacement in proportion to them. ``parameters`` defaults to all of the model's. The model is
+    replacement in proportion to them. ``parameters`` defaults to all of the model's. With
+    ``selection``, ``evaluated`` (default ``model``; the whole classifier when ``model`` is a part of
+    it) is evaluated on validation after every epoch, ``model`` ends with the weights of the epoch
+    the rule picks, and the :class:`Curve` is returned and kept in ``selection.curve``. The model is
     left in ``eval`` mode.
     """
     torch.manual_seed(seed)
@@ -36,6 +87,8 @@ def fit(
         weight_decay=optimisation.weight_decay,
     )
     batches = -(-n // optimisation.batch_size)
+    curve = Curve(selection.rule) if selection is not None else None
+    kept: dict[str, Tensor] | None = None
     model.train()
     with progress_bar(description, optimisation.epochs * batches) as advance:
         for _ in range(optimisation.epochs):
@@ -49,7 +102,19 @@ def fit(
                 loss.backward()
                 optimiser.step()
                 advance()
+            if selection is not None:
+                model.eval()
+                curve.epochs.append(selection.evaluate(evaluated if evaluated is not None else model))
+                model.train()
+                if choose_epoch(curve.rule, curve.epochs) == len(curve.epochs) and curve.rule != "last":
+                    kept = copy.deepcopy(model.state_dict())
+    if curve is not None:
+        curve.chosen = choose_epoch(curve.rule, curve.epochs)
+        if kept is not None and curve.chosen != len(curve.epochs):
+            model.load_state_dict(kept)
+        selection.curve = curve
     model.eval()
+    return curve
 
 
 @torch.no_grad()

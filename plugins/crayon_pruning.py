@@ -20,7 +20,7 @@ from crayon_plugins.data import Answer
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.hookspecs import hookimpl
 from crayon_plugins.model import Classifier
-from crayon_plugins.training import fit
+from crayon_plugins.training import Selection, fit
 
 from .crayon_attention import CrayonAttention
 
@@ -59,16 +59,16 @@ class CrayonPruning(Refiner):
         lr: float = Field(default=1e-3, gt=0)
 
     def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
-        return self.retrained(prune(model, neuron_answers(context, "crayon-pruning")), context)
+        return self.retrained(prune(model, neuron_answers(context, self.name)), context)
 
     def retrained(self, model: Classifier, context: RefinementContext) -> Classifier:
         """``model`` (a copy the caller owns) with its classifier retrained on its fixed features."""
         model = model.to(context.device)
         features = context.penultimate(model)
-        self.retrain_classifier(model, features, context.train.labels, context.seed)
+        self.retrain_classifier(model, features, context.train.labels, context.seed, context.selection)
         return model
 
-    def retrain_classifier(self, model: Classifier, features: Tensor, labels: Tensor, seed: int) -> None:
+    def retrain_classifier(self, model: Classifier, features: Tensor, labels: Tensor, seed: int, selection: Selection | None = None) -> None:
         """Train ``model.classifier`` in place on ``(N, D)`` penultimate ``features``."""
         device = next(model.classifier.parameters()).device
         features, labels = features.to(device), labels.to(device)
@@ -76,7 +76,7 @@ class CrayonPruning(Refiner):
         def batch_loss(indices: Tensor) -> Tensor:
             return F.cross_entropy(model.classifier(features[indices]), labels[indices])
 
-        fit(model.classifier, batch_loss, len(features), self.params, seed, "retrain classifier (crayon-pruning)")
+        fit(model.classifier, batch_loss, len(features), self.params, seed, f"retrain classifier ({self.name})", selection=selection, evaluated=model)
 
 
 class RetrainClassifier(CrayonPruning):
@@ -99,10 +99,9 @@ class CrayonAttentionPruning(CrayonAttention):
     """
 
     needs = frozenset({"map-answers", "neuron-answers"})
-    name = "crayon-attention+pruning"
 
-    def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
-        return super().refine(prune(model, neuron_answers(context, self.name)), context)
+    def start(self, model: Classifier, context: RefinementContext) -> Classifier:
+        return prune(model, neuron_answers(context, self.name))
 
 
 @hookimpl

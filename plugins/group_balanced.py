@@ -12,13 +12,12 @@ import torch
 from pydantic import Field
 
 from crayon_plugins.components import RefinementContext
+from crayon_plugins.finetuning import FineTuning
 from crayon_plugins.hookspecs import hookimpl
 from crayon_plugins.model import Classifier
 
-from .finetune import FineTune
 
-
-class GroupBalanced(FineTune):
+class GroupBalanced(FineTuning):
     """Fine-tune the whole model with cross-entropy on group-balanced minibatches.
 
     Longer and faster than ``finetune`` by default (6 epochs, lr 3e-4): at ``finetune``'s 3 epochs and
@@ -27,7 +26,7 @@ class GroupBalanced(FineTune):
 
     needs = frozenset({"groups"})
 
-    class Params(FineTune.Params):
+    class Params(FineTuning.Params):
         epochs: int = Field(default=6, gt=0)
         lr: float = Field(default=3e-4, gt=0)
 

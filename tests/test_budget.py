@@ -30,7 +30,7 @@ def test_budgets_have_their_size_and_a_smaller_one_is_inside_a_larger_one(n, sma
 def test_the_pipeline_annotates_only_the_budget_and_loss_guided_takes_the_hardest_images(tmp_path):
     pipeline = tiny_pipeline(tmp_path, budget={"fraction": 0.1, "selection": "loss-guided"}, refiners=["crayon-pruning"])
     train = pipeline.load("train")
-    model, _ = pipeline.original_model(train)
+    model, _, _ = pipeline.original_model(train)
     context = pipeline.refinement_context(model, train)
     annotated = context.map_answers != NOT_ANNOTATED
     assert int(annotated.sum()) == budget_size(len(train), 0.1) == context.annotation_stats["maps"]["annotated"]
@@ -42,7 +42,7 @@ def test_the_pipeline_annotates_only_the_budget_and_loss_guided_takes_the_hardes
 def test_a_dead_neuron_has_no_taylor_importance_and_a_used_one_has_some(tmp_path):
     pipeline = tiny_pipeline(tmp_path)
     train = pipeline.load("train")
-    model, _ = pipeline.original_model(train)
+    model, _, _ = pipeline.original_model(train)
     features = pipeline.shared_features(model, train, "train")
     zeroed = features.features.clone()
     zeroed[:, 3] = 0
@@ -54,7 +54,7 @@ def test_a_dead_neuron_has_no_taylor_importance_and_a_used_one_has_some(tmp_path
 def test_a_panel_of_three_reports_its_agreement_and_error(tmp_path):
     pipeline = tiny_pipeline(tmp_path, panel=Panel(size=3, spread=0.5).model_dump(), annotator={"name": "saliency-oracle", "flip_rate": 0.2})
     train = pipeline.load("train")
-    model, _ = pipeline.original_model(train)
+    model, _, _ = pipeline.original_model(train)
     stats = pipeline.refinement_context(model, train).annotation_stats["maps"]
     assert 0 < stats["cohen_kappa"] < 1 and 0 < stats["krippendorff_alpha"] < 1
     assert 0 < stats["error_rate"] < 0.2 and stats["yes"] + stats["no"] + stats["maybe"] == 1
@@ -69,7 +69,7 @@ def test_a_panel_draws_where_most_of_its_annotators_drew_within_the_budget(tmp_p
         budget={"fraction": 0.5},
     )
     train = pipeline.load("train")
-    model, _ = pipeline.original_model(train)
+    model, _, _ = pipeline.original_model(train)
     context = pipeline.refinement_context(model, train)
     maps, _ = pipeline.original_maps(model, train)
     size = tuple(train.images.shape[-2:])

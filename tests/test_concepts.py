@@ -55,7 +55,7 @@ def test_patch_boxes_hold_their_cell_and_stay_inside_the_image(data, h, w, scale
 def test_concepts_are_cached_with_the_model(tmp_path):
     pipeline = tiny_pipeline(tmp_path)
     train = pipeline.dataset.load("train")
-    model, _ = pipeline.original_model(train)
+    model, _, _ = pipeline.original_model(train)
     first, cached = pipeline.concepts(model, train)
     second, cached_again = tiny_pipeline(tmp_path).concepts(model, train)
     assert (cached, cached_again) == (False, True)

@@ -31,7 +31,7 @@ def tiny_pipeline(cache_dir, **overrides):
 def original_and_context(pipeline):
     """The original model and the context a refiner gets, as ``Pipeline.run`` builds them."""
     train = pipeline.dataset.load("train")
-    model, _ = pipeline.original_model(train)
+    model, _, _ = pipeline.original_model(train)
     return model, pipeline.refinement_context(model, train)
 
 
@@ -53,10 +53,10 @@ def test_same_seed_same_numbers_and_the_second_run_reuses_the_cache(tmp_path):
     first = tiny_pipeline(tmp_path / "cache")
     a = first.run()
     files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("*.pt"))
-    assert [p.parts[1] for p in files] == ["answers", "features", "features", "maps", "models"]  # features: train and test
+    assert [p.parts[1] for p in files] == ["answers", "features", "features", "features", "maps", "models"]  # features: train, val and test
     stamps = [p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.pt")]
     second = tiny_pipeline(tmp_path / "cache")
-    model, cached = second.original_model(second.dataset.load("train"))
+    model, cached, _ = second.original_model(second.dataset.load("train"))
     assert cached
     b = second.run()
     assert [r.metrics for r in a.rows] == [r.metrics for r in b.rows] and a.annotations == b.annotations
@@ -101,7 +101,7 @@ def test_a_failing_refiner_is_named_and_earlier_results_are_kept(tmp_path, explo
 def test_training_from_scratch_is_deterministic(tmp_path):
     def train_once(cache):
         pipeline = tiny_pipeline(cache)
-        model, cached = pipeline.original_model(pipeline.dataset.load("train"))
+        model, cached, _ = pipeline.original_model(pipeline.dataset.load("train"))
         assert not cached
         return model.state_dict()
 
@@ -172,7 +172,7 @@ def test_gradia_and_the_reasonability_matrix_in_a_run(tmp_path):
     for row in results.rows:
         shares, counts = row.metrics["reasonability"], row.metrics["reasonability_counts"]
         assert sum(counts.values()) == 64 and sum(shares.values()) == pytest.approx(1.0)
-    assert [c.header for c in results.table().columns] == ["method", "WGA", "MGA", "accuracy", "RA", "UA"]
+    assert [c.header for c in results.table().columns] == ["method", "WGA", "MGA", "RA", "UA"]  # no accuracy metric configured
 
 
 class PlainJudge(AnnotationSource):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from pydantic import Field
 from torch import Tensor, nn
@@ -91,6 +93,18 @@ def annotations_of(ids: tuple[str, ...], answers: Tensor, annotator: str = "tiny
     return Annotations(tuple(ids[i] for i in given), answers[given].clone(), (annotator,) * len(given))
 
 
+def untrained_copy(model: Classifier, seed: int = 0) -> Classifier:
+    """A copy of ``model`` with every layer's parameters drawn afresh (seeded); buffers such as the
+    neuron mask are kept."""
+    fresh = copy.deepcopy(model)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for module in fresh.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return fresh
+
+
 def tiny_context(
     model: Classifier,
     train: ImageSet,
@@ -104,7 +118,8 @@ def tiny_context(
 
     Maps are ``model``'s Grad-CAM unless ``original_maps`` is given; answers default to
     :func:`mixed_answers`; concepts come from ``top-patches`` (k = 4); the drawings are the object
-    masks of ``train`` (``drawings=False``: nobody drew anything).
+    masks of ``train`` (``drawings=False``: nobody drew anything); the validation split is another
+    seeded tiny image set like ``train``, and new models are :func:`untrained_copy` of ``model``.
     """
     if original_maps is None:
         original_maps = GradCam()(model, train.images, train.labels)
@@ -128,4 +143,6 @@ def tiny_context(
         neuron_annotations=annotations_of(concepts.neuron_ids, neuron_answers),
         attention=attention,
         attention_drawn=attention.flatten(1).any(dim=1),
+        val=tiny_image_set(n=max(len(train), 8), size=size[0], num_classes=len(train.class_names), seed=seed + 101, split="val"),
+        build_model=lambda: untrained_copy(model, seed),
     )

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-
-import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.components import RefinementContext, Refiner
-from crayon_plugins.config import Optimisation
+from crayon_plugins.components import RefinementContext
 from crayon_plugins.data import Answer
+from crayon_plugins.finetuning import Batch, FineTuning, rows
 from crayon_plugins.model import Classifier
 from crayon_plugins.plugins.gradcam import GradCam
-from crayon_plugins.training import fit
 
 
 def cosine_attention_loss(current: Tensor, original: Tensor, answers: Tensor) -> Tensor:
@@ -24,41 +20,35 @@ def cosine_attention_loss(current: Tensor, original: Tensor, answers: Tensor) ->
     an all-zero map has similarity 0 (``F.cosine_similarity`` guards the norm).
     """
     similarity = F.cosine_similarity(current.flatten(1), original.flatten(1), dim=1, eps=1e-8)
-    zero = torch.zeros_like(similarity)
-    return torch.where(answers == Answer.NO, similarity, torch.where(answers == Answer.YES, 1 - similarity, zero))
+    zero = similarity.new_zeros(())
+    return similarity.where(answers == Answer.NO, (1 - similarity).where(answers == Answer.YES, zero))
 
 
-class CosineAttention(Refiner):
+class CosineAttention(FineTuning):
     """Fine-tune the whole model with ``mean CE + λ · mean over annotated images of the cosine loss``.
 
     Where CRAYON-Attention's energy loss weighs *no* answers by how much attention stays on the
     original's region, this loss compares the maps' shapes: a *no* image is pushed toward a map
-    orthogonal to the original's, a *yes* image toward the same map. *maybe* adds nothing.
+    orthogonal to the original's, a *yes* image toward the same map. *maybe* adds nothing. The loop,
+    validation and model selection are :class:`~crayon_plugins.finetuning.FineTuning`'s.
     """
 
     needs = frozenset({"map-answers"})
 
-    class Params(Optimisation):
-        epochs: int = Field(default=3, gt=0)
-        lr: float = Field(default=1e-4, gt=0)
+    class Params(FineTuning.Params):
         lam: float = Field(default=1.0, ge=0, description="weight λ of the cosine loss")
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params)
         self.gradcam = GradCam()
 
-    def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
-        refined = copy.deepcopy(model).to(context.device)
-        train, device = context.train, context.device
-        original_maps = context.maps_for(self.gradcam, model)
+    def prepare(self, model: Classifier, context: RefinementContext) -> tuple[Tensor, Tensor]:
+        """Once per refinement: the original model's maps and the answers, per training item."""
+        return context.maps_for(self.gradcam, model), context.map_answers
 
-        def batch_loss(indices: Tensor) -> Tensor:
-            images, labels = train.images[indices].to(device), train.labels[indices].to(device)
-            current, logits = self.gradcam.explain(refined, images, labels)
-            answers = context.map_answers[indices].to(device)
-            attention = cosine_attention_loss(current, original_maps[indices].to(device), answers)
-            judged = ((answers == Answer.NO) | (answers == Answer.YES)).sum().clamp(min=1)
-            return F.cross_entropy(logits, labels) + self.params.lam * attention.sum() / judged
-
-        fit(refined, batch_loss, len(train), self.params, context.seed, "refine cosine-attention")
-        return refined
+    def loss(self, model: Classifier, batch: Batch, prepared: tuple[Tensor, Tensor]) -> Tensor:
+        original_maps, answers = (rows(values, batch) for values in prepared)
+        current, logits = self.gradcam.explain(model, batch.images, batch.labels)
+        attention = cosine_attention_loss(current, original_maps, answers)
+        judged = ((answers == Answer.NO) | (answers == Answer.YES)).sum().clamp(min=1)
+        return F.cross_entropy(logits, batch.labels) + self.params.lam * attention.sum() / judged
