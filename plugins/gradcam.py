@@ -1,4 +1,4 @@
-"""A batched, differentiable Grad-CAM for training with losses on the maps."""
+"""Batched, differentiable Grad-CAMs for training with losses on the maps: CRAYON's and GRADIA's."""
 
 from __future__ import annotations
 
@@ -32,6 +32,26 @@ class GradCam(DifferentiableInterpreter):
         return normalise_maps(cam), logits
 
 
+class GradiaGradCam(DifferentiableInterpreter):
+    """Grad-CAM as GRADIA's public code trains with it (``GRADIA.py``, ``get_attention_map``).
+
+    ``Σ_c w_c·A_c`` with the channel weights ``w_c = mean_hw(∂y_t/∂A_c)`` taken as constants (a
+    gradient hook, no ``create_graph``: the loss trains through the activations only), **no ReLU**,
+    min–max normalised per image to ``[0, 1]`` (a constant map becomes zero).
+    """
+
+    def explain(self, model: Classifier, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """``(maps, logits)`` with the graph kept through the activations."""
+        with torch.enable_grad():
+            features = model.features(images)
+            logits = model.head(features)
+            (grads,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), features, retain_graph=True)
+            cam = (grads.mean(dim=(2, 3), keepdim=True).detach() * features).sum(dim=1)
+        low = cam.amin(dim=(-2, -1), keepdim=True)
+        span = cam.amax(dim=(-2, -1), keepdim=True) - low
+        return (cam - low) / span.where(span > 0, 1.0), logits
+
+
 @hookimpl
 def crayon_interpreters():
-    return {"gradcam": GradCam}
+    return {"gradcam": GradCam, "gradia-gradcam": GradiaGradCam}

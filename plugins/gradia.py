@@ -1,70 +1,109 @@
 """``gradia``: attention alignment weighted by each image's reasonability quadrant.
 
 GRADIA: Gao et al., "Aligning Eyes between Humans and Deep Neural Network through Interactive
-Attention Alignment" (CSCW 2022). Each training image falls in a quadrant of the reasonability matrix
-(is the original model's explanation reasonable? is its prediction accurate?), which sets the weights
-of its prediction loss and its attention loss: the public code emphasises a term with weight ``a`` and
-gives ``1 − a`` otherwise.
+Attention Alignment" (CSCW 2022). Every default below is the public code's (YuyangGao/GRADIA,
+``GRADIA.py``):
+
+- the (prediction, attention) weights per quadrant, set in its ``ImageFolderWithMapsAndWeights``:
+  reasonable-accurate (1, 0), unreasonable-accurate (0.4, 1.6), reasonable-inaccurate (0.8, 0.2),
+  unreasonable-inaccurate (1, 1); an image without a judgement or without a drawn map keeps (1, 0);
+- the loss, ``mean_batch(w_pred·CE) + λ · mean over images with w_att > 0 of w_att·L1``, the L1 a
+  mean over the feature grid, with λ = 1 (its ``--attention_weight`` is never applied);
+- its Grad-CAM (``get_attention_map``): channel weights from a gradient hook, so constants (no
+  ``create_graph``), no ReLU, min–max normalised per image (:class:`~crayon_plugins.plugins.gradcam.GradiaGradCam`);
+- the human map: the drawing resized to the grid by area (``cv2.INTER_AREA``), a 3×3 Gaussian blur,
+  divided by its maximum.
+
+One difference: the public code explains image by image; here a minibatch is explained at once,
+which is the same whenever the model's outputs for an image do not depend on its batch-mates.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
+from torchvision.transforms.functional import gaussian_blur
 
 from crayon_plugins.components import RefinementContext
 from crayon_plugins.data import Answer
+from crayon_plugins.finetuning import Batch, rows
 from crayon_plugins.hookspecs import hookimpl
-from crayon_plugins.maps import region_maps
+from crayon_plugins.maps import normalise_maps
 from crayon_plugins.model import Classifier
 from crayon_plugins.training import predict
 
-from .gradcam import GradCam
-from .map_guided import MapGuided
+from .gradcam import GradiaGradCam
+from .map_guided import Drawings, MapGuided
+
+Pair = tuple[float, float]
 
 
-def quadrant_weights(reasonable: Tensor, accurate: Tensor, a: float) -> tuple[Tensor, Tensor]:
-    """``(prediction weight, attention weight)`` per image, each ``(N,)``: reasonable-accurate
-    ``(1−a, 1−a)``, unreasonable-accurate ``(1−a, a)``, reasonable-inaccurate ``(a, 1−a)``,
-    unreasonable-inaccurate ``(a, a)``."""
-    emphasis, rest = torch.tensor(a), torch.tensor(1.0 - a)
-    return torch.where(accurate, rest, emphasis), torch.where(reasonable, rest, emphasis)
+def quadrant_weights(answers: Tensor, accurate: Tensor, weights: dict[str, Pair]) -> tuple[Tensor, Tensor]:
+    """``(prediction weight, attention weight)`` per image, each ``(N,)``, from each image's
+    :class:`~crayon_plugins.data.Answer` code and whether the original model got it right.
+
+    ``weights`` maps ``"reasonable-accurate"``, ``"unreasonable-accurate"``,
+    ``"reasonable-inaccurate"`` and ``"unreasonable-inaccurate"`` to a pair; reasonable means an
+    explicit *yes*, unreasonable an explicit *no*; any other code (*maybe*, not annotated) gets (1, 0).
+    """
+    w_pred, w_att = torch.ones(len(answers)), torch.zeros(len(answers))
+    for judged, name in ((Answer.YES, "reasonable"), (Answer.NO, "unreasonable")):
+        for right, outcome in ((True, "accurate"), (False, "inaccurate")):
+            members = (answers == judged) & (accurate == right)
+            w_pred[members], w_att[members] = weights[f"{name}-{outcome}"]
+    return w_pred, w_att
 
 
-def attention_l1(current: Tensor, target: Tensor) -> Tensor:
-    """``(B,)`` mean absolute difference between ``(B, h, w)`` normalised maps."""
-    return (current - target).abs().mean(dim=(-2, -1))
+def human_maps(regions: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``(N, H, W)`` bool drawings → ``(N, h, w)`` maps as GRADIA makes them: area-resized to the
+    grid, blurred with a 3×3 Gaussian (σ 0.8, OpenCV's for that size), max-normalised."""
+    pooled = F.adaptive_avg_pool2d(regions[:, None].float(), grid)
+    if min(grid) >= 2:  # the blur's reflection padding needs two cells
+        pooled = gaussian_blur(pooled, kernel_size=[3, 3], sigma=[0.8, 0.8])
+    return normalise_maps(pooled[:, 0])
 
 
 class Gradia(MapGuided):
-    """``Σ w_pred·CE + λ·Σ w_att·L1(Grad-CAM, drawn map)`` per minibatch, weights by quadrant.
+    """GRADIA's loss, with per-image weights from the reasonability quadrant of the original model.
 
-    The quadrant of a training image comes from the original model: reasonable unless the annotator
-    answered *no* about its map (*maybe* and unannotated images count as reasonable: nobody objected),
-    accurate when its prediction is right. The drawn region is pooled onto the feature grid (each
-    cell's covered fraction, max-normalised). ``a`` = 0.75 and ``λ`` = 10 are our choices (the paper
-    tunes them per dataset).
+    An image's quadrant: reasonable when the annotator answered *yes* about the original model's
+    map, unreasonable for *no* (a *maybe* is not reasonable: it is no judgement), crossed with
+    whether the original model's prediction is right.
     """
 
     needs = frozenset({"map-answers", "attention-maps"})
-    name = "gradia"
 
     class Params(MapGuided.Params):
-        a: float = Field(default=0.75, ge=0.5, le=1, description="weight of an emphasised term")
-        lam: float = Field(default=10.0, ge=0, description="weight λ of the attention loss")
+        reasonable_accurate: Pair = (1.0, 0.0)
+        unreasonable_accurate: Pair = (0.4, 1.6)
+        reasonable_inaccurate: Pair = (0.8, 0.2)
+        unreasonable_inaccurate: Pair = (1.0, 1.0)
+        lam: float = Field(default=1.0, ge=0, description="weight λ of the attention loss")
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params)
-        self.gradcam = GradCam()
+        self.gradcam = GradiaGradCam()
 
     def weights(self, model: Classifier, context: RefinementContext) -> tuple[Tensor, Tensor]:
         accurate = predict(model, context.train.images, context.device).argmax(dim=1) == context.train.labels
-        return quadrant_weights(context.map_answers != Answer.NO, accurate, self.params.a)
+        p = self.params
+        table = {name.replace("_", "-"): getattr(p, name) for name in ("reasonable_accurate", "unreasonable_accurate", "reasonable_inaccurate", "unreasonable_inaccurate")}
+        return quadrant_weights(context.map_answers, accurate, table)
 
-    def guidance(self, model: Classifier, images: Tensor, labels: Tensor, regions: Tensor) -> tuple[Tensor, Tensor]:
-        current, logits = self.gradcam.explain(model, images, labels)
-        return logits, attention_l1(current, region_maps(regions, tuple(current.shape[-2:])))
+    def guidance(self, model: Classifier, batch: Batch, regions: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        current, logits = self.gradcam.explain(model, batch.images, batch.labels)
+        return logits, (current - human_maps(regions, tuple(current.shape[-2:]))).abs().mean(dim=(-2, -1))
+
+    def loss(self, model: Classifier, batch: Batch, prepared: Drawings) -> Tensor:
+        logits, l1 = self.guidance(model, batch, rows(prepared.regions, batch), prepared.generator)
+        w_att = rows(prepared.w_guide, batch)
+        prediction = (rows(prepared.w_pred, batch) * F.cross_entropy(logits, batch.labels, reduction="none")).mean()
+        aligned = w_att > 0
+        if not aligned.any():
+            return prediction
+        return prediction + self.params.lam * (w_att[aligned] * l1[aligned]).mean()
 
 
 @hookimpl

@@ -1,27 +1,91 @@
-"""GRADIA's quadrant weights and attention loss, and the reasonability matrix."""
+"""GRADIA as its public code computes it: quadrant weights, human maps, its Grad-CAM and its loss;
+and the reasonability matrix."""
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import torch.nn.functional as F
 
-from crayon_plugins import create_metric
+from crayon_plugins import create_metric, create_refiner
 from crayon_plugins.components import Predictions
 from crayon_plugins.data import NOT_ANNOTATED, Answer
-from crayon_plugins.plugins.gradia import attention_l1, quadrant_weights
+from crayon_plugins.finetuning import Batch
+from crayon_plugins.plugins.gradcam import GradiaGradCam
+from crayon_plugins.plugins.gradia import human_maps, quadrant_weights
+from crayon_plugins.plugins.map_guided import Drawings
+from crayon_plugins.testing import check_interpreter
+from crayon_plugins.testing.tiny import tiny_image_set, tiny_model
 
 from test_metrics import split
 
+PUBLISHED = {"reasonable-accurate": (1.0, 0.0), "unreasonable-accurate": (0.4, 1.6), "reasonable-inaccurate": (0.8, 0.2), "unreasonable-inaccurate": (1.0, 1.0)}
 
-@settings(max_examples=40, deadline=None)
-@given(flags=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=20), a=st.floats(0.5, 1.0))
-def test_quadrant_weights_follow_gradias_table(flags, a):
-    reasonable = torch.tensor([r for r, _ in flags])
-    accurate = torch.tensor([c for _, c in flags])
-    w_pred, w_att = quadrant_weights(reasonable, accurate, a)
-    table = {(True, True): (1 - a, 1 - a), (False, True): (1 - a, a), (True, False): (a, 1 - a), (False, False): (a, a)}
-    for i, key in enumerate(flags):
-        assert (float(w_pred[i]), float(w_att[i])) == pytest.approx(table[key], abs=1e-6)
+
+def test_quadrant_weights_are_gradias_table():
+    answers = torch.tensor([Answer.YES, Answer.NO, Answer.YES, Answer.NO, Answer.MAYBE, NOT_ANNOTATED, Answer.MAYBE])
+    accurate = torch.tensor([True, True, False, False, True, False, False])
+    w_pred, w_att = quadrant_weights(answers, accurate, PUBLISHED)
+    assert w_pred.tolist() == pytest.approx([1.0, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0])
+    assert w_att.tolist() == pytest.approx([0.0, 1.6, 0.2, 1.0, 0.0, 0.0, 0.0])
+
+
+def test_the_refiners_defaults_are_the_published_values():
+    params = create_refiner("gradia").params
+    assert params.lam == 1.0
+    assert {name: getattr(params, name.replace("-", "_")) for name in PUBLISHED} == PUBLISHED
+
+
+def test_gradias_gradcam_has_no_relu_and_is_min_max_normalised():
+    """Min–max over a map with negative cells: the lowest cell is 0 and the highest 1, where ReLU
+    then max-normalisation would zero every negative cell alike."""
+    model, images = tiny_model(0), tiny_image_set(n=6).images
+    maps, logits = GradiaGradCam().explain(model, images, torch.zeros(6, dtype=torch.long))
+    assert logits.shape == (6, 2)
+    flat = maps.detach().flatten(1)
+    assert torch.allclose(flat.amin(dim=1), torch.zeros(6)) and torch.allclose(flat.amax(dim=1), torch.ones(6))
+    check_interpreter(GradiaGradCam())
+
+
+def test_gradias_gradcam_trains_through_the_activations_only():
+    """Its channel weights are constants: the map's gradient equals that of Σ_c w_c·A_c with w_c
+    detached (then min–max normalised)."""
+    model, images = tiny_model(0), tiny_image_set(n=2).images
+    targets = torch.tensor([0, 1])
+    maps, _ = GradiaGradCam().explain(model, images, targets)
+    features = model.features(images)
+    score = model.head(features).gather(1, targets[:, None]).sum()
+    (grads,) = torch.autograd.grad(score, features, retain_graph=True)
+    cam = (grads.mean(dim=(2, 3), keepdim=True) * features).sum(dim=1)
+    low, high = cam.amin(dim=(-2, -1), keepdim=True), cam.amax(dim=(-2, -1), keepdim=True)
+    expected = (cam - low) / (high - low)
+    weight = model.body[0].weight
+    (ours,) = torch.autograd.grad(maps.sum(), weight)
+    (reference,) = torch.autograd.grad(expected.sum(), weight)
+    assert torch.allclose(ours, reference, atol=1e-6)
+
+
+def test_human_maps_are_area_resized_blurred_and_max_normalised():
+    regions = torch.zeros(1, 8, 8, dtype=torch.bool)
+    regions[0, :4, :4] = True  # the top-left quarter: one cell of a 2×2 grid, four of a 4×4
+    small = human_maps(regions, (2, 2))
+    assert float(small.max()) == 1.0 and float(small[0, 0, 0]) == 1.0 and float(small[0, 1, 1]) < 1.0
+    big = human_maps(regions, (4, 4))
+    assert float(big[0, 0, 0]) == 1.0 and float(big[0, 3, 3]) == 0.0
+    assert 0 < float(big[0, 2, 1]) < float(big[0, 1, 1])  # the blur spreads mass one cell out
+
+
+def test_gradias_loss_by_hand():
+    """mean over the batch of w_pred·CE + λ · mean over images with w_att > 0 of w_att·L1."""
+    model, train = tiny_model(0), tiny_image_set(n=4)
+    gradia = create_refiner("gradia")
+    batch = Batch(torch.arange(4), train.images, train.labels)
+    w_pred, w_att = torch.tensor([1.0, 0.4, 0.8, 1.0]), torch.tensor([0.0, 1.6, 0.2, 0.0])
+    prepared = Drawings(w_pred, w_att, train.masks, torch.Generator())
+    loss = gradia.loss(model, batch, prepared)
+    maps, logits = GradiaGradCam().explain(model, train.images, train.labels)
+    l1 = (maps - human_maps(train.masks, tuple(maps.shape[-2:]))).abs().mean(dim=(-2, -1))
+    ce = F.cross_entropy(logits, train.labels, reduction="none")
+    expected = (w_pred * ce).mean() + (1.6 * l1[1] + 0.2 * l1[2]) / 2
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
 
 
 def test_reasonability_matrix_against_hand_counted_quadrants():
@@ -35,10 +99,3 @@ def test_reasonability_matrix_against_hand_counted_quadrants():
     }
     assert found["reasonability"]["unreasonable-accurate"] == 3 / 8
     assert sum(found["reasonability"].values()) == pytest.approx(1.0)
-
-
-def test_attention_l1_is_zero_on_the_target_and_counts_every_cell():
-    target = torch.zeros(1, 2, 2)
-    target[0, 0, 0] = 1.0
-    assert float(attention_l1(target, target)) == 0.0
-    assert float(attention_l1(torch.ones(1, 2, 2), target)) == pytest.approx(3 / 4)

@@ -10,7 +10,8 @@ from hypothesis.extra.numpy import arrays
 
 from crayon_plugins import create_refiner
 from crayon_plugins.data import NOT_ANNOTATED, Answer
-from crayon_plugins.energy import crayon_attention_loss, energy_no, energy_yes
+from crayon_plugins.energy import attention_terms, crayon_attention_loss, crayon_normalise, degenerate_yes, energy_no, energy_yes
+from crayon_plugins.finetuning import Batch
 from crayon_plugins.maps import normalise_maps
 from crayon_plugins.plugins.map_baselines import RightForTheRightReasons
 from crayon_plugins.testing.strategies import answer_codes, map_shapes, object_masks, saliency_maps
@@ -28,7 +29,7 @@ def map_pairs(first=saliency_maps, second=saliency_maps):
 @FAST
 @given(map_pairs())
 def test_energy_terms_lie_in_unit_interval(maps):
-    current, original = maps
+    current, original = (crayon_normalise(m) for m in maps)
     for term in (energy_no(current, original), energy_yes(current, original)):
         assert term.shape == current.shape[:1] and bool(torch.isfinite(term).all())
         assert bool((term >= 0).all()) and bool((term <= 1 + 1e-6).all())
@@ -38,6 +39,7 @@ def test_energy_terms_lie_in_unit_interval(maps):
 @given(map_shapes().flatmap(saliency_maps))
 def test_uniform_attention_pays_the_full_terms(original):
     """Both terms are means of E weighted by P and 1−P, so E ≡ 1 pays 1 wherever the weights are not ~0."""
+    original = crayon_normalise(original)
     ones = torch.ones_like(original)
     for term, weight in ((energy_no, original), (energy_yes, 1 - original)):
         held = weight.sum(dim=(-2, -1)) >= 1e-2
@@ -47,10 +49,12 @@ def test_uniform_attention_pays_the_full_terms(original):
 @FAST
 @given(map_pairs())
 def test_no_term_vanishes_when_attention_left_the_original_region(maps):
-    """L_no = 0 when the current map is zero wherever the original is positive."""
+    """L_no = 0 when the current map is zero wherever the original is positive (an original map
+    with some mass: CRAYON's normalisation leaves none all-zero)."""
     current, original = maps
     current = current * (original == 0)
-    assert torch.equal(energy_no(current, original), torch.zeros(len(current)))
+    held = original.sum(dim=(-2, -1)) > 0
+    assert torch.equal(energy_no(current, original)[held], torch.zeros(int(held.sum())))
 
 
 @FAST
@@ -96,11 +100,11 @@ def test_energy_terms_are_invariant_to_rescaling_either_map(maps, c, d):
 
     compared = negligible_eps(current, c) & negligible_eps(original, d)
     assume(bool(compared.any()))
-    e, p = normalise_maps(current), normalise_maps(original)
-    e_scaled, p_scaled = normalise_maps(c * current), normalise_maps(d * original)
-    for m in (e, p, e_scaled, p_scaled):  # max-normalised: each peak is 1 (or the map all zero)
+    e, p = crayon_normalise(current), crayon_normalise(original)
+    e_scaled, p_scaled = crayon_normalise(c * current), crayon_normalise(d * original)
+    for m in (e, p, e_scaled, p_scaled):  # max-normalised: each peak is 1 (an all-zero map all ones)
         top = m.amax(dim=(-2, -1))[compared]
-        assert bool(((top == 0) | ((top - 1).abs() < 1e-6)).all())
+        assert bool(((top - 1).abs() < 1e-6).all())
     for term, weight in ((energy_no, p), (energy_yes, 1 - p)):
         reference, scaled = term(e, p)[compared], term(e_scaled, p_scaled)[compared]
         tolerance = 1e-5 * (1 + size / weight.sum(dim=(-2, -1))[compared])
@@ -131,28 +135,82 @@ def test_abstentions_leave_exactly_the_summed_cross_entropy(drawn):
     logits, labels = torch.from_numpy(logits), torch.tensor(labels)
     assert bool(((answers == Answer.MAYBE) | (answers == NOT_ANNOTATED)).all())
     ce = F.cross_entropy(logits, labels, reduction="sum")
-    assert torch.equal(crayon_attention_loss(logits, labels, current, original, answers, 1e6, 1e6), ce)
+    assert torch.equal(crayon_attention_loss(logits, labels, current, original, answers, 1e6, 1e6, 7, 9), ce)
+
+
+@FAST
+@given(
+    map_shapes(max_side=6).flatmap(lambda shape: st.tuples(saliency_maps(shape), saliency_maps(shape), answer_codes(shape[0]))),
+    st.integers(0, 50),
+    st.integers(0, 50),
+)
+def test_the_minibatch_loss_scales_with_the_whole_sets_counts(drawn, extra_no, extra_yes):
+    """Two annotation sets that differ only outside the minibatch (``extra`` answers elsewhere) give
+    attention terms in the exact ratio of their counts: α/N_no and β/N_yes, not the minibatch's."""
+    current, original, answers = drawn
+    n_no, n_yes = int((answers == Answer.NO).sum()), int((answers == Answer.YES).sum())
+    alpha, beta = 3.0, 0.0  # one term at a time
+    small = attention_terms(current, original, answers, alpha, beta, n_no, n_yes)
+    large = attention_terms(current, original, answers, alpha, beta, n_no + extra_no, n_yes + extra_yes)
+    if n_no:
+        assert float(large) == pytest.approx(float(small) * n_no / (n_no + extra_no), rel=1e-5, abs=1e-9)
+    yes_small = attention_terms(current, original, answers, 0.0, 5.0, n_no, n_yes)
+    yes_large = attention_terms(current, original, answers, 0.0, 5.0, n_no + extra_no, n_yes + extra_yes)
+    if n_yes:
+        assert float(yes_large) == pytest.approx(float(yes_small) * n_yes / (n_yes + extra_yes), rel=1e-5, abs=1e-9)
+
+
+def test_the_energy_loss_by_hand():
+    """Two 2×2 maps, one *no* and one *yes*, in a set of 4 *no* and 5 *yes*: α = 8, β = 10.
+
+    P_no = [[1, 0], [0, 0]], E_no = [[0.5, 1], [0, 0]]: L_no = 0.5 / 1 = 0.5.
+    P_yes = [[1, 0.5], [0, 0]], E_yes = [[1, 0], [1, 0]]: L_yes = Σ E(1−P) / Σ(1−P) = 1 / 2.5 = 0.4.
+    Attention terms = 8/4 · 0.5 + 10/5 · 0.4 = 1.8."""
+    original = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.5], [0.0, 0.0]]])
+    current = torch.tensor([[[0.5, 1.0], [0.0, 0.0]], [[1.0, 0.0], [1.0, 0.0]]])
+    answers = torch.tensor([Answer.NO, Answer.YES])
+    assert float(attention_terms(current, original, answers, 8.0, 10.0, 4, 5)) == pytest.approx(1.8, rel=1e-6)
+
+
+@FAST
+@given(map_shapes().flatmap(saliency_maps))
+def test_an_all_zero_current_map_on_a_no_image_pays_the_full_loss(original):
+    """CRAYON normalises ``(ε + x) / max(ε + x)``: an all-zero current map becomes all ones, so
+    ``L_no = ΣP/ΣP = 1`` whatever the original map: switching Grad-CAM off cannot escape the loss."""
+    zero = torch.zeros_like(original)
+    normalised = crayon_normalise(original)
+    assert torch.allclose(energy_no(crayon_normalise(zero), normalised), torch.ones(len(original)), rtol=1e-6, atol=0)
+    answers = torch.full((len(original),), int(Answer.NO))
+    assert float(attention_terms(zero, original, answers, 1.0, 0.0, len(original), 0)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_a_yes_on_an_all_zero_original_map_adds_no_term_and_is_counted():
+    original = torch.zeros(2, 3, 3)
+    original[1, 0, 0] = 1.0
+    current = torch.rand(2, 3, 3)
+    answers = torch.tensor([Answer.YES, Answer.YES])
+    term = attention_terms(current, original, answers, 0.0, 2.0, 2, 2)
+    expected = energy_yes(crayon_normalise(current[1:]), crayon_normalise(original[1:])).sum()
+    assert bool(torch.isfinite(term)) and float(term) == pytest.approx(float(expected), rel=1e-6)
+    assert degenerate_yes(original, answers) == 1
 
 
 @SLOW
-@given(
-    st.integers(2, 8).flatmap(lambda n: st.tuples(st.just(n), answer_codes(n))),
-    st.integers(2, 3),
-    st.integers(0, 3),
-    st.floats(0.5, 1.0),
-)
-def test_gradia_weights_follow_the_quadrant_table(drawn, num_classes, seed, a):
-    """Through Gradia.weights: accurate → w_pred 1−a else a; answer NO → w_att a, otherwise 1−a."""
+@given(st.integers(2, 8).flatmap(lambda n: st.tuples(st.just(n), answer_codes(n))), st.integers(2, 3), st.integers(0, 3))
+def test_gradia_weights_follow_the_published_table(drawn, num_classes, seed):
+    """Through Gradia.weights, with GRADIA.py's pairs: yes-accurate (1, 0), no-accurate (0.4, 1.6),
+    yes-inaccurate (0.8, 0.2), no-inaccurate (1, 1); maybe and unannotated (1, 0)."""
     n, answers = drawn
     with torch.random.fork_rng():
         model = tiny_model(seed, num_classes)
     train = tiny_image_set(n=n, num_classes=num_classes, seed=seed)
-    w_pred, w_att = create_refiner("gradia", {"a": a}).weights(model, tiny_context(model, train, map_answers=answers))
+    w_pred, w_att = create_refiner("gradia").weights(model, tiny_context(model, train, map_answers=answers))
     with torch.no_grad():
         accurate = (model(train.images).argmax(dim=1) == train.labels).tolist()
+    table = {(Answer.YES, True): (1, 0), (Answer.NO, True): (0.4, 1.6), (Answer.YES, False): (0.8, 0.2), (Answer.NO, False): (1, 1)}
     for i in range(n):
-        assert float(w_pred[i]) == pytest.approx(1 - a if accurate[i] else a, abs=1e-6)
-        assert float(w_att[i]) == pytest.approx(a if int(answers[i]) == Answer.NO else 1 - a, abs=1e-6)
+        expected = table.get((int(answers[i]), accurate[i]), (1, 0))
+        assert (float(w_pred[i]), float(w_att[i])) == pytest.approx(expected, abs=1e-6)
 
 
 class KeepClassifier(TinyClassifier):
@@ -184,12 +242,12 @@ def test_rrr_penalises_exactly_the_input_gradient_outside_the_region(masks, seed
         model = KeepClassifier(keep).eval()
         images, labels = torch.rand(b, 3, h, w), torch.randint(0, 2, (b,))
     rrr = RightForTheRightReasons()
-    assert torch.equal(rrr.guidance(model, images, labels, drawn | keep)[1].detach(), torch.zeros(b))
+    assert torch.equal(rrr.guidance(model, Batch(torch.arange(b), images, labels), drawn | keep, None)[1].detach(), torch.zeros(b))
 
     x = images.clone().requires_grad_(True)
     torch.log_softmax(model(x), dim=1).sum().backward()
     assert bool((x.grad[:, :, ~keep] == 0).all())
     missed = ((~drawn & keep)[:, None] * x.grad).pow(2)  # the squared gradient the region leaves out
-    term = rrr.guidance(model, images, labels, drawn)[1].detach()
+    term = rrr.guidance(model, Batch(torch.arange(b), images, labels), drawn, None)[1].detach()
     assert torch.allclose(term, missed.mean(dim=(1, 2, 3)), rtol=1e-5, atol=0)
     assert torch.equal(term > 0, missed.flatten(1).sum(dim=1) > 0)
