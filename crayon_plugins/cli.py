@@ -95,17 +95,40 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON ins
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML run configuration (default: built-in defaults).")]
 
 
-def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bool) -> Results:
+SeedsOption = Annotated[Optional[str], typer.Option("--seeds", "-s", help="Comma-separated seeds, e.g. 0,1,2 (default: the configuration's one seed); several give mean ± std.")]
+JobsOption = Annotated[int, typer.Option("--jobs", "-j", help="With several seeds: cells run in parallel processes.")]
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CrayonError(f"--seeds: expected comma-separated whole numbers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CrayonError(f"--seeds: expected distinct seeds, got {text!r}")
+    return seeds
+
+
+def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bool, seeds: str | None, jobs: int) -> Results:
     """Run the pipeline with the chosen refiners (``None``: the configuration's, or with
-    ``every_refiner`` every registered one), print its table and write ``out/results.json``."""
+    ``every_refiner`` every registered one) on one seed or several, print its table and write
+    ``out/results.json``."""
     run_config = load_config(config)
     registry = default_registry()
     _warn_broken(registry)
     if refiners is not None:
         names = [n.strip() for n in refiners.split(",") if n.strip()]
     else:
-        names = registry.names("refiner") if every_refiner else None
-    results = Pipeline.from_config(run_config, names, ArtifactCache()).run(out)
+        names = registry.names("refiner") if every_refiner else run_config.refiners
+    chosen = _seeds(seeds)
+    if chosen is None or chosen == [run_config.seed]:
+        results = Pipeline.from_config(run_config, names, ArtifactCache()).run(out)
+    else:
+        from .seeds import run_seeds
+
+        results = run_seeds(run_config, names, chosen, out, jobs)
     stdout.print(results.table())
     return results
 
@@ -116,10 +139,12 @@ def run(
     config: ConfigOption = None,
     refiners: Annotated[Optional[str], typer.Option("--refiners", "-r", help="Comma-separated refiners (default: the configuration's).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results.json.")] = Path("runs/latest"),
+    seeds: SeedsOption = None,
+    jobs: JobsOption = 1,
 ) -> None:
     """Train (or load) the original model, annotate, refine, evaluate; print a table and write
-    OUT/results.json."""
-    _run(config, refiners, out, every_refiner=False)
+    OUT/results.json and the validation curves OUT/curves-METHOD.png."""
+    _run(config, refiners, out, False, seeds, jobs)
     console.print(f"wrote {out / 'results.json'}")
 
 
@@ -129,11 +154,13 @@ def compare(
     config: ConfigOption = None,
     refiners: Annotated[Optional[str], typer.Option("--refiners", "-r", help="Comma-separated refiners (default: every registered one).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for table.md and results.json.")] = Path("runs/compare"),
+    seeds: SeedsOption = None,
+    jobs: JobsOption = 1,
 ) -> None:
     """Run every registered refiner (or the chosen ones) on the same original model, maps and
-    annotations; write OUT/table.md (method, annotation kind, WGA, MGA, accuracy, RA, UA, best in
-    bold) and OUT/results.json."""
-    results = _run(config, refiners, out, every_refiner=True)
+    annotations; write OUT/table.md (method, annotation kind, WGA, MGA, accuracy, RA, UA, mean ± std
+    over seeds, best in bold) and OUT/results.json."""
+    results = _run(config, refiners, out, True, seeds, jobs)
     (out / "table.md").write_text(markdown_table(results))
     console.print(f"wrote {out / 'table.md'} and {out / 'results.json'}")
 
@@ -149,7 +176,7 @@ def concepts(
     [concepts]) and render one PNG sheet per neuron plus OUT/index.md, for a person to judge."""
     pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
     train = pipeline.load("train")
-    model, _ = pipeline.original_model(train)
+    model, _, _ = pipeline.original_model(train)
     found, _ = pipeline.concepts(model, train)
     chosen = None
     if neurons is not None:

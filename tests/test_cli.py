@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from crayon_plugins.cli import app
@@ -63,12 +65,41 @@ def test_compare_writes_a_table_with_annotation_kinds_and_the_best_value_in_bold
     )
     result = runner.invoke(app, ["compare", "--config", str(config), "--refiners", "gradia,jtt,crayon-pruning", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    lines = (tmp_path / "out" / "table.md").read_text().splitlines()
+    text = (tmp_path / "out" / "table.md").read_text()
+    assert "Bold: the best mean of a column" in text and "selection rule `last`" in text
+    lines = [line for line in text.splitlines() if line.startswith("|")]
     assert lines[0] == "| method | annotation | WGA | MGA | accuracy | RA | UA |"
     kinds = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in lines[2:]}
     assert kinds == {"original": "none", "gradia": "yes-no + map", "jtt": "none", "crayon-pruning": "yes-no"}
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     wga = [row["metrics"]["wga"] for row in written["rows"]]
     best_row = lines[2 + wga.index(max(wga))]
-    assert f"**{100 * max(wga):.2f}**" == best_row.split(" | ")[2]
+    clear = sorted(wga)[-1] > sorted(wga)[-2]  # one seed: the best is bold unless tied
+    assert (f"**{100 * max(wga):.2f}**" == best_row.split(" | ")[2]) == clear
+    assert all(row["selection"][0]["rule"] == "last" for row in written["rows"])
     assert (tmp_path / "out" / "reasonability-gradia.png").exists()
+
+
+def test_compare_over_seeds_writes_mean_and_std_with_each_seeds_metrics_and_selection(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        'metrics = ["accuracy", "group-accuracy"]\n[selection]\nrule = "val-wga"\n'
+        '[dataset]\nn_train = 192\nn_val = 64\nn_test = 64\nimage_size = 32\n[training]\nepochs = 2\n[refiner.finetune]\nepochs = 2\n'
+    )
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare", "--config", str(config), "--refiners", "finetune,dfr", "--seeds", "0,1", "--jobs", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads((out / "results.json").read_text())
+    assert written["seeds"] == [0, 1] and [row["method"] for row in written["rows"]] == ["original", "finetune", "dfr"]
+    for row in written["rows"]:
+        per_seed = [entry["metrics"]["wga"] for entry in row["seeds"]]
+        assert [entry["seed"] for entry in row["seeds"]] == [0, 1]
+        assert row["metrics"]["wga"] == pytest.approx(sum(per_seed) / 2)
+        assert row["std"]["wga"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)
+        assert [(s["seed"], s["rule"]) for s in row["selection"]] == [(0, "val-wga"), (1, "val-wga")]
+    finetune = written["rows"][1]["selection"][0]
+    assert finetune["epoch"] in (1, 2) and len(finetune["validation"]) == 2
+    assert written["rows"][2]["selection"][0]["epoch"] is None  # dfr does not train by epochs
+    table = (out / "table.md").read_text()
+    assert " ± " in table and "uses validation group labels" in table
+    assert (out / "curves-finetune-seed1.png").exists()

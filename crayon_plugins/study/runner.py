@@ -17,7 +17,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -56,12 +56,19 @@ def run_cell(cell: Cell, cache_root: str | None, cells_dir: str) -> dict:
             if used.get(question):
                 metrics.update(flat_metrics(stats, f"{question}."))
         metrics["neurons_pruned"] = float(row.details["neurons_pruned"])
+    chosen = row.selection[0] if row.selection else {}
+    if chosen.get("epoch"):  # the validation metrics of the kept epoch, for choosing options
+        metrics["selection.epoch"] = float(chosen["epoch"])
+        metrics.update(flat_metrics(chosen["validation"][chosen["epoch"] - 1], "val."))
     record = {
         "key": cell.key,
         "refiner": cell.refiner,
         "seed": cell.seed,
         "axes": cell.axes,
         "metrics": metrics,
+        "row": row.model_dump(mode="json"),
+        "dataset": results.dataset,
+        "backbone": results.backbone,
         "seconds": round(time.perf_counter() - start, 2),
         "pid": os.getpid(),
     }
@@ -106,21 +113,15 @@ def _pending_order(cells: list[Cell]) -> list[Cell]:
     return order
 
 
-def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root: str | Path | None = None) -> Path:
-    """Run every cell of the study at ``spec_path`` not yet finished in ``out``; returns
-    ``out/results.csv``. Raises :class:`CrayonError` naming the cells that failed, after running the rest."""
-    spec, out = load_spec(spec_path), Path(out)
+def run_cells(
+    cells: list[Cell], cells_dir: Path, jobs: int, cache_root: str | Path | None, finished: Callable[[dict[str, dict]], None] = lambda records: None
+) -> tuple[dict[str, dict], list[str]]:
+    """Run every cell without a record in ``cells_dir`` in ``jobs`` worker processes; returns every
+    record by key and a line per failed cell. ``finished(records)`` is called with every record so
+    far as each cell ends."""
     if jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
-    cells = spec.cells()
-    for cell in {c.key: c for c in cells}.values():  # every component and option, before any work
-        try:
-            Pipeline.from_config(cell.config, None, ArtifactCache(cache_root))
-        except CrayonError as error:
-            raise ConfigError(f"{spec_path}: {error}") from None
-    cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(spec_path, out / "spec.toml")
     records = {}
     for path in cells_dir.glob("*.json"):
         try:
@@ -129,15 +130,9 @@ def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root:
             console.print(f"[yellow]warning:[/] ignoring damaged cell record {path}")
     pending = [cell for cell in _pending_order(cells) if cell.key not in records]
     total = len({cell.key for cell in cells})
-    console.print(f"{spec.title}: {total} cells, {total - len(pending)} already done, {len(pending)} to run with {jobs} process(es)")
-    csv_path = out / "results.csv"
+    console.print(f"{total} cells, {total - len(pending)} already done, {len(pending)} to run with {jobs} process(es)")
     failures = []
-
-    def finished(record: dict) -> None:
-        records[record["key"]] = record
-        write_atomically(csv_path, results_csv(spec, records))
-
-    with progress_bar("study cells", total) as advance:
+    with progress_bar("cells", total) as advance:
         advance(total - len(pending))
         root = None if cache_root is None else str(cache_root)
         threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -148,10 +143,35 @@ def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root:
                 for future in done:
                     cell = running.pop(future)
                     try:
-                        finished(future.result())
+                        record = future.result()
+                        records[record["key"]] = record
+                        finished(records)
                     except Exception as error:  # noqa: BLE001 - a failed cell must not lose the others
                         failures.append(f"{cell.refiner} seed {cell.seed} {cell.axes}: {type(error).__name__}: {error}")
                     advance()
+    return records, failures
+
+
+def check_cells(cells: list[Cell], where: str, cache_root: str | Path | None = None) -> None:
+    """Build every distinct cell's components before any work: a bad option fails at once."""
+    for cell in {c.key: c for c in cells}.values():
+        try:
+            Pipeline.from_config(cell.config, None, ArtifactCache(cache_root))
+        except CrayonError as error:
+            raise ConfigError(f"{where}: {error}") from None
+
+
+def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root: str | Path | None = None) -> Path:
+    """Run every cell of the study at ``spec_path`` not yet finished in ``out``; returns
+    ``out/results.csv``. Raises :class:`CrayonError` naming the cells that failed, after running the rest."""
+    spec, out = load_spec(spec_path), Path(out)
+    cells = spec.cells()
+    check_cells(cells, str(spec_path), cache_root)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec_path, out / "spec.toml")
+    csv_path = out / "results.csv"
+    console.print(f"{spec.title}:")
+    records, failures = run_cells(cells, out / "cells", jobs, cache_root, lambda records: write_atomically(csv_path, results_csv(spec, records)))
     write_atomically(csv_path, results_csv(spec, records))
     if failures:
         raise CrayonError(f"{len(failures)} cell(s) failed (finished cells are kept in {csv_path}; run again to retry):\n" + "\n".join(failures))

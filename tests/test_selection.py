@@ -1,0 +1,70 @@
+"""Validation after every epoch, model selection, and several seeds' mean ± std in the tables."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crayon_plugins.compare import best_row, markdown_table
+from crayon_plugins.config import Optimisation
+from crayon_plugins.results import ResultRow, Results
+from crayon_plugins.seeds import aggregate
+from crayon_plugins.testing.tiny import tiny_image_set, tiny_model
+from crayon_plugins.training import Selection, choose_epoch, fit
+
+CURVE = [{"wga": 0.2, "accuracy": 0.9}, {"wga": 0.6, "accuracy": 0.8}, {"wga": 0.6, "accuracy": 0.95}, {"wga": 0.4, "accuracy": 0.7}]
+
+
+def test_selection_picks_the_argmax_epoch_of_a_hand_made_curve():
+    assert choose_epoch("last", CURVE) == 4
+    assert choose_epoch("val-wga", CURVE) == 2  # the first of the tied best
+    assert choose_epoch("val-accuracy", CURVE) == 3
+    assert choose_epoch("val-wga", [{"wga": math.nan}, {"wga": 0.1}]) == 2  # NaN never wins
+
+
+def test_fit_keeps_the_weights_of_the_chosen_epoch():
+    """A validation score that peaks at epoch 2 of 4: the model ends with epoch 2's weights, which
+    the evaluation saw, and the curve records every epoch."""
+    model, train = tiny_model(0), tiny_image_set(n=16)
+    seen = []
+
+    def evaluate(m):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        return CURVE[len(seen) - 1]
+
+    def batch_loss(indices):
+        return F.cross_entropy(model(train.images[indices]), train.labels[indices])
+
+    selection = Selection("val-wga", evaluate)
+    curve = fit(model, batch_loss, len(train), Optimisation(epochs=4, lr=1e-2, batch_size=8), 0, "test", selection=selection)
+    assert curve is selection.curve and curve.chosen == 2 and curve.epochs == CURVE
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in seen[1].items())
+    assert not all(torch.equal(model.state_dict()[k], v) for k, v in seen[3].items())
+
+
+def test_mean_and_std_over_seeds_of_nested_metrics():
+    mean, std = aggregate([{"wga": 0.5, "groups": {"a": 0.2}, "name": "x"}, {"wga": 0.7, "groups": {"a": 0.4}, "name": "y"}])
+    assert set(mean) == {"wga", "groups"} and mean["wga"] == pytest.approx(0.6) and mean["groups"]["a"] == pytest.approx(0.3)
+    assert std["wga"] == pytest.approx(math.sqrt(0.02)) and std["groups"]["a"] == pytest.approx(math.sqrt(0.02))
+    nan_mean, _ = aggregate([{"wga": 0.5}, {"wga": math.nan}])
+    assert math.isnan(nan_mean["wga"])  # never averaged over fewer seeds silently
+
+
+def test_bold_only_when_the_best_mean_is_clear_of_the_runner_up_by_both_deviations():
+    assert best_row([0.9, 0.8], [0.02, 0.03]) == 0  # 0.10 > 0.05
+    assert best_row([0.9, 0.8], [0.06, 0.05]) is None  # 0.10 < 0.11
+    assert best_row([0.1, 0.3], [0.0, 0.0], lower_is_better=True) == 0
+    assert best_row([0.5, 0.5], [None, None]) is None  # a tie
+    assert best_row([None, 0.4], [None, None]) == 1
+
+
+def test_the_table_shows_mean_plus_minus_std():
+    rows = [
+        ResultRow(method="original", metrics={"wga": 0.1, "mga": 0.7}, std={"wga": 0.05, "mga": 0.01}, details={"annotation": "none"}, selection=[{"seed": 0, "rule": "val-wga", "epoch": 3}]),
+        ResultRow(method="crayon-attention", metrics={"wga": 0.9, "mga": 0.95}, std={"wga": 0.02, "mga": 0.01}, details={"annotation": "yes-no"}),
+    ]
+    text = markdown_table(Results(dataset="d", backbone="b", seed=0, seeds=[0, 1, 2], rows=rows))
+    assert "| original | none | 10.00 ± 5.00 | 70.00 ± 1.00 |" in text
+    assert "| crayon-attention | yes-no | **90.00 ± 2.00** | **95.00 ± 1.00** |" in text
+    assert "uses validation group labels" in text
