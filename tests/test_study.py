@@ -128,3 +128,18 @@ def test_the_report_states_the_smallest_budget_near_the_peak(tmp_path):
     assert "peak 86.0% at budget 1; smallest budget within 2 points of the peak: 0.1; at 0.1: 85.0% (within 2 points)" in report
     assert "Original model (ERM): WGA 10.0" in report and (out / "wga-budget.png").stat().st_size > 10_000
     assert "| crayon-attention | uniform | 50.0 ± 12.7 | 85.0 ± 12.7 | 86.0 ± 12.7 |" in report
+
+
+def test_any_refiner_option_is_an_axis_of_its_refiners_cells(tmp_path):
+    grid = 'refiner = ["crayon-attention", "finetune"]\n"refiner.crayon-attention.alpha" = [10.0, 100.0]\n"refiner.crayon-attention.beta" = [1.0, 2.0]'
+    spec = load_spec(write_spec(tmp_path, grid))
+    assert spec.grid.varied() == ["refiner.crayon-attention.alpha", "refiner.crayon-attention.beta"]
+    attention = [c for c in spec.cells() if c.refiner == "crayon-attention"]
+    assert sorted((c.config.refiner["crayon-attention"]["alpha"], c.config.refiner["crayon-attention"]["beta"]) for c in attention) == [(10.0, 1.0), (10.0, 2.0), (100.0, 1.0), (100.0, 2.0)]
+    assert all(c.config.refiner["crayon-attention"]["epochs"] == 1 for c in attention)  # the base's options stay
+    finetune = {c.key for c in spec.cells() if c.refiner == "finetune"}
+    assert len(finetune) == 1  # another refiner's option does not multiply finetune's computations
+    with pytest.raises(ConfigError, match="grid.colour: Extra inputs are not permitted"):
+        load_spec(write_spec(tmp_path, 'colour = [1]', "bad.toml"))
+    with pytest.raises(ConfigError, match="no_such_option"):
+        run_study(write_spec(tmp_path, '"refiner.crayon-attention.no_such_option" = [1]', "bad2.toml"), tmp_path / "out", cache_root=tmp_path / "cache")

@@ -148,6 +148,72 @@ def _noise_section(cells: pd.DataFrame, out: Path, baseline: float) -> list[str]
     return text
 
 
+def _paired(cells: pd.DataFrame, original: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` with ``dwga``: each cell's WGA minus its own seed's original model's, so a seed's
+    luck with the original model does not count as the method's."""
+    base = original.set_index("seed")["wga"]
+    return cells.assign(dwga=cells["wga"] - cells["seed"].map(base))
+
+
+def _paired_section(cells: pd.DataFrame, axes: list[str]) -> list[str]:
+    """The paired change of WGA against each cell's own seed's original model, per refiner and axes."""
+    if "dwga" not in cells or cells["dwga"].isna().all():
+        return []
+    summary = summarise(cells, "dwga", ["refiner", *axes[:-1], axes[-1]]) if axes else summarise(cells, "dwga", ["refiner"])
+    text = ["## Paired change against each seed's own original model", "",
+            "Δ WGA = a cell's WGA minus the WGA of the original model of the same seed (points; mean and 95% t-interval over seeds): "
+            "the seeds' original models differ a lot, so this is the change a method makes.", ""]
+    if axes:
+        table = _table(summary, ["refiner", *axes[:-1]], axes[-1])
+    else:
+        table = "| refiner | Δ WGA |\n|---|---|\n" + "\n".join(f"| {r.refiner} | {pct(r.mean, r.half)} |" for r in summary.itertuples())
+    return text + [table, ""]
+
+
+def _options_section(cells: pd.DataFrame, options: list[str], rule: str, out: Path) -> list[str]:
+    """Per refiner-option axis: WGA per value, the value validation picks, and for α × β of
+    ``crayon-attention`` (or any refiner's two options) a heatmap of mean WGA."""
+    score = "val.accuracy" if rule == "val-accuracy" else "val.wga"
+    text = ["## Refiner options", "",
+            f"Per value, mean test WGA over seeds; **picked on validation**: the value with the best mean validation "
+            f"{'accuracy' if score == 'val.accuracy' else 'worst-group accuracy'} at the epoch each cell kept (selection rule `{rule}`), "
+            "which is how to choose it without looking at the test split.", ""]
+    for key in options:
+        refiner = key.split(".")[1]
+        part = cells[(cells["refiner"] == refiner)]
+        if part.empty:
+            continue
+        summary = summarise(part, "wga", ["refiner", key])
+        text += [_table(summary, ["refiner"], key), ""]
+        if score in part:
+            picked = part.groupby(key)[score].mean()
+            text.append(f"- `{key}` picked on validation: **{picked.idxmax()}** (validation {pct(picked.max())}%); "
+                        f"best on test: {summary.loc[summary['mean'].idxmax(), key]} ({pct(summary['mean'].max())}%).")
+            text.append("")
+    by_refiner: dict[str, list[str]] = {}
+    for key in options:
+        by_refiner.setdefault(key.split(".")[1], []).append(key)
+    for refiner, keys in by_refiner.items():
+        if len(keys) < 2:
+            continue
+        rows, columns = keys[0], keys[1]
+        grid = cells[cells["refiner"] == refiner].groupby([rows, columns])["wga"].mean().unstack(columns)
+        fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 2.4, 0.8 * grid.shape[0] + 1.6))
+        image = ax.imshow(100 * grid.to_numpy(), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        for (i, j), value in np.ndenumerate(grid.to_numpy()):
+            ax.text(j, i, pct(value), ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
+        ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
+        ax.set_yticks(range(grid.shape[0]), [f"{v:g}" for v in grid.index])
+        ax.set(xlabel=columns.split(".")[-1], ylabel=rows.split(".")[-1], title=f"{refiner}: mean WGA (%)")
+        fig.colorbar(image, ax=ax)
+        fig.tight_layout()
+        name = f"wga-{refiner}-{rows.split('.')[-1]}-{columns.split('.')[-1]}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        text += [f"![{refiner}: WGA over {rows.split('.')[-1]} × {columns.split('.')[-1]}]({name})", ""]
+    return text
+
+
 def _agreement_section(cells: pd.DataFrame, out: Path) -> list[str]:
     fig, axes = plt.subplots(1, cells["refiner"].nunique(), figsize=(4.6 * cells["refiner"].nunique(), 3.6), sharey=True, squeeze=False)
     hue = "aggregation" if "aggregation" in cells else None
@@ -193,6 +259,7 @@ def write_report(directory: str | Path) -> Path:
     if cells.empty:
         raise CrayonError(f"{directory}/results.csv: no finished cell besides the original models")
     baseline = original["wga"].mean()
+    cells = _paired(cells, original)
     all_cells = spec.cells()
     keys = {c.key for c in all_cells}
     records = [json.loads((directory / "cells" / f"{key}.json").read_text()) for key in keys if (directory / "cells" / f"{key}.json").exists()]
@@ -203,7 +270,7 @@ def write_report(directory: str | Path) -> Path:
         "",
         f"**Question.** {spec.question}" if spec.question else "",
         "",
-        f"Grid: {', '.join(f'{a} {getattr(spec.grid, a)}' for a in spec.grid.varied())}; refiners {spec.refiners()}; seeds {spec.seeds()}. "
+        f"Grid: {', '.join(f'{a} {spec.grid.values(a)}' for a in spec.grid.varied())}; refiners {spec.refiners()}; seeds {spec.seeds()}. "
         f"{len(frame.groupby(['refiner', 'seed', *spec.grid.varied()], dropna=False))} of {len(all_cells)} cells in results.csv"
         + (f" ({expected} distinct computations)" if expected != len(all_cells) else "")
         + (f"; {seconds / 60:.1f} min of cell compute time." if records else "."),
@@ -219,6 +286,10 @@ def write_report(directory: str | Path) -> Path:
         text += _noise_section(cells, directory, baseline)
     if cells["kappa"].notna().any():
         text += _agreement_section(cells.dropna(subset=["kappa"]), directory)
+    options = [key for key in spec.grid.options if key in cells]
+    if options:
+        text += _options_section(cells, options, spec.base.selection.rule, directory)
+    text += _paired_section(cells, [a for a in spec.grid.varied() if a in cells])
     path = directory / "report.md"
     path.write_text("\n".join(text).replace("\n\n\n", "\n\n") + "\n")
     return path

@@ -24,7 +24,10 @@ Axis = Annotated[list[T], Field(min_length=1)]
 NOISE_AXES = ("flip_rate", "abstain_rate", "yes_bias", "answer_mix")
 """Axes that set the noise of both the map annotator and the neuron annotator."""
 AXES = ("budget", "selection", *NOISE_AXES, "panel_size", "spread", "aggregation")
-"""Grid axes besides ``refiner`` and ``seed``, in the order of ``results.csv``'s columns."""
+"""Grid axes besides ``refiner``, ``seed`` and refiner options, in the order of ``results.csv``'s columns."""
+
+OPTION_AXIS = re.compile(r"^refiner\.([a-z0-9][a-z0-9+_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
+"""A refiner option as an axis: ``"refiner.crayon-attention.alpha" = [10, 100, 1000]``."""
 
 
 class Grid(BaseModel):
@@ -33,7 +36,9 @@ class Grid(BaseModel):
     ``budget`` and ``selection`` set ``[budget]``; ``flip_rate``, ``abstain_rate``, ``yes_bias`` and
     ``answer_mix`` (``"none"`` or a dataset of DESIGN.md's table) set both annotators' noise;
     ``panel_size``, ``spread`` and ``aggregation`` set ``[panel]``; ``refiner`` defaults to the base
-    configuration's refiners and ``seed`` to its seed.
+    configuration's refiners and ``seed`` to its seed. Any refiner option is an axis too, under a
+    quoted key ``"refiner.NAME.OPTION" = [values]``: it sets ``[refiner.NAME] OPTION`` in the cells
+    of refiner NAME (the factory checks the option exists).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,9 +54,25 @@ class Grid(BaseModel):
     spread: Axis[Rate] | None = None
     aggregation: Axis[Literal["majority", "dawid-skene"]] | None = None
 
+    options: dict[str, Axis[Any]] = Field(default_factory=dict, description="the refiner-option axes, by key")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_options(cls, data: Any) -> Any:
+        """Gather the ``"refiner.NAME.OPTION"`` keys into :attr:`options`."""
+        if isinstance(data, dict) and any(OPTION_AXIS.match(str(key)) for key in data):
+            data = dict(data)
+            data["options"] = {**data.get("options", {}), **{key: data.pop(key) for key in list(data) if OPTION_AXIS.match(str(key))}}
+        return data
+
     def varied(self) -> list[str]:
-        """The axes given (besides ``refiner`` and ``seed``), in :data:`AXES` order."""
-        return [axis for axis in AXES if getattr(self, axis) is not None]
+        """The axes given (besides ``refiner`` and ``seed``), in :data:`AXES` order, then the
+        refiner options in the order given."""
+        return [axis for axis in AXES if getattr(self, axis) is not None] + list(self.options)
+
+    def values(self, axis: str) -> list:
+        """The values ``axis`` takes."""
+        return self.options[axis] if axis in self.options else getattr(self, axis)
 
 
 class StudySpec(BaseModel):
@@ -66,8 +87,10 @@ class StudySpec(BaseModel):
 
     @model_validator(mode="after")
     def _no_repeats(self):
-        for axis, values in self.grid:
-            if values is not None and len(set(values)) != len(values):
+        for axis, values in [*self.grid, *self.grid.options.items()]:
+            if axis == "options":
+                continue
+            if values is not None and len(set(map(repr, values))) != len(values):
                 raise ValueError(f"grid.{axis}: values must not repeat")
         return self
 
@@ -81,7 +104,7 @@ class StudySpec(BaseModel):
         """Every cell: per seed the original model, then every refiner × axis combination."""
         varied = self.grid.varied()
         out = [Cell("original", seed, {}, self._config(seed, "original", {})) for seed in self.seeds()]
-        for refiner, seed, *values in itertools.product(self.refiners(), self.seeds(), *(getattr(self.grid, a) for a in varied)):
+        for refiner, seed, *values in itertools.product(self.refiners(), self.seeds(), *(self.grid.values(a) for a in varied)):
             axes = dict(zip(varied, values))
             out.append(Cell(refiner, seed, axes, self._config(seed, refiner, axes)))
         return out
@@ -99,6 +122,10 @@ class StudySpec(BaseModel):
             budget["selection"] = "uniform"  # every item is annotated: the strategy cannot matter
         data["budget"] = budget
         data["panel"] = {**data["panel"], **{k: axes[a] for k, a in (("size", "panel_size"), ("spread", "spread"), ("aggregation", "aggregation")) if a in axes}}
+        for key in self.grid.options:
+            name, option = OPTION_AXIS.match(key).groups()
+            if name == refiner and key in axes:  # other refiners' cells stay one computation
+                data["refiner"] = {**data["refiner"], name: {**data["refiner"].get(name, {}), option: axes[key]}}
         try:
             return RunConfig.model_validate(data)
         except ValidationError as error:
