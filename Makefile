@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pruning_cost.py
 	$(BIN)/python benchmarks/study_cost.py
+	$(BIN)/python benchmarks/validation_cost.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -47,7 +47,7 @@ class Results(BaseModel):
 
     def write(self, directory: str | Path) -> Path:
         """Write ``directory/results.json`` atomically, ``reasonability-<method>.png`` for each row
-        with a reasonability matrix and ``curves-<method>.png`` for each with a validation curve;
+        with a reasonability matrix (the first seed's, with several) and ``curves-<method>.png`` for each with a validation curve;
         returns the JSON's path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -56,8 +56,10 @@ class Results(BaseModel):
                 if selection.get("validation"):
                     name = f"curves-{row.method}" + (f"-seed{selection['seed']}" if len(row.selection) > 1 else "")
                     curves_figure(selection, f"{row.method} · seed {selection['seed']} · validation", directory / f"{name}.png")
-            if "reasonability_counts" in row.metrics:
-                reasonability_figure(row.metrics["reasonability_counts"], f"{row.method} · test split", directory / f"reasonability-{row.method}.png")
+            first = row.seeds[0] if row.seeds else {"seed": self.seed, "metrics": row.metrics}
+            if "reasonability_counts" in first["metrics"]:
+                title = f"{row.method} · test split" + (f" · seed {first['seed']}" if row.seeds else "")
+                reasonability_figure(first["metrics"]["reasonability_counts"], title, directory / f"reasonability-{row.method}.png")
         path = directory / "results.json"
         write_atomically(path, json.dumps(self.model_dump(), indent=2) + "\n")
         return path

@@ -143,3 +143,24 @@ def test_any_refiner_option_is_an_axis_of_its_refiners_cells(tmp_path):
         load_spec(write_spec(tmp_path, 'colour = [1]', "bad.toml"))
     with pytest.raises(ConfigError, match="no_such_option"):
         run_study(write_spec(tmp_path, '"refiner.crayon-attention.no_such_option" = [1]', "bad2.toml"), tmp_path / "out", cache_root=tmp_path / "cache")
+
+
+def test_the_report_picks_option_values_on_validation_and_pairs_each_cell_with_its_seeds_original(tmp_path):
+    from crayon_plugins.study.report import _options_section, _paired, _paired_section
+
+    alpha, beta = "refiner.crayon-attention.alpha", "refiner.crayon-attention.beta"
+    rows = []
+    for seed, base in ((0, 0.2), (1, 0.4)):
+        for a in (10.0, 100.0):
+            for b in (1.0, 2.0):
+                # test WGA best at alpha 100; validation best at alpha 10 (the report must not peek at test)
+                rows.append({"refiner": "crayon-attention", "seed": seed, alpha: a, beta: b, "wga": base + (0.3 if a == 100.0 else 0.1) + 0.01 * b, "val.wga": 0.9 if a == 10.0 else 0.5})
+    cells = pd.DataFrame(rows)
+    original = pd.DataFrame([{"refiner": "original", "seed": 0, "wga": 0.2}, {"refiner": "original", "seed": 1, "wga": 0.4}])
+    paired = _paired(cells, original)
+    assert paired["dwga"].tolist() == pytest.approx([0.11, 0.12, 0.31, 0.32] * 2)  # the same change on both seeds
+    text = "\n".join(_options_section(paired, [alpha, beta], "val-wga", tmp_path))
+    assert f"`{alpha}` picked on validation: **10.0**" in text and "best on test: 100.0" in text
+    assert (tmp_path / "wga-crayon-attention-alpha-beta.png").exists()
+    summary = "\n".join(_paired_section(paired, [alpha, beta]))
+    assert "11.0 ± 0.0" in summary and "32.0 ± 0.0" in summary  # zero spread: the seeds' originals are paired out

@@ -1,0 +1,61 @@
+"""Cost of evaluating the validation split after every epoch, against the same training without it.
+
+Issue 13's target: validation and model selection slow a run down by less than 15 %. On the
+default benchmark, the original model's ERM training and each of ``crayon-attention`` (the whole
+model fine-tuned) and ``crayon-pruning`` (the classifier retrained on cached features) are timed
+with and without per-epoch validation, in one process, one after the other; the original model,
+maps and features come from the cache (or are computed first, untimed).
+
+Run with ``make bench`` (or ``python benchmarks/validation_cost.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch.nn.functional as F
+
+from crayon_plugins import Pipeline, RunConfig
+from crayon_plugins.progress import console
+from crayon_plugins.training import fit
+
+TARGET = 0.15
+
+
+def seconds(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    pipeline = Pipeline.from_config(RunConfig(refiners=["crayon-attention", "crayon-pruning"]))
+    train = pipeline.load("train")
+    model, _, _ = pipeline.original_model(train)
+    context = pipeline.refinement_context(model, train)
+    blind = dataclasses.replace(context, selection=None)
+
+    def erm(selection) -> None:
+        fresh = pipeline.new_model(len(train.class_names))
+
+        def batch_loss(indices):
+            return F.cross_entropy(fresh(train.images[indices].to(pipeline.device)), train.labels[indices].to(pipeline.device))
+
+        fit(fresh, batch_loss, len(train), pipeline.config.training, pipeline.config.seed, "ERM", selection=selection)
+
+    rows = [("original (ERM)", lambda: erm(None), lambda: erm(pipeline.selection()))]
+    for name, refiner in pipeline.refiners.items():
+        rows.append((name, lambda r=refiner: r.refine(model, blind), lambda r=refiner: r.refine(model, context)))
+    worst = 0.0
+    for name, without, with_validation in rows:
+        base, validated = seconds(without), seconds(with_validation)
+        overhead = validated / base - 1
+        worst = max(worst, overhead)
+        console.print(f"  {name:<18} without validation {base:7.2f} s, with {validated:7.2f} s: overhead {100 * overhead:+.1f} %")
+    verdict = "[green]meets[/]" if worst < TARGET else "[red]misses[/]"
+    console.print(f"largest overhead {100 * worst:.1f} % ({verdict} the target < {100 * TARGET:.0f} %)")
+
+
+if __name__ == "__main__":
+    main()
