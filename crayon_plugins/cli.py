@@ -96,7 +96,7 @@ ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="TO
 
 
 SeedsOption = Annotated[Optional[str], typer.Option("--seeds", "-s", help="Comma-separated seeds, e.g. 0,1,2 (default: the configuration's one seed); several give mean ± std.")]
-JobsOption = Annotated[int, typer.Option("--jobs", "-j", help="With several seeds: cells run in parallel processes.")]
+JobsOption = Annotated[int, typer.Option("--jobs", "-j", help="With several seeds: cells run in parallel processes (0: one per seed, up to the cores).")]
 
 
 def _seeds(text: str | None) -> list[int] | None:
@@ -128,7 +128,7 @@ def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bo
     else:
         from .seeds import run_seeds
 
-        results = run_seeds(run_config, names, chosen, out, jobs)
+        results = run_seeds(run_config, names, chosen, out, jobs or min(len(chosen), os.cpu_count() or 1))
     stdout.print(results.table())
     return results
 
@@ -140,7 +140,7 @@ def run(
     refiners: Annotated[Optional[str], typer.Option("--refiners", "-r", help="Comma-separated refiners (default: the configuration's).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results.json.")] = Path("runs/latest"),
     seeds: SeedsOption = None,
-    jobs: JobsOption = 1,
+    jobs: JobsOption = 0,
 ) -> None:
     """Train (or load) the original model, annotate, refine, evaluate; print a table and write
     OUT/results.json and the validation curves OUT/curves-METHOD.png."""
@@ -155,7 +155,7 @@ def compare(
     refiners: Annotated[Optional[str], typer.Option("--refiners", "-r", help="Comma-separated refiners (default: every registered one).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for table.md and results.json.")] = Path("runs/compare"),
     seeds: SeedsOption = None,
-    jobs: JobsOption = 1,
+    jobs: JobsOption = 0,
 ) -> None:
     """Run every registered refiner (or the chosen ones) on the same original model, maps and
     annotations; write OUT/table.md (method, annotation kind, WGA, MGA, accuracy, RA, UA, mean ± std
