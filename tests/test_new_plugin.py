@@ -34,7 +34,10 @@ def test_the_scaffolds_test_fails_when_the_refiner_breaks_a_promise(tmp_path):
     """The scaffolded test is a real check: make the refiner modify the model it is given."""
     runner.invoke(app, ["new-plugin", "demo", "--dir", str(tmp_path)])
     refiner = tmp_path / "demo" / "src" / "crayon_demo" / "refiner.py"
-    refiner.write_text(refiner.read_text().replace("refined = copy.deepcopy(model).to(context.device)", "refined = model"))
+    text = refiner.read_text()
+    broken = text.replace("        self.gradcam = GradCam()\n", "        self.gradcam = GradCam()\n\n    def start(self, model, context):\n        return model  # trains the given model in place\n")
+    assert broken != text
+    refiner.write_text(broken)
     env = install(tmp_path / "demo", tmp_path / "site")
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path / "demo", env=env, capture_output=True, text=True)
     assert tests.returncode == 1
