@@ -16,10 +16,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from .errors import CrayonError
 from .data import Annotations, AttentionMaps, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
+from .errors import CrayonError
 from .features import SharedFeatures
-from .config import Optimisation
 from .model import Classifier
 from .training import Selection, predict
 
@@ -161,7 +160,6 @@ class RefinementContext:
             :func:`~crayon_plugins.training.fit`, which records the validation curve in it.
         build_model: a new, untrained model of the original's architecture, seeded by ``seed``
             (``jtt`` trains from scratch).
-        training: how the original model was trained (ERM's epochs, learning rate, …).
         annotation_stats: per question (``"maps"``, ``"neurons"``) what the pipeline measured of the
             answers: items annotated, shares of each answer, the panel's agreement, oracle error rate.
     """
@@ -182,7 +180,6 @@ class RefinementContext:
     val_features: SharedFeatures | None = None
     selection: Selection | None = None
     build_model: Callable[[], Classifier] | None = None
-    training: Optimisation | None = None
     annotation_stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def maps_for(self, interpreter: Interpreter, model: Classifier, batch_size: int = 256) -> Tensor:
