@@ -70,7 +70,10 @@ def crayon_annotation_sources() -> Mapping[str, type[components.AnnotationSource
 def crayon_refiners() -> Mapping[str, type[components.Refiner]]:
     """Refiners: ``refine(model, context)`` returns a new, refined classifier; ``needs`` names the
     annotations it uses (``map-answers``, ``neuron-answers``, ``attention-maps``, ``boxes``,
-    ``groups``), which the pipeline prepares and ``crayon compare`` lists as its annotation kind."""
+    ``groups``), which the pipeline prepares and ``crayon compare`` lists as its annotation kind.
+    A refiner that trains on a loss subclasses :class:`crayon_plugins.finetuning.FineTuning` and
+    describes only its ``loss``: the loop, validation after every epoch and model selection are
+    shared; any other passes ``context.selection`` to :func:`crayon_plugins.training.fit`."""
 
 
 @hookspec
