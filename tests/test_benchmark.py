@@ -30,8 +30,10 @@ def test_default_benchmark_shows_the_shortcut_and_the_refiners_fix_it(cache):
     ua = lambda metrics: metrics["reasonability"]["unreasonable-accurate"]  # noqa: E731
     ra = lambda metrics: metrics["reasonability"]["reasonable-accurate"]  # noqa: E731
     assert ua(original) >= 0.10 and ra(original) <= 0.10
-    assert ua(attention) < ua(original) / 2 and ua(gradia) < ua(original) / 2
-    assert ra(attention) > ra(original) + 0.2 and ra(gradia) > ra(original) + 0.2
+    assert ua(attention) < ua(original) / 2 and ra(attention) > ra(original) + 0.2
+    # GRADIA as published (issue 13) moves less than our earlier weighting did (seed 0 in
+    # docs/compare: UA 15.0 → 8.3 %, RA 6.3 → 27.2 %), so its targets are a quarter off UA and 10 points of RA
+    assert ua(gradia) < 0.75 * ua(original) and ra(gradia) > ra(original) + 0.1
 
 
 @pytest.mark.slow
