@@ -4,7 +4,10 @@ Issue 13's target: validation and model selection slow a run down by less than 1
 default benchmark, the original model's ERM training and each of ``crayon-attention`` (the whole
 model fine-tuned) and ``crayon-pruning`` (the classifier retrained on cached features) are timed
 with and without per-epoch validation, in one process, one after the other; the original model,
-maps and features come from the cache (or are computed first, untimed).
+maps and features come from the cache (or are computed first, untimed). The target applies to the
+run, the three trainers together; each trainer's own ratio is printed too (a trainer of a fraction
+of a second, like the classifier retraining, pays a few milliseconds per epoch, a large share of
+very little).
 
 Run with ``make bench`` (or ``python benchmarks/validation_cost.py``).
 """
@@ -47,14 +50,14 @@ def main() -> None:
     rows = [("original (ERM)", lambda: erm(None), lambda: erm(pipeline.selection()))]
     for name, refiner in pipeline.refiners.items():
         rows.append((name, lambda r=refiner: r.refine(model, blind), lambda r=refiner: r.refine(model, context)))
-    worst = 0.0
+    totals = [0.0, 0.0]
     for name, without, with_validation in rows:
         base, validated = seconds(without), seconds(with_validation)
-        overhead = validated / base - 1
-        worst = max(worst, overhead)
-        console.print(f"  {name:<18} without validation {base:7.2f} s, with {validated:7.2f} s: overhead {100 * overhead:+.1f} %")
-    verdict = "[green]meets[/]" if worst < TARGET else "[red]misses[/]"
-    console.print(f"largest overhead {100 * worst:.1f} % ({verdict} the target < {100 * TARGET:.0f} %)")
+        totals = [totals[0] + base, totals[1] + validated]
+        console.print(f"  {name:<18} without validation {base:7.2f} s, with {validated:7.2f} s: {100 * (validated / base - 1):+.1f} % ({validated - base:+.2f} s)")
+    overhead = totals[1] / totals[0] - 1
+    verdict = "[green]meets[/]" if overhead < TARGET else "[red]misses[/]"
+    console.print(f"the run: {totals[0]:.2f} s without validation, {totals[1]:.2f} s with: {100 * overhead:+.1f} % ({verdict} the target < {100 * TARGET:.0f} %)")
 
 
 if __name__ == "__main__":
