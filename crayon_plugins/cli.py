@@ -123,7 +123,9 @@ def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bo
     else:
         names = registry.names("refiner") if every_refiner else run_config.refiners
     chosen = _seeds(seeds)
-    if chosen is None or chosen == [run_config.seed]:
+    if chosen is None or len(chosen) == 1:  # one seed: a plain run, without a deviation to show
+        if chosen is not None:
+            run_config = run_config.model_copy(update={"seed": chosen[0]})
         results = Pipeline.from_config(run_config, names, ArtifactCache()).run(out)
     else:
         from .seeds import run_seeds
