@@ -75,7 +75,7 @@ class ModelSelection(BaseModel):
 
     ``last``: the last epoch, as the CRAYON code does. ``val-wga``: the best validation worst-group
     accuracy, which uses validation group labels (Group DRO, JtT, DFR). ``val-accuracy``: the best
-    validation in-distribution accuracy, for when there are no group labels.
+    share of validation items predicted right, which needs no group labels.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

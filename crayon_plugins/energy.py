@@ -5,7 +5,7 @@ code does, ``(ε + x) / max(ε + x)`` with ``ε`` = :data:`EPS_BEFORE_MAX`: an a
 ones, so a model cannot escape the loss by switching its Grad-CAM off. For an image annotated *no*,
 ``L_no = Σ(E·P) / Σ(P)`` (attention still where the original looked); for *yes*,
 ``L_yes = Σ(E·(1−P)) / Σ(1−P)`` (attention outside where it looked); *maybe* adds nothing. Both terms
-lie in ``[0, 1]``. The minibatch loss is the summed cross-entropy plus ``α/N_no · Σ L_no`` and
+lie in ``[0, 1]``. The minibatch loss (``crayon-attention``'s) is the summed cross-entropy plus ``α/N_no · Σ L_no`` and
 ``β/N_yes · Σ L_yes`` over its images, where ``N_no`` and ``N_yes`` count the answers of the **whole**
 annotation set (``w_no / num_no`` in the code's ``src/solver/solver_waterbirds.py``).
 
@@ -16,7 +16,6 @@ statistics).
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from .data import Answer
@@ -69,18 +68,3 @@ def attention_terms(
     if n_yes and yes.any():
         total = total + beta / n_yes * energy_yes(current[yes], original[yes]).sum()
     return total
-
-
-def crayon_attention_loss(
-    logits: Tensor,
-    labels: Tensor,
-    current: Tensor,
-    original: Tensor,
-    answers: Tensor,
-    alpha: float,
-    beta: float,
-    n_no: int,
-    n_yes: int,
-) -> Tensor:
-    """Summed cross-entropy ``+`` :func:`attention_terms`: CRAYON-Attention's loss of one minibatch."""
-    return F.cross_entropy(logits, labels, reduction="sum") + attention_terms(current, original, answers, alpha, beta, n_no, n_yes)

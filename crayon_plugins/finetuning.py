@@ -1,9 +1,12 @@
 """The base of loss-based refiners: they describe their loss, :class:`FineTuning` runs the loop.
 
 ``finetune`` is :class:`FineTuning` with the prediction loss alone, and every loss-based refiner
-(``crayon-attention``, GRADIA and the map-guided baselines, ``jtt``, ``group-balanced``) adds its own
-terms to the same loop, options and defaults, so ``finetune`` is exactly their training without the
-annotations: the control each of them must beat.
+(``crayon-attention``, ``crayon-attention+pruning``, ``group-balanced``, GRADIA and the map-guided
+baselines) runs the same loop with the same options and defaults. ``crayon-attention`` and
+``group-balanced`` keep :meth:`FineTuning.prediction_loss`, the summed cross-entropy of CRAYON's
+code, so ``finetune`` is exactly their training without the annotations; GRADIA and the map-guided
+baselines average their cross-entropy over the minibatch, as their public code does, so for them
+``finetune`` is the same loop at another loss scale.
 """
 
 from __future__ import annotations

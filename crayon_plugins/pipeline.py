@@ -62,10 +62,13 @@ def explain_all(
 
 
 def validation_metrics(val: ImageSet, predicted: Tensor, train_shares: Tensor) -> dict[str, float]:
-    """``wga``, ``mga`` and ``accuracy`` of ``predicted`` classes of the validation split."""
+    """``wga``, ``mga`` and ``accuracy`` (in-distribution: group accuracies weighted by the training
+    set's group shares), which use the validation group labels, and ``plain_accuracy``, which does
+    not, of ``predicted`` classes of the validation split."""
     found = components.Predictions(val, predicted, train_shares)
     metrics = {**GroupAccuracy().compute(found), **InDistributionAccuracy().compute(found)}
-    return {k: metrics[k] for k in ("wga", "mga", "accuracy")}
+    plain = float((predicted == val.labels).double().mean())
+    return {**{k: metrics[k] for k in ("wga", "mga", "accuracy")}, "plain_accuracy": plain}
 
 
 def _describe(spec: ComponentSpec, component: components.Component) -> str:

@@ -20,14 +20,16 @@ Rule = Literal["last", "val-wga", "val-accuracy"]
 """Which epoch's weights a trainer keeps: the last (as the CRAYON code does), or the one with the
 best validation worst-group accuracy (Group DRO, JtT, DFR) or validation accuracy (no group labels)."""
 
-SCORE = {"val-wga": "wga", "val-accuracy": "accuracy"}
-"""Selection rule → the validation metric it maximises."""
+SCORE = {"val-wga": "wga", "val-accuracy": "plain_accuracy"}
+"""Selection rule → the validation metric it maximises (``plain_accuracy``: the share of validation
+items predicted right, which needs no group labels)."""
 
 
 @dataclass
 class Curve:
     """What one training run measured on validation: per epoch (from 1) a dict of metrics
-    (``wga``, ``mga``, ``accuracy``), and the epoch whose weights were kept."""
+    (``wga``, ``mga``, ``accuracy`` in-distribution, ``plain_accuracy``), and the epoch whose
+    weights were kept."""
 
     rule: Rule
     epochs: list[dict[str, float]] = field(default_factory=list)

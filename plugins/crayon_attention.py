@@ -1,7 +1,7 @@
 """``crayon-attention``: fine-tune the whole model with CRAYON's energy loss.
 
 CRAYON: "Interpretability-Guided Model Correction with Yes/No Annotations" (arXiv 2410.22312). The
-loss is :func:`crayon_plugins.energy.crayon_attention_loss` on the current model's differentiable
+loss is the summed cross-entropy plus :func:`crayon_plugins.energy.attention_terms` on the current model's differentiable
 Grad-CAM against the original model's cached maps, as the public code computes it
 (``src/solver/solver_waterbirds.py``): summed cross-entropy, α and β divided by the numbers of *no*
 and *yes* answers in the whole annotation set.

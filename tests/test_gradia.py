@@ -99,3 +99,18 @@ def test_reasonability_matrix_against_hand_counted_quadrants():
     }
     assert found["reasonability"]["unreasonable-accurate"] == 3 / 8
     assert sum(found["reasonability"].values()) == pytest.approx(1.0)
+
+
+def test_an_answered_image_without_a_drawing_keeps_one_and_zero():
+    """GRADIA.py gives (1, 0) to every image without a human map, whatever its quadrant."""
+    from dataclasses import replace
+
+    from crayon_plugins.testing.tiny import tiny_context
+
+    model, train = tiny_model(0), tiny_image_set(n=8)
+    context = tiny_context(model, train, map_answers=torch.full((8,), int(Answer.NO)))
+    undrawn = torch.tensor([True, False] * 4)
+    w_pred, w_att = create_refiner("gradia").weights(model, replace(context, attention_drawn=~undrawn))
+    assert w_pred[undrawn].tolist() == [1.0] * 4
+    drawn = list(zip(w_pred[~undrawn].tolist(), w_att[~undrawn].tolist()))  # a "no": (0.4, 1.6) if accurate, else (1, 1)
+    assert all(pair == pytest.approx((0.4, 1.6)) or pair == pytest.approx((1.0, 1.0)) for pair in drawn)

@@ -13,7 +13,7 @@ from crayon_plugins.seeds import aggregate
 from crayon_plugins.testing.tiny import tiny_image_set, tiny_model
 from crayon_plugins.training import Selection, choose_epoch, fit
 
-CURVE = [{"wga": 0.2, "accuracy": 0.9}, {"wga": 0.6, "accuracy": 0.8}, {"wga": 0.6, "accuracy": 0.95}, {"wga": 0.4, "accuracy": 0.7}]
+CURVE = [{"wga": 0.2, "plain_accuracy": 0.9}, {"wga": 0.6, "plain_accuracy": 0.8}, {"wga": 0.6, "plain_accuracy": 0.95}, {"wga": 0.4, "plain_accuracy": 0.7}]
 
 
 def test_selection_picks_the_argmax_epoch_of_a_hand_made_curve():

@@ -185,8 +185,8 @@ def _options_section(cells: pd.DataFrame, options: list[str], rule: str, out: Pa
             continue
         summary = summarise(part, "wga", ["refiner", key])
         text += [_table(summary, ["refiner"], key), ""]
-        if score in part:
-            picked = part.groupby(key)[score].mean()
+        picked = part.groupby(key)[score].mean().dropna() if score in part else pd.Series(dtype=float)
+        if len(picked):
             text.append(f"- `{key}` picked on validation: **{picked.idxmax()}** (validation {pct(picked.max())}%); "
                         f"best on test: {summary.loc[summary['mean'].idxmax(), key]} ({pct(summary['mean'].max())}%).")
             text.append("")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..cache import cache_key
 from ..config import RunConfig, describe_validation_error
@@ -56,6 +56,13 @@ class Grid(BaseModel):
 
     options: dict[str, Axis[Any]] = Field(default_factory=dict, description="the refiner-option axes, by key")
 
+    @field_validator("options")
+    @classmethod
+    def _option_keys(cls, options: dict[str, list]) -> dict[str, list]:
+        if bad := [key for key in options if not OPTION_AXIS.match(key)]:
+            raise ValueError(f"{bad[0]!r} is not a refiner option: write \"refiner.NAME.OPTION\"")
+        return options
+
     @model_validator(mode="before")
     @classmethod
     def _collect_options(cls, data: Any) -> Any:
@@ -101,12 +108,14 @@ class StudySpec(BaseModel):
         return self.grid.seed or [self.base.seed]
 
     def cells(self) -> list[Cell]:
-        """Every cell: per seed the original model, then every refiner × axis combination."""
-        varied = self.grid.varied()
+        """Every cell: per seed the original model, then every refiner × axis combination (a
+        refiner-option axis only in the cells of its refiner)."""
         out = [Cell("original", seed, {}, self._config(seed, "original", {})) for seed in self.seeds()]
-        for refiner, seed, *values in itertools.product(self.refiners(), self.seeds(), *(self.grid.values(a) for a in varied)):
-            axes = dict(zip(varied, values))
-            out.append(Cell(refiner, seed, axes, self._config(seed, refiner, axes)))
+        for refiner in self.refiners():
+            varied = [a for a in self.grid.varied() if not OPTION_AXIS.match(a) or OPTION_AXIS.match(a).group(1) == refiner]
+            for seed, *values in itertools.product(self.seeds(), *(self.grid.values(a) for a in varied)):
+                axes = dict(zip(varied, values))
+                out.append(Cell(refiner, seed, axes, self._config(seed, refiner, axes)))
         return out
 
     def _config(self, seed: int, refiner: str, axes: dict[str, Any]) -> RunConfig:
@@ -124,7 +133,7 @@ class StudySpec(BaseModel):
         data["panel"] = {**data["panel"], **{k: axes[a] for k, a in (("size", "panel_size"), ("spread", "spread"), ("aggregation", "aggregation")) if a in axes}}
         for key in self.grid.options:
             name, option = OPTION_AXIS.match(key).groups()
-            if name == refiner and key in axes:  # other refiners' cells stay one computation
+            if key in axes:
                 data["refiner"] = {**data["refiner"], name: {**data["refiner"].get(name, {}), option: axes[key]}}
         try:
             return RunConfig.model_validate(data)
