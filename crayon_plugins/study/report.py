@@ -175,7 +175,7 @@ def _options_section(cells: pd.DataFrame, options: list[str], rule: str, out: Pa
     ``crayon-attention`` (or any refiner's two options) a heatmap of mean WGA."""
     score = "val.accuracy" if rule == "val-accuracy" else "val.wga"
     text = ["## Refiner options", "",
-            f"Per value, mean test WGA over seeds; **picked on validation**: the value with the best mean validation "
+            f"Per value, mean test WGA over seeds and the other axes' values; **picked on validation**: the value with the best mean validation "
             f"{'accuracy' if score == 'val.accuracy' else 'worst-group accuracy'} at the epoch each cell kept (selection rule `{rule}`), "
             "which is how to choose it without looking at the test split.", ""]
     for key in options:
