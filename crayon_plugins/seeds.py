@@ -18,8 +18,8 @@ from .study.spec import Grid, StudySpec
 
 def aggregate(found: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Mean and sample standard deviation of every number in the nested metrics ``found`` (one dict
-    per seed, same keys); a number missing or NaN in any seed gives NaN, and a key whose values are
-    not numbers is left out."""
+    per seed, same keys); a number missing or NaN in any seed gives NaN, a key whose values are not
+    numbers is left out, and with one seed there is no deviation."""
     mean: dict[str, Any] = {}
     std: dict[str, Any] = {}
     for key, value in found[0].items():
@@ -33,7 +33,8 @@ def aggregate(found: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
                 mean[key] = std[key] = math.nan
             else:
                 mean[key] = statistics.fmean(numbers)
-                std[key] = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+                if len(numbers) > 1:  # one value has no deviation, not a deviation of 0
+                    std[key] = statistics.stdev(numbers)
     return mean, std
 
 

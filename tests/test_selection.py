@@ -49,6 +49,8 @@ def test_mean_and_std_over_seeds_of_nested_metrics():
     assert std["wga"] == pytest.approx(math.sqrt(0.02)) and std["groups"]["a"] == pytest.approx(math.sqrt(0.02))
     nan_mean, _ = aggregate([{"wga": 0.5}, {"wga": math.nan}])
     assert math.isnan(nan_mean["wga"])  # never averaged over fewer seeds silently
+    one_mean, one_std = aggregate([{"wga": 0.5, "groups": {"a": 0.2}}])
+    assert one_mean["wga"] == 0.5 and one_std == {"groups": {}}  # no "± 0.00" for one seed
 
 
 def test_bold_only_when_the_best_mean_is_clear_of_the_runner_up_by_both_deviations():
