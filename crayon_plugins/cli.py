@@ -55,7 +55,7 @@ def user_errors(command: Callable) -> Callable:
         except CrayonError as error:
             if _debug:
                 raise
-            console.print(f"[bold red]error:[/] {error}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .files import read_text
 
 
 def describe_validation_error(error: ValidationError, where: str, prefix: str = "") -> str:
@@ -19,6 +21,25 @@ def describe_validation_error(error: ValidationError, where: str, prefix: str = 
         got = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
         lines.append(f"{where}: {path or '<root>'}: {problem['msg']}{got}")
     return "\n".join(lines)
+
+
+def non_finite(data: Any, path: str = "") -> list[str]:
+    """The dotted paths of every ``inf`` / ``nan`` number in nested ``data`` (TOML and JSON can
+    write both; no option of the framework or its plugins means anything by them)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return [path or "<root>"]
+    if isinstance(data, dict):
+        return [p for key, value in data.items() for p in non_finite(value, f"{path}.{key}" if path else str(key))]
+    if isinstance(data, (list, tuple)):
+        return [p for i, value in enumerate(data) for p in non_finite(value, f"{path}[{i}]")]
+    return []
+
+
+def reject_non_finite(data: Any, where: str, prefix: str = "", field: str | None = None) -> None:
+    """:class:`ConfigError` naming ``where`` and each field of ``data`` that holds inf or nan
+    (``prefix``: the path of ``data``; ``field``: the error's field)."""
+    if bad := non_finite(data, prefix):
+        raise ConfigError("\n".join(f"{where}: {path}: must be a finite number" for path in bad), field or bad[0])
 
 
 class ComponentSpec(BaseModel):
@@ -109,6 +130,12 @@ says which epoch each trainer keeps. ``refiner``
     refiners: list[str] = Field(default_factory=lambda: ["crayon-attention"])
     refiner: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy", "group-accuracy", "reasonability"], min_length=1)
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        """The file this configuration was read from, named in errors (``None``: built in code)."""
+        return self._source
 
     @model_validator(mode="before")
     @classmethod
@@ -134,6 +161,7 @@ says which epoch each trainer keeps. ``refiner``
 
 def parse_config(data: dict[str, Any], where: str = "configuration") -> RunConfig:
     """Validate ``data``; :class:`ConfigError` naming ``where`` and each bad field otherwise."""
+    reject_non_finite(data, where)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as error:
@@ -146,9 +174,9 @@ def load_config(path: str | Path | None) -> RunConfig:
         return RunConfig()
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
+        data = tomllib.loads(read_text(path, "configuration"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    return parse_config(data, str(path))
+    config = parse_config(data, str(path))
+    config._source = str(path)
+    return config

@@ -8,11 +8,27 @@ from __future__ import annotations
 
 
 class CrayonError(Exception):
-    """An error the user can fix (configuration, plugin set-up, input files)."""
+    """An error the user can fix (configuration, plugin set-up, input files).
+
+    ``field``: the configuration field at fault, when there is one (``"refiner.crayon-attention"``),
+    so a caller that knows the file can point at its line.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def within(self, where: str) -> CrayonError:
+        """The same error, its message prefixed with ``where`` (a file, a study cell)."""
+        return type(self)(f"{where}: {self}", self.field)
 
 
 class ConfigError(CrayonError):
     """Invalid configuration; the message names the source and the field."""
+
+
+class TrainingError(CrayonError):
+    """Training diverged: a non-finite loss or weight; the message names the trainer, epoch and step."""
 
 
 class PluginError(CrayonError):

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from . import components
-from .config import ComponentSpec, describe_validation_error
+from .config import ComponentSpec, describe_validation_error, reject_non_finite
 from .errors import ConfigError, CrayonError, PluginError
 from .registry import Registry, default_registry
 
@@ -32,17 +32,21 @@ def create(
     Args:
         where: the configuration field the options came from, named in errors (default: ``kind``).
     """
-    registration = (registry or default_registry()).get(kind, name)
-    cls = registration.component
     where = where or kind.replace("_", " ")
+    try:
+        registration = (registry or default_registry()).get(kind, name)
+    except CrayonError as error:
+        raise type(error)(f"{where}: {error}", where) from None
+    cls = registration.component
     if isinstance(params, cls.Params):
         validated = params
     else:
         raw = params.model_dump() if isinstance(params, BaseModel) else dict(params or {})
+        reject_non_finite(raw, f"{kind.replace('_', ' ')} {name!r}", where, field=where)
         try:
             validated = cls.Params.model_validate(raw)
         except ValidationError as error:
-            raise ConfigError(describe_validation_error(error, f"{kind.replace('_', ' ')} {name!r}", where)) from None
+            raise ConfigError(describe_validation_error(error, f"{kind.replace('_', ' ')} {name!r}", where), where) from None
     component = cls.__new__(cls)
     component.name = name  # known from the start, so the constructor's own errors can name it
     try:

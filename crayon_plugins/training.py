@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Optimisation
+from .errors import TrainingError
 from .model import Classifier
 from .progress import progress_bar
 
@@ -93,17 +94,21 @@ def fit(
     kept: dict[str, Tensor] | None = None
     model.train()
     with progress_bar(description, optimisation.epochs * batches) as advance:
-        for _ in range(optimisation.epochs):
+        for epoch in range(1, optimisation.epochs + 1):
             if sample_weights is None:
                 order = torch.randperm(n, generator=generator)
             else:
                 order = torch.multinomial(sample_weights.double(), n, replacement=True, generator=generator)
-            for indices in order.split(optimisation.batch_size):
+            for step, indices in enumerate(order.split(optimisation.batch_size), start=1):
                 loss = batch_loss(indices)
+                if not torch.isfinite(loss.detach()).all():
+                    raise TrainingError(f"{description}: the loss is {loss.detach().sum().item()} at epoch {epoch}, step {step}; {_DIVERGED}")
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 advance()
+            if bad := non_finite_weights(model):
+                raise TrainingError(f"{description}: weight {bad!r} is not finite after epoch {epoch}; {_DIVERGED}")
             if selection is not None:
                 model.eval()
                 curve.epochs.append(selection.evaluate(evaluated if evaluated is not None else model))
@@ -117,6 +122,17 @@ def fit(
         selection.curve = curve
     model.eval()
     return curve
+
+
+_DIVERGED = "training diverged, and nothing of it was cached or reported. Lower the learning rate or the loss weights."
+
+
+def non_finite_weights(model: nn.Module) -> str | None:
+    """The name of ``model``'s first parameter or buffer holding inf or nan, or ``None``."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return name
+    return None
 
 
 @torch.no_grad()

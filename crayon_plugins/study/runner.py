@@ -30,7 +30,7 @@ from ..errors import ConfigError, CrayonError
 from ..files import write_atomically
 from ..pipeline import Pipeline
 from ..progress import console, progress_bar, set_enabled
-from .spec import Cell, StudySpec, load_spec
+from .spec import Cell, StudySpec, base_error, load_spec
 
 
 def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -165,6 +165,10 @@ def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root:
     """Run every cell of the study at ``spec_path`` not yet finished in ``out``; returns
     ``out/results.csv``. Raises :class:`CrayonError` naming the cells that failed, after running the rest."""
     spec, out = load_spec(spec_path), Path(out)
+    try:
+        Pipeline.from_config(spec.base, spec.refiners(), ArtifactCache(cache_root))
+    except CrayonError as error:
+        raise base_error(Path(spec_path), error) from error
     cells = spec.cells()
     check_cells(cells, str(spec_path), cache_root)
     out.mkdir(parents=True, exist_ok=True)

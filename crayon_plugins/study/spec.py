@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..cache import cache_key
-from ..config import RunConfig, describe_validation_error
-from ..errors import ConfigError
+from ..config import RunConfig, describe_validation_error, non_finite
+from ..errors import ConfigError, CrayonError
+from ..files import read_text
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
 Rate = Annotated[float, Field(ge=0, le=1)]
@@ -166,6 +167,8 @@ def _line_of(text: str, loc: tuple) -> int | None:
         header = re.match(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
         if header:
             table = [part.strip().strip('"') for part in header.group(1).split(".")]
+            if names[: len(table)] == table and len(table) > best_depth:
+                best, best_depth = number, len(table)
             continue
         key = re.match(r'^\s*"?([^"=\s]+)"?\s*=', line)
         if key:
@@ -175,23 +178,37 @@ def _line_of(text: str, loc: tuple) -> int | None:
     return best
 
 
+def _where(path: Path, text: str, field: str) -> str:
+    """``path:line`` of the dotted ``field`` in the specification ``text`` (``path`` if not found)."""
+    line = _line_of(text, tuple(re.sub(r"\[\d+\]$", "", field).split(".")))
+    return f"{path}:{line}" if line else str(path)
+
+
+def base_error(path: Path, error: CrayonError) -> ConfigError:
+    """``error``, raised by the study's base configuration, as an error at its ``base.`` field and line."""
+    if error.field is None:
+        return ConfigError(f"{path}: base: {error}")
+    field = f"base.{error.field}"
+    message = "\n".join(line.replace(error.field, field, 1) for line in str(error).splitlines())
+    return ConfigError(f"{_where(path, read_text(path, 'study specification'), field)}: {message}", field)
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study specification; errors name the file, line and field."""
     path = Path(path)
+    text = read_text(path, "study specification")
     try:
-        text = path.read_text()
         data = tomllib.loads(text)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such study specification") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    if bad := non_finite(data):
+        raise ConfigError("\n".join(f"{_where(path, text, field)}: {field}: must be a finite number" for field in bad))
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as error:
         lines = []
         for problem in error.errors():
-            line = _line_of(text, problem["loc"])
-            where = f"{path}:{line}" if line else str(path)
+            where = _where(path, text, ".".join(map(str, problem["loc"])))
             lines.append(describe_validation_error(ValidationError.from_exception_data(error.title, [problem]), where))
         raise ConfigError("\n".join(lines)) from None
     spec.cells()  # every cell's configuration is valid
