@@ -6,9 +6,36 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f"{path.name}.", suffix=".tmp", delete=False) as handle:
         handle.write(text)
-    os.replace(handle.name, path)
+    publish(Path(handle.name), path)
+
+
+def publish(written: Path, path: Path) -> None:
+    """Rename the finished temporary file ``written`` over ``path``, with the permissions the
+    user's umask gives new files (temporary files are private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(written, 0o666 & ~mask)
+    os.replace(written, path)
+
+
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of the ``what`` file at ``path`` (``"configuration"``, ``"study
+    specification"``, …); a :class:`CrayonError` naming it if it is missing, a folder, unreadable
+    or not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {what} file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied reading the {what} file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: the {what} file is not UTF-8 text (byte {error.start})") from None

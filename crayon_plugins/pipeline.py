@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from . import components, factory
 from .budget import image_losses, neuron_taylor_scores, selected
-from .cache import ArtifactCache, cache_key
+from .cache import ArtifactCache, Check, cache_key
 from .compare import annotation_kind
 from .config import ComponentSpec, RunConfig
 from .data import Annotations, Answer, AttentionMaps, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge, positions
@@ -71,6 +72,53 @@ def validation_metrics(val: ImageSet, predicted: Tensor, train_shares: Tensor) -
     return {**{k: metrics[k] for k in ("wga", "mga", "accuracy")}, "plain_accuracy": plain}
 
 
+def fits_model(model: Classifier) -> Check:
+    """Check of a cached original model: ``weights`` and ``curve``, the weights with ``model``'s keys,
+    shapes and dtypes."""
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+    def check(state: Any) -> str | None:
+        if not isinstance(state, dict) or not isinstance(state.get("weights"), dict) or not isinstance(state.get("curve"), dict):
+            return "not a model with its validation curve"
+        weights = state["weights"]
+        if missing := sorted(set(expected) - set(weights)):
+            return f"missing weights {missing[:3]}"
+        if unexpected := sorted(set(weights) - set(expected)):
+            return f"unexpected weights {unexpected[:3]}"
+        for name, (shape, dtype) in expected.items():
+            found = weights[name]
+            if not isinstance(found, Tensor) or tuple(found.shape) != shape or found.dtype != dtype:
+                return f"weight {name!r} is {getattr(found, 'dtype', type(found).__name__)} {tuple(getattr(found, 'shape', ()))}, the backbone's is {dtype} {shape}"
+        return None
+
+    return check
+
+
+def fits_tensor(items: int, ndim: int) -> Check:
+    """Check of a cached per-item tensor: floating point, ``ndim`` dimensions, ``items`` rows."""
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, Tensor) or not value.is_floating_point() or value.ndim != ndim or len(value) != items:
+            got = f"{value.dtype} of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+            return f"expected a float tensor of {ndim} dimensions for {items} items, found {got}"
+        return None
+
+    return check
+
+
+def fits_fields(names: set[str], sized: tuple[str, ...] = ()) -> Check:
+    """Check of a cached record: a dict with exactly the keys ``names``, those in ``sized`` of one length."""
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, dict) or set(value) != names:
+            return f"expected the fields {sorted(names)}"
+        if len({len(value[f]) for f in sized}) > 1:
+            return f"{', '.join(sized)} differ in length"
+        return None
+
+    return check
+
+
 def _describe(spec: ComponentSpec, component: components.Component) -> str:
     options = ", ".join(f"{k}={v}" for k, v in component.params.model_dump().items())
     return f"{spec.name}({options})" if options else spec.name
@@ -118,8 +166,17 @@ class Pipeline:
     def from_config(
         cls, config: RunConfig, refiners: list[str] | None = None, cache: ArtifactCache | None = None
     ) -> Pipeline:
-        """Build the components named in ``config`` (``refiners`` overrides ``config.refiners``)."""
-        names = config.refiners if refiners is None else refiners
+        """Build the components named in ``config`` (``refiners`` overrides ``config.refiners``);
+        errors name the configuration's file."""
+        try:
+            return cls._build(config, config.refiners if refiners is None else refiners, cache)
+        except CrayonError as error:
+            raise (error.within(config.source) if config.source else error) from error
+
+    @classmethod
+    def _build(cls, config: RunConfig, names: list[str], cache: ArtifactCache | None) -> Pipeline:
+        for section in config.refiner:  # a misspelled section would otherwise be ignored
+            factory.create_refiner(section, config.refiner[section], where=f"refiner.{section}")
         annotator = _annotation_source(config.annotator, "annotator", "maps")
         neuron_annotator = _annotation_source(config.neuron_annotator, "neuron_annotator", "neurons")
         return cls(
@@ -182,7 +239,7 @@ class Pipeline:
             curve = fit(model, batch_loss, len(train), self.config.training, self.config.seed, "train original (ERM)", selection=self.selection())
             return {"weights": {k: v.cpu() for k, v in model.state_dict().items()}, "curve": curve.as_dict()}
 
-        state, cached = self.cache.get_or_compute("models", self.model_key(), train_erm)
+        state, cached = self.cache.get_or_compute("models", self.model_key(), train_erm, fits_model(model))
         model.load_state_dict(state["weights"])
         curve = state["curve"]
         return model.eval(), cached, Curve(curve["rule"], curve["validation"], curve["epoch"])
@@ -198,7 +255,7 @@ class Pipeline:
     def original_maps(self, model: Classifier, train: ImageSet) -> tuple[Tensor, bool]:
         """The original model's maps of the training set for its true labels (cached)."""
         compute = lambda: explain_all(self.interpreter, model, train.images, train.labels, self.device, "explain original")  # noqa: E731
-        return self.cache.get_or_compute("maps", self.maps_key(), compute)
+        return self.cache.get_or_compute("maps", self.maps_key(), compute, fits_tensor(len(train), 3))
 
     def concepts(self, model: Classifier, train: ImageSet) -> tuple[NeuronConcepts, bool]:
         """The original model's neuron concepts on the training split (cached)."""
@@ -208,13 +265,14 @@ class Pipeline:
                 raise PluginError(f"concepts {self.config.concepts.name!r} returned {type(found).__name__}, not NeuronConcepts")
             return dict(vars(found))
 
-        state, cached = self.cache.get_or_compute("concepts", self.concepts_key(), extract)
+        check = fits_fields({f.name for f in fields(NeuronConcepts)}, ("neuron_ids", "top_images", "top_activations", "cells", "boxes"))
+        state, cached = self.cache.get_or_compute("concepts", self.concepts_key(), extract, check)
         return NeuronConcepts(**state), cached
 
     def shared_features(self, model: Classifier, split: ImageSet, name: str) -> SharedFeatures:
         """The original model's feature maps of ``split`` (cached), for models that share its backbone."""
         key = cache_key(artefact="features", model=self.model_key(), split=name)
-        features, _ = self.cache.get_or_compute("features", key, lambda: feature_maps(model, split.images, self.device))
+        features, _ = self.cache.get_or_compute("features", key, lambda: feature_maps(model, split.images, self.device), fits_tensor(len(split), 4))
         return SharedFeatures(split.images, features, backbone_digest(model), self.device)
 
     def annotate(self, split: ImageSet, maps: Tensor) -> Annotations:
@@ -239,7 +297,7 @@ class Pipeline:
                 found = self._call_plugin(where, spec, ask, items)
                 return {"item_ids": list(found.item_ids), "answers": found.answers, "annotators": list(found.annotators)}
 
-            state, _ = self.cache.get_or_compute("answers", key, compute)
+            state, _ = self.cache.get_or_compute("answers", key, compute, fits_fields({"item_ids", "answers", "annotators"}, ("item_ids", "answers", "annotators")))
             return Annotations(tuple(state["item_ids"]), state["answers"], tuple(state["annotators"]))
 
         ids = items.ids if question == "maps" else items.concepts.neuron_ids
