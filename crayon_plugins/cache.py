@@ -34,7 +34,7 @@ T = TypeVar("T")
 Check = Callable[[Any], str | None]
 """Checks a loaded entry's content: ``None`` if it fits, else what is wrong (a shape, a key)."""
 
-_warned: set[Path] = set()
+_warned: set[tuple[Path, str]] = set()
 
 
 def default_cache_dir() -> Path:
@@ -62,8 +62,8 @@ def non_finite(value: Any) -> bool:
 
 
 def _warn_once(path: Path, text: str) -> None:
-    if path not in _warned:
-        _warned.add(path)
+    if (path, text) not in _warned:
+        _warned.add((path, text))
         console.print(f"warning: {text}", style="yellow", highlight=False, soft_wrap=True, markup=False)
 
 

@@ -24,6 +24,7 @@ from .compare import markdown_table
 from .concept_sheets import render_sheets
 from .config import load_config
 from .errors import CrayonError
+from .files import writable_folder
 from .pipeline import Pipeline
 from .progress import console
 from .registry import Registry, default_registry
@@ -34,6 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help renders as written: [concepts] is a section name, not markup
 )
 stdout = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole in logs and pipes
 _debug = False
@@ -123,10 +125,12 @@ def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bo
     else:
         names = registry.names("refiner") if every_refiner else run_config.refiners
     chosen = _seeds(seeds)
-    if chosen is None or len(chosen) == 1:  # one seed: a plain run, without a deviation to show
-        if chosen is not None:
-            run_config = run_config.model_copy(update={"seed": chosen[0]})
-        results = Pipeline.from_config(run_config, names, ArtifactCache()).run(out)
+    if chosen is not None and len(chosen) == 1:  # one seed: a plain run, without a deviation to show
+        run_config = run_config.model_copy(update={"seed": chosen[0]})
+    pipeline = Pipeline.from_config(run_config, names, ArtifactCache())  # every component, before any work
+    writable_folder(out, "--out")
+    if chosen is None or len(chosen) == 1:
+        results = pipeline.run(out)
     else:
         from .seeds import run_seeds
 
@@ -177,6 +181,7 @@ def concepts(
     """Train (or load) the original model, extract its neuron concepts (configuration section
     [concepts]) and render one PNG sheet per neuron plus OUT/index.md, for a person to judge."""
     pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
+    writable_folder(out, "--out")
     train = pipeline.load("train")
     model, _, _ = pipeline.original_model(train)
     found, _ = pipeline.concepts(model, train)
@@ -238,11 +243,15 @@ def new_plugin(
     a test running the kit's contract checks. Then: pip install -e 'NAME[test]' and pytest NAME."""
     from .scaffold import new_plugin as scaffold
 
+    registry = default_registry()
+    if taken := [r for r in registry.all() if r.name == name]:
+        owners = ", ".join(f"{r.kind.replace('_', ' ')} of plugin {r.plugin!r}" for r in taken)
+        console.print(f"warning: {name!r} is already registered ({owners}); installing this plugin will make the name ambiguous until you rename its refiner", style="yellow", markup=False, highlight=False, soft_wrap=True)
     root = scaffold(name, directory)
     console.print(escape(f"wrote {root}; next: pip install -e '{root}[test]' && pytest {root}"), highlight=False)
 
 
-study_app = typer.Typer(help="Studies: one configuration over a grid of budgets, noise, panels, refiners and seeds.", no_args_is_help=True)
+study_app = typer.Typer(help="Studies: one configuration over a grid of budgets, noise, panels, refiners and seeds.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(study_app, name="study")
 
 

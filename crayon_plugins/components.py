@@ -150,6 +150,7 @@ class RefinementContext:
         neuron_answers: ``(C,)`` per neuron an :class:`~crayon_plugins.data.Answer` code (yes:
             relevant, no: irrelevant) or :data:`~crayon_plugins.data.NOT_ANNOTATED`, likewise.
         neuron_annotations: the raw answers ``neuron_answers`` was derived from, likewise.
+        neuron_annotator: the configured neuron annotation source, as errors name it.
         attention: ``(N, H, W)`` bool regions the annotator drew on the training images (where the
             model should look), for refiners that need ``"attention-maps"`` or ``"boxes"``.
         attention_drawn: ``(N,)`` bool, which training images have a (non-empty) region.
@@ -173,6 +174,7 @@ class RefinementContext:
     concepts: NeuronConcepts | None = None
     neuron_answers: Tensor | None = None
     neuron_annotations: Annotations | None = None
+    neuron_annotator: str = "neuron annotator"
     attention: Tensor | None = None
     attention_drawn: Tensor | None = None
     features: SharedFeatures | None = None

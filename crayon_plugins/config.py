@@ -23,10 +23,15 @@ def describe_validation_error(error: ValidationError, where: str, prefix: str = 
     return "\n".join(lines)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""Models train in float32: a larger number (``lr = 1e300``) is infinite there."""
+
+
 def non_finite(data: Any, path: str = "") -> list[str]:
-    """The dotted paths of every ``inf`` / ``nan`` number in nested ``data`` (TOML and JSON can
-    write both; no option of the framework or its plugins means anything by them)."""
-    if isinstance(data, float) and not math.isfinite(data):
+    """The dotted paths of every ``inf`` / ``nan`` number in nested ``data``, or one beyond float32's
+    range (TOML and JSON can write all three; no option of the framework or its plugins means
+    anything by them)."""
+    if isinstance(data, float) and not (math.isfinite(data) and abs(data) <= FLOAT32_MAX):
         return [path or "<root>"]
     if isinstance(data, dict):
         return [p for key, value in data.items() for p in non_finite(value, f"{path}.{key}" if path else str(key))]
@@ -39,7 +44,7 @@ def reject_non_finite(data: Any, where: str, prefix: str = "", field: str | None
     """:class:`ConfigError` naming ``where`` and each field of ``data`` that holds inf or nan
     (``prefix``: the path of ``data``; ``field``: the error's field)."""
     if bad := non_finite(data, prefix):
-        raise ConfigError("\n".join(f"{where}: {path}: must be a finite number" for path in bad), field or bad[0])
+        raise ConfigError("\n".join(f"{where}: {path}: must be a finite number (within float32's ±3.4e38)" for path in bad), field or bad[0])
 
 
 class ComponentSpec(BaseModel):
@@ -103,13 +108,32 @@ class ModelSelection(BaseModel):
     rule: Literal["last", "val-wga", "val-accuracy"] = "last"
 
 
+class Evaluation(BaseModel):
+    """How the refined models are judged on the test split.
+
+    ``judge`` answers the reasonability metric's question (does the map of the test image look at
+    the right thing?). It is separate from ``annotator``, the annotator under study, and noise-free
+    by default, so a noise study does not move its own yardstick.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    judge: ComponentSpec = ComponentSpec(name="saliency-oracle")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("judge"), dict) and "name" not in data["judge"]:
+            data = {**data, "judge": {"name": "saliency-oracle", **data["judge"]}}
+        return data
+
+
 class RunConfig(BaseModel):
     """One run: data, backbone, original training, annotation, refiners and metrics.
 
     ``annotator`` judges the original model's saliency maps; ``concepts`` describes its neurons and
     ``neuron_annotator`` judges them (used only when a refiner needs neuron answers); ``panel`` makes
     several such annotators answer, ``budget`` limits which training items are annotated, ``selection``
-says which epoch each trainer keeps. ``refiner``
+says which epoch each trainer keeps, ``evaluation`` who judges the test maps. ``refiner``
     holds per-refiner options keyed by refiner name; ``refiners`` says which to run. A component
     section without ``name`` configures the default component (``[concepts] k = 10``).
     """
@@ -127,6 +151,7 @@ says which epoch each trainer keeps. ``refiner``
     panel: Panel = Panel()
     budget: Budget = Budget()
     selection: ModelSelection = ModelSelection()
+    evaluation: Evaluation = Evaluation()
     refiners: list[str] = Field(default_factory=lambda: ["crayon-attention"])
     refiner: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy", "group-accuracy", "reasonability"], min_length=1)

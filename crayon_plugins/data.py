@@ -56,6 +56,11 @@ class ImageSet:
         """Names of the groups, indexed like :attr:`groups`: ``"label/attribute"``."""
         return tuple(f"{c}/{s}" for c in self.class_names for s in self.spurious_names)
 
+    def missing_groups(self) -> list[str]:
+        """The names of the groups with no item in this split."""
+        counts = torch.bincount(self.groups, minlength=len(self.group_names)).tolist()
+        return [name for name, count in zip(self.group_names, counts) if count == 0]
+
     def group_shares(self) -> Tensor:
         """``(G,)`` share of each group in this split (float64, sums to 1)."""
         counts = torch.bincount(self.groups, minlength=len(self.group_names)).double()

@@ -39,3 +39,17 @@ def read_text(path: Path, what: str) -> str:
         raise ConfigError(f"{path}: permission denied reading the {what} file") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: the {what} file is not UTF-8 text (byte {error.start})") from None
+
+
+def writable_folder(path: Path, option: str) -> Path:
+    """Create the output folder ``path`` if needed and check a file can be written in it, before any
+    work; a :class:`ConfigError` naming ``option`` otherwise."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option}: {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{option}: cannot write in {path} ({error.strerror or error})") from None
+    return path

@@ -18,7 +18,7 @@ from .compare import annotation_kind
 from .config import ComponentSpec, RunConfig
 from .data import Annotations, Answer, AttentionMaps, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge, positions
 from .energy import degenerate_yes
-from .errors import ConfigError, CrayonError, PluginError
+from .errors import ConfigError, CrayonError, PluginError, TrainingError
 from .features import SharedFeatures, backbone_digest, feature_maps
 from .model import Classifier
 from .oracles import panel
@@ -28,7 +28,7 @@ from .progress import console, progress_bar
 from .real_annotators import relevant_rates_text
 from .registry import default_registry
 from .results import ResultRow, Results
-from .training import Curve, Selection, fit, predict
+from .training import Curve, Selection, fit, non_finite_weights, predict
 
 
 _SPLITS: dict[str, ImageSet] = {}
@@ -144,6 +144,7 @@ class Pipeline:
     annotator: components.AnnotationSource
     concept_extractor: components.ConceptExtractor
     neuron_annotator: components.AnnotationSource
+    judge: components.AnnotationSource
     refiners: dict[str, components.Refiner]
     metrics: list[components.Metric]
     cache: ArtifactCache
@@ -187,6 +188,7 @@ class Pipeline:
             annotator=annotator,
             concept_extractor=factory.create_from_spec("concept_extractor", config.concepts, "concepts"),
             neuron_annotator=neuron_annotator,
+            judge=_annotation_source(config.evaluation.judge, "evaluation.judge", "maps"),
             refiners={n: factory.create_from_spec("refiner", config.refiner_spec(n), f"refiner.{n}") for n in names},
             metrics=[factory.create_metric(n, where=f"metrics[{n!r}]") for n in config.metrics],
             cache=cache or ArtifactCache(),
@@ -275,9 +277,6 @@ class Pipeline:
         features, _ = self.cache.get_or_compute("features", key, lambda: feature_maps(model, split.images, self.device), fits_tensor(len(split), 4))
         return SharedFeatures(split.images, features, backbone_digest(model), self.device)
 
-    def annotate(self, split: ImageSet, maps: Tensor) -> Annotations:
-        """The annotator's answers about ``maps`` of the images of ``split``."""
-        return self._call_plugin("annotator", self.config.annotator, self.annotator.annotate_maps, MapsToJudge.of(split, maps))
 
     def _panel_answers(self, question: str, items, chosen: Tensor, about: str) -> tuple[Annotations, dict[str, float]]:
         """Every panel member's answers to ``question`` (``"maps"`` or ``"neurons"``) about ``items``
@@ -330,12 +329,14 @@ class Pipeline:
 
     def evaluate(self, model: Classifier, test: SharedFeatures, split: ImageSet, train_shares: Tensor) -> dict:
         """Every metric of ``model`` on ``split`` (``test``: its shared features); with a metric that
-        needs ``"map-answers"``, the annotator judges the model's maps of ``split`` for its predictions."""
+        needs ``"map-answers"``, the evaluation judge (not the annotator under study) judges the
+        model's maps of ``split`` for its predictions."""
         predicted = test.logits(model).argmax(dim=1)
         answers = None
         if any("map-answers" in metric.needs for metric in self.metrics):
             maps = explain_all(self.interpreter, model, split.images, predicted, self.device, "explain on the test split")
-            answers = self.annotate(split, maps).aligned(split.ids)
+            judged = self._call_plugin("evaluation.judge", self.config.evaluation.judge, self.judge.annotate_maps, MapsToJudge.of(split, maps))
+            answers = judged.aligned(split.ids)
         found = components.Predictions(split, predicted, train_shares, answers)
         metrics: dict = {}
         for metric in self.metrics:
@@ -388,6 +389,7 @@ class Pipeline:
             concepts=concepts,
             neuron_answers=neuron_answers,
             neuron_annotations=neuron_annotations,
+            neuron_annotator=_describe(self.config.neuron_annotator, self.neuron_annotator),
             attention=attention,
             attention_drawn=drawn,
             features=features,
@@ -411,7 +413,12 @@ class Pipeline:
         """Run everything; with ``out``, ``results.json`` is rewritten after every method. Without
         ``include_original`` the original model is not evaluated (a study evaluates it once per seed)."""
         train, test = self.load("train"), self.load("test")
+        for name, split, consequence in (("training", train, "refiners cannot learn them"), ("test", test, "WGA and MGA are taken over the groups it has")):
+            if missing := split.missing_groups():
+                console.print(f"warning: the {name} split has no item of group(s) {', '.join(missing)}: {consequence}", style="yellow", markup=False, highlight=False, soft_wrap=True)
         results = Results(dataset=_describe(self.config.dataset, self.dataset), backbone=_describe(self.config.backbone, self.backbone), seed=self.config.seed)
+        if any("map-answers" in metric.needs for metric in self.metrics):
+            results.judge = _describe(self.config.evaluation.judge, self.judge)
         start = time.perf_counter()
         model, cached, curve = self.original_model(train)
         console.print(f"original model: {'loaded from cache' if cached else 'trained'} ({self.cache.root})")
@@ -439,6 +446,8 @@ class Pipeline:
         shares = train.group_shares()
 
         def record(method: str, refined: Classifier, seconds: float, selected: Curve | None, needs: frozenset[str] = frozenset()) -> None:
+            if bad := non_finite_weights(refined):
+                raise TrainingError(f"{method}: weight {bad!r} of the model is not finite; it is not reported")
             details = {
                 "seconds": round(seconds, 1),
                 "neurons_pruned": int((refined.neuron_mask == 0).sum()),

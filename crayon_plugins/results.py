@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ class Results(BaseModel):
     backbone: str
     seed: int
     seeds: list[int] = Field(default_factory=list)
+    judge: str | None = Field(default=None, description="who judged the test maps for the reasonability metric")
     annotations: dict[str, int] = Field(default_factory=dict)
     neuron_annotations: dict[str, int] = Field(default_factory=dict)
     annotation_stats: dict[str, dict[str, float]] = Field(default_factory=dict)
@@ -61,12 +63,21 @@ class Results(BaseModel):
                 title = f"{row.method} · test split" + (f" · seed {first['seed']}" if row.seeds else "")
                 reasonability_figure(first["metrics"]["reasonability_counts"], title, directory / f"reasonability-{row.method}.png")
         path = directory / "results.json"
-        write_atomically(path, json.dumps(self.model_dump(), indent=2) + "\n")
+        write_atomically(path, json.dumps(strict(self.model_dump()), indent=2, allow_nan=False) + "\n")
         return path
 
     def columns(self) -> list[str]:
         """The :data:`COLUMNS` some row has a value for."""
         return [c for c, path in COLUMNS.items() if any(value_at(r.metrics, path) is not None for r in self.rows)]
+
+    def groups_note(self) -> str | None:
+        """A sentence when WGA and MGA were taken over fewer groups than ``class × attribute`` has."""
+        counts = {(r.metrics.get("groups_measured"), r.metrics.get("groups_total")) for r in self.rows if "groups_total" in r.metrics}
+        partial = sorted((m, t) for m, t in counts if m is not None and t is not None and m < t)
+        if not partial:
+            return None
+        measured, total = partial[0]
+        return f"WGA and MGA over {measured:g} of {total:g} groups: the test split has no item of the others."
 
     def table(self) -> Table:
         """Method, WGA, MGA and accuracy in % (mean ± standard deviation over seeds when there are
@@ -74,7 +85,7 @@ class Results(BaseModel):
         shares if measured; neurons pruned if any were."""
         title = " · ".join(part.split("(", 1)[0] for part in (self.dataset, self.backbone))
         seeds = f"seeds {', '.join(map(str, self.seeds))}" if len(self.seeds) > 1 else f"seed {self.seed}"
-        table = Table(title=f"{title} · {seeds}")
+        table = Table(title=f"{title} · {seeds}", caption=self.groups_note())
         table.add_column("method")
         columns = self.columns()
         for column in columns:
@@ -90,6 +101,17 @@ class Results(BaseModel):
 
 COLUMNS = {"WGA": ("wga",), "MGA": ("mga",), "accuracy": ("accuracy",), "RA": ("reasonability", "reasonable-accurate"), "UA": ("reasonability", "unreasonable-accurate")}
 """Table column → where its value sits in a row's metrics; all are shares shown in %."""
+
+
+def strict(value: Any) -> Any:
+    """``value`` with every inf and nan as ``None``, for strict JSON readers (``JSON.parse``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
 
 
 def value_at(metrics: dict, path: tuple[str, ...]) -> float | None:

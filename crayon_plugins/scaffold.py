@@ -144,10 +144,15 @@ def new_plugin(name: str, parent: Path) -> Path:
     """Write the plugin distribution ``crayon-NAME`` into ``parent/NAME`` and return that folder.
 
     Raises:
-        CrayonError: ``name`` is not lower-case words joined by hyphens, or the folder exists.
+        CrayonError: ``name`` is not lower-case words joined by hyphens, ``parent`` is not a folder,
+            the plugin's folder exists or cannot be written.
     """
     if not NAME.fullmatch(name):
         raise CrayonError(f"new-plugin: NAME {name!r} must be lower-case letters and digits in words joined by hyphens, starting with a letter (e.g. 'my-refiner')")
+    if not parent.exists():
+        raise CrayonError(f"new-plugin: --dir {parent} does not exist (nothing was written)")
+    if not parent.is_dir():
+        raise CrayonError(f"new-plugin: --dir {parent} is a file, not a folder (nothing was written)")
     root = parent / name
     if root.exists():
         raise CrayonError(f"new-plugin: {root} already exists; choose another NAME or folder (nothing was written)")
@@ -161,8 +166,11 @@ def new_plugin(name: str, parent: Path) -> Path:
         f"src/{package}/refiner.py": REFINER,
         "tests/test_contracts.py": TEST,
     }
-    for relative, template in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(template.substitute(values))
+    try:
+        for relative, template in files.items():
+            path = root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(template.substitute(values))
+    except OSError as error:
+        raise CrayonError(f"new-plugin: cannot write {error.filename or root} ({error.strerror or error})") from None
     return root

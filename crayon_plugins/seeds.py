@@ -48,7 +48,7 @@ def run_seeds(config: RunConfig, refiners: list[str], seeds: list[int], out: Pat
     records, failures = run_cells(cells, out / "cells", jobs, None)
     by_cell = {(cell.refiner, cell.seed): records.get(cell.key) for cell in cells}
     first = next((r for r in by_cell.values() if r), None)
-    results = Results(dataset=first["dataset"] if first else "", backbone=first["backbone"] if first else "", seed=seeds[0], seeds=seeds)
+    results = Results(dataset=first["dataset"] if first else "", backbone=first["backbone"] if first else "", seed=seeds[0], seeds=seeds, judge=first.get("judge") if first else None)
     for method in ["original", *refiners]:
         rows = [(seed, by_cell[method, seed]) for seed in seeds if by_cell.get((method, seed))]
         if len(rows) < len(seeds):

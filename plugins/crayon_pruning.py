@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.components import RefinementContext, Refiner
+from crayon_plugins.components import Params, RefinementContext, Refiner
 from crayon_plugins.config import Optimisation
 from crayon_plugins.data import Answer
 from crayon_plugins.errors import CrayonError
@@ -38,9 +38,30 @@ def prune(model: Classifier, neuron_answers: Tensor) -> Classifier:
     return pruned
 
 
-def neuron_answers(context: RefinementContext, refiner: str) -> Tensor:
+class ClassifierTraining(Optimisation):
+    """How the last layer is retrained; the paper retrains for 10 epochs."""
+
+    epochs: int = Field(default=10, gt=0)
+    lr: float = Field(default=1e-3, gt=0)
+
+
+class PruningParams(Params):
+    max_pruned: float = Field(default=0.9, gt=0, le=1, description="refuse to prune a larger share of the neurons")
+
+
+def neuron_answers(context: RefinementContext, refiner: str, max_pruned: float) -> Tensor:
+    """The neuron answers to prune by; a :class:`CrayonError` if they would prune more than
+    ``max_pruned`` of the neurons (a model left near chance is not a result to report)."""
     if context.neuron_answers is None:
         raise CrayonError(f"refiner {refiner!r} needs neuron answers, and the refinement context has none")
+    irrelevant, total = int((context.neuron_answers == Answer.NO).sum()), len(context.neuron_answers)
+    if irrelevant > max_pruned * total:
+        raise CrayonError(
+            f"refiner {refiner!r} would prune {irrelevant} of {total} neurons ({100 * irrelevant / total:.0f}%), more than "
+            f"max_pruned = {max_pruned:g}: the neuron annotator {context.neuron_annotator} called almost every concept irrelevant. "
+            f"Look at the concept sheets (crayon concepts --out DIR) and the annotator's thresholds; "
+            f"[refiner.{refiner}] max_pruned = 1 prunes anyway"
+        )
     return context.neuron_answers
 
 
@@ -54,12 +75,11 @@ class CrayonPruning(Refiner):
 
     needs = frozenset({"neuron-answers"})
 
-    class Params(Optimisation):
-        epochs: int = Field(default=10, gt=0)
-        lr: float = Field(default=1e-3, gt=0)
+    class Params(ClassifierTraining, PruningParams):
+        pass
 
     def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
-        return self.retrained(prune(model, neuron_answers(context, self.name)), context)
+        return self.retrained(prune(model, neuron_answers(context, self.name, self.params.max_pruned)), context)
 
     def retrained(self, model: Classifier, context: RefinementContext) -> Classifier:
         """``model`` (a copy the caller owns) with its classifier retrained on its fixed features."""
@@ -85,6 +105,7 @@ class RetrainClassifier(CrayonPruning):
     by itself lift worst-group accuracy, and only the rest of the lift is the pruning's."""
 
     needs = frozenset()
+    Params = ClassifierTraining
 
     def refine(self, model: Classifier, context: RefinementContext) -> Classifier:
         return self.retrained(copy.deepcopy(model), context)
@@ -100,8 +121,11 @@ class CrayonAttentionPruning(CrayonAttention):
 
     needs = frozenset({"map-answers", "neuron-answers"})
 
+    class Params(CrayonAttention.Params, PruningParams):
+        pass
+
     def start(self, model: Classifier, context: RefinementContext) -> Classifier:
-        return prune(model, neuron_answers(context, self.name))
+        return prune(model, neuron_answers(context, self.name, self.params.max_pruned))
 
 
 @hookimpl

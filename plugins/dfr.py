@@ -64,10 +64,9 @@ class DeepFeatureReweighting(Refiner):
         val = context.val
         if val is None:
             raise CrayonError(f"refiner {self.name!r} retrains on the validation split, and the refinement context has none")
+        if missing := val.missing_groups():
+            raise CrayonError(f"refiner {self.name!r} needs every group in the validation split to balance it; it has no item of {', '.join(missing)}")
         groups = val.groups.numpy()
-        if len(np.unique(groups)) < len(val.group_names):
-            missing = sorted(set(range(len(val.group_names))) - set(np.unique(groups).tolist()))
-            raise CrayonError(f"refiner {self.name!r} needs every group in the validation split; it has no item of {', '.join(val.group_names[g] for g in missing)}")
         features = context.penultimate(model, "val").double().numpy()
         labels = val.labels.numpy()
         rng = np.random.default_rng(context.seed)

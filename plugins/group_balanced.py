@@ -12,6 +12,7 @@ import torch
 from pydantic import Field
 
 from crayon_plugins.components import RefinementContext
+from crayon_plugins.errors import CrayonError
 from crayon_plugins.finetuning import FineTuning
 from crayon_plugins.hookspecs import hookimpl
 from crayon_plugins.model import Classifier
@@ -31,6 +32,11 @@ class GroupBalanced(FineTuning):
         lr: float = Field(default=3e-4, gt=0)
 
     def sample_weights(self, model: Classifier, context: RefinementContext) -> torch.Tensor:
+        if missing := context.train.missing_groups():
+            raise CrayonError(
+                f"refiner {self.name!r} draws every group equally often, and the training split has no item of "
+                f"{', '.join(missing)} (the spurious correlation is 1.0 there)"
+            )
         groups = context.train.groups
         return 1.0 / torch.bincount(groups).double()[groups]
 

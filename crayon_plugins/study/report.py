@@ -6,7 +6,6 @@ for what the grid varies: budget, noise (flip, abstention, bias, answer mix) and
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,7 +18,8 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ..errors import CrayonError  # noqa: E402
-from .spec import NOISE_AXES, load_spec  # noqa: E402
+from .runner import read_record  # noqa: E402
+from .spec import NOISE_AXES, StudySpec, load_spec  # noqa: E402
 
 NEAR_PEAK = 0.02
 """"Near peak": within two points of WGA of the best mean."""
@@ -247,13 +247,31 @@ def _question_columns(cells: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
+def read_results(path: Path, spec: StudySpec) -> pd.DataFrame:
+    """``results.csv`` as ``crayon study run`` writes it for ``spec``; a :class:`CrayonError` naming the
+    file and the first bad row if it is damaged."""
+    expected = ["refiner", "seed", *spec.grid.varied(), "metric", "value"]
+    try:
+        frame = pd.read_csv(path, dtype={"metric": str, "refiner": str}, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise CrayonError(f"{path}: damaged, not the CSV `crayon study run` writes ({type(error).__name__}); run the study again to rebuild it") from None
+    if list(frame.columns) != expected:
+        raise CrayonError(f"{path}: damaged: the columns are {list(frame.columns)}, expected {expected}; run the study again to rebuild it")
+    for column in ("seed", "value"):
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        if bad := [i for i in frame.index[numbers.isna()] if str(frame.at[i, column]).lower() != "nan"]:
+            raise CrayonError(f"{path}: damaged: row {bad[0] + 2} has {column} {frame.at[bad[0], column]!r}, not a number; run the study again to rebuild it")
+        frame[column] = numbers
+    return frame
+
+
 def write_report(directory: str | Path) -> Path:
     """Write ``directory/report.md`` and its PNG plots; returns the report's path."""
     directory = Path(directory)
     if not (directory / "results.csv").exists():
         raise CrayonError(f"{directory}: no results.csv (run `crayon study run` first)")
     spec = load_spec(directory / "spec.toml")
-    frame = pd.read_csv(directory / "results.csv")
+    frame = read_results(directory / "results.csv", spec)
     wide = _question_columns(_wide(frame))
     original, cells = wide[wide["refiner"] == "original"], wide[wide["refiner"] != "original"]
     if cells.empty:
@@ -262,7 +280,7 @@ def write_report(directory: str | Path) -> Path:
     cells = _paired(cells, original)
     all_cells = spec.cells()
     keys = {c.key for c in all_cells}
-    records = [json.loads((directory / "cells" / f"{key}.json").read_text()) for key in keys if (directory / "cells" / f"{key}.json").exists()]
+    records = [r for key in keys if (directory / "cells" / f"{key}.json").exists() and (r := read_record(directory / "cells" / f"{key}.json")) is not None]
     seconds = sum(r["seconds"] for r in records)
     expected = len(keys)
     text = [

@@ -11,11 +11,15 @@ cache, whose file locks make a process wait for an artefact another one is compu
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
 import json
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -27,7 +31,7 @@ import torch
 
 from ..cache import ArtifactCache
 from ..errors import ConfigError, CrayonError
-from ..files import write_atomically
+from ..files import writable_folder, write_atomically
 from ..pipeline import Pipeline
 from ..progress import console, progress_bar, set_enabled
 from .spec import Cell, StudySpec, base_error, load_spec
@@ -69,6 +73,7 @@ def run_cell(cell: Cell, cache_root: str | None, cells_dir: str) -> dict:
         "row": row.model_dump(mode="json"),
         "dataset": results.dataset,
         "backbone": results.backbone,
+        "judge": results.judge,
         "seconds": round(time.perf_counter() - start, 2),
         "pid": os.getpid(),
     }
@@ -76,7 +81,47 @@ def run_cell(cell: Cell, cache_root: str | None, cells_dir: str) -> dict:
     return record
 
 
-def _init_worker(threads: int) -> None:
+def _die_with(parent: int) -> None:
+    """End this worker as soon as ``parent`` (the study's process) is gone, even if it was killed
+    with SIGKILL and could not stop its workers: on Linux the kernel sends SIGKILL (``prctl``), and
+    everywhere a watcher thread checks the parent every half second."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the watcher below still ends the worker
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+RECORD_FIELDS = {"key": str, "refiner": str, "seed": int, "axes": dict, "metrics": dict, "row": dict}
+
+
+def read_record(path: Path) -> dict | None:
+    """The cell record at ``path``, or ``None`` (with a warning; the cell is run again) if it is
+    damaged: not JSON, not UTF-8, a field missing or of the wrong type, a metric not a number."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        problem = next((f"field {name!r} missing or not {kind.__name__}" for name, kind in RECORD_FIELDS.items() if not isinstance(record.get(name), kind)), None) if isinstance(record, dict) else "not a JSON object"
+        if problem is None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in record["metrics"].values()):
+            problem = "a metric is not a number"
+        if problem is None and record["key"] != path.stem:
+            problem = f"it is the record of cell {record['key']}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        problem = f"{type(error).__name__}: {error}"
+    if problem is None:
+        return record
+    console.print(f"warning: ignoring the damaged cell record {path} ({problem}); the cell runs again", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    return None
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    _die_with(parent)
     torch.set_num_threads(threads)
     set_enabled(False)
     console.quiet = True
@@ -124,10 +169,8 @@ def run_cells(
     cells_dir.mkdir(parents=True, exist_ok=True)
     records = {}
     for path in cells_dir.glob("*.json"):
-        try:
-            records[path.stem] = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            console.print(f"[yellow]warning:[/] ignoring damaged cell record {path}")
+        if (record := read_record(path)) is not None:
+            records[path.stem] = record
     pending = [cell for cell in _pending_order(cells) if cell.key not in records]
     total = len({cell.key for cell in cells})
     console.print(f"{total} cells, {total - len(pending)} already done, {len(pending)} to run with {jobs} process(es)")
@@ -136,7 +179,7 @@ def run_cells(
         advance(total - len(pending))
         root = None if cache_root is None else str(cache_root)
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
             running = {pool.submit(run_cell, cell, root, str(cells_dir)): cell for cell in pending}
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -171,7 +214,7 @@ def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root:
         raise base_error(Path(spec_path), error) from error
     cells = spec.cells()
     check_cells(cells, str(spec_path), cache_root)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out, "--out")
     shutil.copyfile(spec_path, out / "spec.toml")
     csv_path = out / "results.csv"
     console.print(f"{spec.title}:")

@@ -202,7 +202,7 @@ def load_spec(path: str | Path) -> StudySpec:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     if bad := non_finite(data):
-        raise ConfigError("\n".join(f"{_where(path, text, field)}: {field}: must be a finite number" for field in bad))
+        raise ConfigError("\n".join(f"{_where(path, text, field)}: {field}: must be a finite number (within float32's ±3.4e38)" for field in bad))
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as error:
@@ -211,5 +211,8 @@ def load_spec(path: str | Path) -> StudySpec:
             where = _where(path, text, ".".join(map(str, problem["loc"])))
             lines.append(describe_validation_error(ValidationError.from_exception_data(error.title, [problem]), where))
         raise ConfigError("\n".join(lines)) from None
+    for key in spec.grid.options:  # a misspelled refiner would make the axis change nothing
+        if (name := OPTION_AXIS.match(key).group(1)) not in spec.refiners():
+            raise ConfigError(f"{_where(path, text, f'grid.{key}')}: grid.{key}: refiner {name!r} is not among the study's refiners {spec.refiners()}", f"grid.{key}")
     spec.cells()  # every cell's configuration is valid
     return spec

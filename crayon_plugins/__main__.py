@@ -1,0 +1,5 @@
+"""``python -m crayon_plugins``: the ``crayon`` command."""
+
+from .cli import main
+
+main()
