@@ -20,7 +20,10 @@ class CrayonError(Exception):
 
     def within(self, where: str) -> CrayonError:
         """The same error, its message prefixed with ``where`` (a file, a study cell)."""
-        return type(self)(f"{where}: {self}", self.field)
+        try:
+            return type(self)(f"{where}: {self}", self.field)
+        except TypeError:  # a plugin's subclass with another constructor
+            return CrayonError(f"{where}: {self}", self.field)
 
 
 class ConfigError(CrayonError):
