@@ -42,14 +42,14 @@ def read_text(path: Path, what: str) -> str:
 
 
 def writable_folder(path: Path, option: str) -> Path:
-    """Create the output folder ``path`` if needed and check a file can be written in it, before any
-    work; a :class:`ConfigError` naming ``option`` otherwise."""
+    """Check, before any work and without creating anything, that the output folder ``path`` is a
+    folder (or can be created as one) that this process may write in; a :class:`ConfigError`
+    naming ``option`` otherwise."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{option}: {path} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise ConfigError(f"{option}: cannot write in {path} ({error.strerror or error})") from None
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{option}: {existing} is a file, so {path} cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option}: cannot write in {existing} (permission denied)")
     return path

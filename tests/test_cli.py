@@ -45,7 +45,7 @@ def test_run_with_the_pruning_refiners_prints_the_pruned_column_and_the_neuron_a
     config = tmp_path / "tiny.toml"
     config.write_text(
         '[dataset]\nn_train = 192\nn_test = 64\nimage_size = 32\n[training]\nepochs = 1\n[concepts]\nk = 10\n'
-        '[refiner."crayon-attention+pruning"]\nepochs = 1\n'
+        '[refiner."crayon-attention+pruning"]\nepochs = 1\nmax_pruned = 1.0\n[refiner.crayon-pruning]\nmax_pruned = 1.0\n'  # a one-epoch model's degenerate answers
     )
     result = runner.invoke(app, ["run", "--config", str(config), "--refiners", "crayon-pruning,crayon-attention+pruning", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
@@ -61,7 +61,7 @@ def test_compare_writes_a_table_with_annotation_kinds_and_the_best_value_in_bold
     config.write_text(
         'metrics = ["accuracy", "group-accuracy", "reasonability"]\n'
         '[dataset]\nn_train = 192\nn_test = 64\nimage_size = 32\n[training]\nepochs = 1\n[concepts]\nk = 10\n'
-        '[refiner.gradia]\nepochs = 1\n[refiner.jtt]\nepochs = 1\n'
+        '[refiner.gradia]\nepochs = 1\n[refiner.jtt]\nepochs = 1\n[refiner.crayon-pruning]\nmax_pruned = 1.0\n'  # a one-epoch model's degenerate answers
     )
     result = runner.invoke(app, ["compare", "--config", str(config), "--refiners", "gradia,jtt,crayon-pruning", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output

@@ -29,6 +29,8 @@ epochs = 1
 k = 10
 [base.refiner.crayon-attention]
 epochs = 1
+[base.refiner.crayon-pruning]
+max_pruned = 1.0  # a one-epoch 32-px model's neurons are mostly judged irrelevant; these tests check the plumbing
 """
 
 

@@ -215,6 +215,7 @@ def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root:
     cells = spec.cells()
     check_cells(cells, str(spec_path), cache_root)
     writable_folder(out, "--out")
+    out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(spec_path, out / "spec.toml")
     csv_path = out / "results.csv"
     console.print(f"{spec.title}:")
