@@ -10,7 +10,10 @@ from .errors import ConfigError
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``; temporary
+    files of earlier, killed writes of ``path`` are removed (one process writes a given file)."""
+    for orphan in path.parent.glob(f"{path.name}.*.tmp"):  # left by a write that was killed
+        orphan.unlink(missing_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f"{path.name}.", suffix=".tmp", delete=False) as handle:
         handle.write(text)
     publish(Path(handle.name), path)

@@ -222,6 +222,9 @@ def test_orphaned_temp_files_of_killed_writes_are_removed(tmp_path):
     orphan.write_bytes(b"half a tensor")
     ArtifactCache(tmp_path).get_or_compute("maps", "k", lambda: torch.zeros(1, 2, 2))
     assert not orphan.exists()
+    (tmp_path / "results.json.xyz.tmp").write_text('{"half')
+    Results(dataset="d", backbone="b", seed=0).write(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.tmp")) == []
 
 
 def test_nothing_non_finite_is_cached(tmp_path):
