@@ -108,7 +108,22 @@ class ModelSelection(BaseModel):
     rule: Literal["last", "val-wga", "val-accuracy"] = "last"
 
 
-class Evaluation(BaseModel):
+class Sections(BaseModel):
+    """A model whose component sections without ``name`` configure the default component."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for field, info in cls.model_fields.items():
+            if info.annotation is ComponentSpec and isinstance(data.get(field), dict) and "name" not in data[field]:
+                data[field] = {"name": info.default.name, **data[field]}
+        return data
+
+
+class Evaluation(Sections):
     """How the refined models are judged on the test split.
 
     ``judge`` answers the reasonability metric's question (does the map of the test image look at
@@ -119,15 +134,8 @@ class Evaluation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     judge: ComponentSpec = ComponentSpec(name="saliency-oracle")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_name(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("judge"), dict) and "name" not in data["judge"]:
-            data = {**data, "judge": {"name": "saliency-oracle", **data["judge"]}}
-        return data
 
-
-class RunConfig(BaseModel):
+class RunConfig(Sections):
     """One run: data, backbone, original training, annotation, refiners and metrics.
 
     ``annotator`` judges the original model's saliency maps; ``concepts`` describes its neurons and
@@ -161,17 +169,6 @@ says which epoch each trainer keeps, ``evaluation`` who judges the test maps. ``
     def source(self) -> str | None:
         """The file this configuration was read from, named in errors (``None``: built in code)."""
         return self._source
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_names(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for field, info in cls.model_fields.items():
-            if info.annotation is ComponentSpec and isinstance(data.get(field), dict) and "name" not in data[field]:
-                data[field] = {"name": info.default.name, **data[field]}
-        return data
 
     @field_validator("refiners", "metrics")
     @classmethod

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from crayon_plugins import ConfigError, Pipeline, create_refiner, load_config
-from crayon_plugins.config import RunConfig
+from crayon_plugins.config import RunConfig, parse_config
 
 
 def write(tmp_path, text):
@@ -87,3 +87,8 @@ def test_a_section_without_a_name_configures_the_default_component():
 def test_an_annotator_asked_what_it_cannot_judge_is_a_config_error(section, name, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         Pipeline.from_config(RunConfig.model_validate({section: {"name": name}}))
+
+
+def test_a_judge_section_without_name_configures_the_default_judge():
+    judge = parse_config({"evaluation": {"judge": {"yes_above": 0.6}}}).evaluation.judge
+    assert judge.name == "saliency-oracle" and judge.params == {"yes_above": 0.6}
