@@ -50,14 +50,14 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def non_finite(value: Any) -> bool:
+def holds_non_finite(value: Any) -> bool:
     """Whether a floating-point tensor anywhere in nested ``value`` holds inf or nan."""
     if isinstance(value, torch.Tensor):
         return value.is_floating_point() and not bool(torch.isfinite(value).all())
     if isinstance(value, dict):
-        return any(non_finite(v) for v in value.values())
+        return any(holds_non_finite(v) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return any(non_finite(v) for v in value)
+        return any(holds_non_finite(v) for v in value)
     return False
 
 
@@ -88,7 +88,7 @@ class ArtifactCache:
             _warn_once(path, f"the cached {kind} entry {path} is damaged ({type(error).__name__}); recomputing it")
             return None
         problem = check(value) if check is not None else None
-        if problem is None and non_finite(value):
+        if problem is None and holds_non_finite(value):
             problem = "it holds inf or nan"
         if problem is not None:
             _warn_once(path, f"the cached {kind} entry {path} does not fit this run ({problem}); recomputing it")
@@ -97,7 +97,7 @@ class ArtifactCache:
 
     def save(self, kind: str, key: str, value: Any) -> bool:
         """Store ``value``; ``False`` (with a warning) if it could not be written."""
-        if non_finite(value):
+        if holds_non_finite(value):
             raise CrayonError(f"refusing to cache a {kind} artefact that holds inf or nan (entry {key})")
         path = self.path(kind, key)
         handle = None

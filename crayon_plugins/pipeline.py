@@ -176,8 +176,8 @@ class Pipeline:
 
     @classmethod
     def _build(cls, config: RunConfig, names: list[str], cache: ArtifactCache | None) -> Pipeline:
-        for section in config.refiner:  # a misspelled section would otherwise be ignored
-            factory.create_refiner(section, config.refiner[section], where=f"refiner.{section}")
+        build = lambda n: factory.create_from_spec("refiner", config.refiner_spec(n), f"refiner.{n}")  # noqa: E731
+        sections = {n: build(n) for n in config.refiner}  # a misspelled section would otherwise be ignored
         annotator = _annotation_source(config.annotator, "annotator", "maps")
         neuron_annotator = _annotation_source(config.neuron_annotator, "neuron_annotator", "neurons")
         return cls(
@@ -189,7 +189,7 @@ class Pipeline:
             concept_extractor=factory.create_from_spec("concept_extractor", config.concepts, "concepts"),
             neuron_annotator=neuron_annotator,
             judge=_annotation_source(config.evaluation.judge, "evaluation.judge", "maps"),
-            refiners={n: factory.create_from_spec("refiner", config.refiner_spec(n), f"refiner.{n}") for n in names},
+            refiners={n: sections[n] if n in sections else build(n) for n in names},
             metrics=[factory.create_metric(n, where=f"metrics[{n!r}]") for n in config.metrics],
             cache=cache or ArtifactCache(),
             device=resolve_device(config.device),
