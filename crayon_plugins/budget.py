@@ -37,13 +37,15 @@ def neuron_taylor_scores(model: Classifier, train: SharedFeatures, labels: Tenso
     """``(C,)`` ``|∂L/∂m_c|`` at the current mask: the first-order estimate of how much the summed
     training loss ``L`` would change if neuron ``c`` were pruned (Molchanov et al., ICLR 2017)."""
     model.eval()
-    if not train.covers(model):
-        raise ValueError("neuron scores need features extracted by this model's backbone")
     mask = model.neuron_mask.detach().clone().requires_grad_(True)
-    for features, target in zip(train.features.split(batch_size), labels.split(batch_size)):
-        features = features.to(train.device)
-        logits = model.classifier(model.pool(features * mask.view(1, -1, 1, 1)))
-        F.cross_entropy(logits, target.to(train.device), reduction="sum").backward()
+    if train.covers(model):  # the classifier sees pool(f) · m
+        batches = zip(train.pooled.split(batch_size), labels.split(batch_size))
+        logits = lambda pooled: model.classifier(pooled * mask)  # noqa: E731
+    else:
+        batches = ((x, labels[i]) for i, x in train.images.batches(batch_size=batch_size))
+        logits = lambda x: model.classifier(model.pool(model.forward_features((x - model.mean) / model.std) * mask.view(1, -1, 1, 1)))  # noqa: E731
+    for inputs, target in batches:
+        F.cross_entropy(logits(inputs.to(train.device)), target.to(train.device), reduction="sum").backward()
     return mask.grad.abs().cpu()
 
 

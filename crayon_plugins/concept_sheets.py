@@ -22,7 +22,7 @@ def mosaic(concepts: NeuronConcepts, train: ImageSet, neuron: int, gap: int = 2)
     rows = -(-concepts.k // COLUMNS)
     canvas = np.ones((rows * (side + gap), COLUMNS * (side + gap), 3), dtype=np.float32)
     for slot, (top, left, bottom, right) in enumerate(boxes.tolist()):
-        patch = train.images[concepts.top_images[neuron, slot], :, top:bottom, left:right].permute(1, 2, 0).numpy()
+        patch = train.images[int(concepts.top_images[neuron, slot])][:, top:bottom, left:right].permute(1, 2, 0).numpy()
         y = (slot // COLUMNS) * (side + gap) + (side - patch.shape[0]) // 2
         x = (slot % COLUMNS) * (side + gap) + (side - patch.shape[1]) // 2
         canvas[y : y + patch.shape[0], x : x + patch.shape[1]] = patch

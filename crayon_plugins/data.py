@@ -2,49 +2,69 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 import torch
 from torch import Tensor
 
+from .items import Items, Loading, as_items
+
 
 @dataclass(frozen=True)
 class ImageSet:
-    """One split of a dataset, held as tensors.
+    """One split of a dataset: per-item metadata in memory, images and masks read on demand.
 
     Attributes:
-        images: ``(N, 3, H, W)`` float32 in ``[0, 1]`` (models normalise internally).
+        images: ``(N, 3, H, W)`` float32 in ``[0, 1]`` (models normalise internally), as
+            :class:`~crayon_plugins.items.Items` (a tensor is wrapped): ``images[indices]`` stacks some,
+            :meth:`~crayon_plugins.items.Items.batches` streams them.
         labels: ``(N,)`` int64 class indices.
         spurious: ``(N,)`` int64 spurious-attribute indices (Waterbirds' ``place``).
-        masks: ``(N, H, W)`` bool object masks, or ``None`` where the dataset has none.
+        masks: ``(N, H, W)`` bool object masks, likewise, or ``None`` where the dataset has none.
         ids: ``N`` stable, unique item ids (annotations refer to items by id).
         class_names / spurious_names: display names; groups are ``label × spurious``.
+        skipped: items the dataset left out because their files could not be read (reported).
     """
 
-    images: Tensor
+    images: Items
     labels: Tensor
     spurious: Tensor
-    masks: Tensor | None
+    masks: Items | None
     ids: tuple[str, ...]
     class_names: tuple[str, ...]
     spurious_names: tuple[str, ...]
+    skipped: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "images", as_items(self.images))
+        if self.masks is not None:
+            object.__setattr__(self, "masks", as_items(self.masks))
         n = len(self.ids)
-        if self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"images must be (N, 3, H, W), got {tuple(self.images.shape)}")
-        for field in ("images", "labels", "spurious", "masks"):
-            value = getattr(self, field)
+        shape = self.images.shape
+        if len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got {shape}")
+        for name in ("images", "labels", "spurious", "masks"):
+            value = getattr(self, name)
             if value is not None and len(value) != n:
-                raise ValueError(f"{field} has {len(value)} items but ids has {n}")
-        if self.masks is not None and self.masks.shape[1:] != self.images.shape[2:]:
-            raise ValueError(f"masks {tuple(self.masks.shape)} do not match images {tuple(self.images.shape)}")
+                raise ValueError(f"{name} has {len(value)} items but ids has {n}")
+        if self.masks is not None and self.masks.shape[1:] != shape[2:]:
+            raise ValueError(f"masks {self.masks.shape} do not match images {shape}")
         if len(set(self.ids)) != n:
             raise ValueError("ids must be unique")
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images."""
+        return tuple(self.images.shape[-2:])
+
+    def with_loading(self, loading: Loading) -> ImageSet:
+        """The split read with ``loading`` (workers, pinned memory)."""
+        masks = None if self.masks is None else self.masks.with_loading(loading)
+        return replace(self, images=self.images.with_loading(loading), masks=masks)
 
     @property
     def groups(self) -> Tensor:
@@ -86,23 +106,28 @@ class MapsToJudge:
 
     Attributes:
         ids: item ids, one per map.
-        images: ``(N, 3, H, W)`` the images the maps explain.
+        images: ``(N, 3, H, W)`` the images the maps explain (:class:`~crayon_plugins.items.Items`).
         maps: ``(N, h, w)`` non-negative, max-normalised saliency maps (``h, w`` the model's grid).
         labels / spurious: ``(N,)`` ground truth and group metadata (oracles may use them).
         masks: ``(N, H, W)`` object masks, or ``None``.
     """
 
     ids: tuple[str, ...]
-    images: Tensor
+    images: Items
     maps: Tensor
     labels: Tensor
     spurious: Tensor
     masks: Tensor | None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", as_items(self.images))
+
     @classmethod
     def of(cls, split: ImageSet, maps: Tensor) -> MapsToJudge:
-        """``maps`` of the images of ``split``, with its labels, group metadata and masks."""
-        return cls(split.ids, split.images, maps, split.labels, split.spurious, split.masks)
+        """``maps`` of the images of ``split``, with its labels, group metadata and masks (read into
+        memory: oracles compare every map with its mask)."""
+        masks = None if split.masks is None else split.masks.all()
+        return cls(split.ids, split.images, maps, split.labels, split.spurious, masks)
 
 
 def positions(item_ids: tuple[str, ...], ids: tuple[str, ...]) -> list[int]:

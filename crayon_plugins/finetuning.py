@@ -76,11 +76,11 @@ class FineTuning(Refiner):
         refined = self.start(model, context).to(context.device)
         train, device = context.train, context.device
 
-        def batch_loss(indices: Tensor) -> Tensor:
-            batch = Batch(indices, train.images[indices].to(device), train.labels[indices].to(device))
+        def batch_loss(indices: Tensor, images: Tensor) -> Tensor:
+            batch = Batch(indices, images.to(device, non_blocking=True), train.labels[indices].to(device))
             return self.loss(refined, batch, prepared)
 
-        fit(refined, batch_loss, len(train), self.params, context.seed, f"refine {self.name}", sample_weights=weights, selection=context.selection)
+        fit(refined, batch_loss, len(train), self.params, context.seed, f"refine {self.name}", sample_weights=weights, selection=context.selection, images=train.images)
         return refined
 
 

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import Optimisation
-from .errors import TrainingError
+from .errors import ConfigError, TrainingError
+from .items import Items
 from .model import Classifier
 from .progress import progress_bar
 
@@ -63,7 +64,7 @@ class Selection:
 
 def fit(
     model: nn.Module,
-    batch_loss: Callable[[Tensor], Tensor],
+    batch_loss: Callable[[Tensor, Tensor | None], Tensor],
     n: int,
     optimisation: Optimisation,
     seed: int,
@@ -72,8 +73,10 @@ def fit(
     parameters: list[nn.Parameter] | None = None,
     selection: Selection | None = None,
     evaluated: Classifier | None = None,
+    images: Items | None = None,
 ) -> Curve | None:
-    """Train ``model`` in place with Adam; ``batch_loss(indices)`` returns a minibatch's loss.
+    """Train ``model`` in place with Adam; ``batch_loss(indices, images)`` returns a minibatch's loss,
+    ``images`` the minibatch's images (on CPU, streamed from ``images``) or ``None`` without them.
 
     Each epoch visits ``n`` items: a permutation, or, with ``sample_weights``, ``n`` draws with
     replacement in proportion to them. ``parameters`` defaults to all of the model's. With
@@ -84,11 +87,17 @@ def fit(
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    augmentation = torch.Generator().manual_seed(seed + 1)
     optimiser = torch.optim.Adam(
         parameters if parameters is not None else model.parameters(),
         lr=optimisation.lr,
         weight_decay=optimisation.weight_decay,
     )
+    device = next(model.parameters()).device.type
+    if optimisation.amp == "fp16" and device != "cuda":
+        raise ConfigError(f"{description}: amp = 'fp16' needs a CUDA device (training runs on {device}); use 'bf16' or 'none'", "training.amp")
+    precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(optimisation.amp)
+    scaler = torch.amp.GradScaler(device, enabled=optimisation.amp == "fp16")
     batches = -(-n // optimisation.batch_size)
     curve = Curve(selection.rule) if selection is not None else None
     kept: dict[str, Tensor] | None = None
@@ -99,13 +108,17 @@ def fit(
                 order = torch.randperm(n, generator=generator)
             else:
                 order = torch.multinomial(sample_weights.double(), n, replacement=True, generator=generator)
-            for step, indices in enumerate(order.split(optimisation.batch_size), start=1):
-                loss = batch_loss(indices)
+            chunks = order.split(optimisation.batch_size)
+            minibatches = images.batches(order, optimisation.batch_size, augmentation) if images is not None else ((i, None) for i in chunks)
+            for step, (indices, batch) in enumerate(minibatches, start=1):
+                with torch.autocast(device, dtype=precision, enabled=precision is not None):
+                    loss = batch_loss(indices, batch)
                 if not torch.isfinite(loss.detach()).all():
                     raise TrainingError(f"{description}: the loss is {loss.detach().sum().item()} at epoch {epoch}, step {step}; {_DIVERGED}")
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
                 advance()
             if bad := non_finite_weights(model):
                 raise TrainingError(f"{description}: weight {bad!r} is not finite after epoch {epoch}; {_DIVERGED}")
@@ -137,10 +150,10 @@ def non_finite_weights(model: nn.Module) -> str | None:
 
 @torch.no_grad()
 def predict(
-    model: Classifier, images: Tensor, device: torch.device, batch_size: int = 256, penultimate: bool = False
+    model: Classifier, images: Items, device: torch.device, batch_size: int = 256, penultimate: bool = False
 ) -> Tensor:
     """``(N, num_classes)`` logits of ``model`` (in eval mode) on CPU; with ``penultimate``, the
     ``(N, D)`` pooled features its classifier sees instead."""
     model.eval()
     output = (lambda x: model.pool(model.features(x))) if penultimate else model
-    return torch.cat([output(batch.to(device)).cpu() for batch in images.split(batch_size)])
+    return torch.cat([output(batch.to(device, non_blocking=True)).cpu() for _, batch in images.batches(batch_size=batch_size)])

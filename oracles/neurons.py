@@ -57,9 +57,10 @@ class NeuronMaskOracle(NeuronOracle):
         if items.train.masks is None:
             raise CrayonError("neuron-mask needs object masks, and this dataset has none; use neuron-metadata")
         concepts = items.concepts
-        cells = grid_masks(items.train.masks, concepts.grid)  # (N, h, w)
+        shown = concepts.top_images.unique()  # sorted; only these images' masks are read
+        cells = grid_masks(items.train.masks[shown], concepts.grid)  # (len(shown), h, w)
         rows, cols = concepts.cells[..., 0], concepts.cells[..., 1]
-        return cells[concepts.top_images, rows, cols].mean(dim=1)
+        return cells[torch.searchsorted(shown, concepts.top_images), rows, cols].mean(dim=1)
 
     def truth(self, items: NeuronsToJudge) -> Tensor:
         relevant = self.on_object(items) >= self.params.relevant_above

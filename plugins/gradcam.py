@@ -18,7 +18,8 @@ class GradCam(DifferentiableInterpreter):
     Maps are ``(B, h, w)`` on the model's feature grid, ``ReLU(Σ_c mean_hw(∂y_t/∂A_c)·A_c)``
     max-normalised to ``[0, 1]``. Differentiable: :meth:`explain` keeps the graph (``create_graph``)
     so a loss on the maps reaches the weights, and returns the logits it computed on the way.
-    Each image's map depends only on that image as long as the model is in ``eval`` mode.
+    Each image's map depends only on that image as long as the model is in ``eval`` mode. Under
+    mixed precision the gradients and activations are combined in float32.
     """
 
     def explain(self, model: Classifier, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -26,9 +27,9 @@ class GradCam(DifferentiableInterpreter):
         with torch.enable_grad():
             features = model.features(images)
             logits = model.head(features)
-            score = logits.gather(1, targets[:, None]).sum()
+            score = logits.float().gather(1, targets[:, None]).sum()
             (grads,) = torch.autograd.grad(score, features, create_graph=True)
-            cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * features).sum(dim=1))
+            cam = F.relu((grads.float().mean(dim=(2, 3), keepdim=True) * features.float()).sum(dim=1))
         return normalise_maps(cam), logits
 
 
@@ -45,8 +46,8 @@ class GradiaGradCam(DifferentiableInterpreter):
         with torch.enable_grad():
             features = model.features(images)
             logits = model.head(features)
-            (grads,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), features, retain_graph=True)
-            cam = (grads.mean(dim=(2, 3), keepdim=True).detach() * features).sum(dim=1)
+            (grads,) = torch.autograd.grad(logits.float().gather(1, targets[:, None]).sum(), features, retain_graph=True)
+            cam = (grads.float().mean(dim=(2, 3), keepdim=True).detach() * features.float()).sum(dim=1)
         low = cam.amin(dim=(-2, -1), keepdim=True)
         span = cam.amax(dim=(-2, -1), keepdim=True) - low
         return (cam - low) / span.where(span > 0, 1.0), logits

@@ -45,12 +45,12 @@ class JustTrainTwice(Refiner):
         model = context.build_model().to(context.device)
         train, device = context.train, context.device
 
-        def batch_loss(indices: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(model(train.images[indices].to(device)), train.labels[indices].to(device))
+        def batch_loss(indices: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(model(images.to(device, non_blocking=True)), train.labels[indices].to(device))
 
         n = len(train) if weights is None else round(float(weights.sum()))
         options = self.params.model_copy(update={"epochs": epochs})
-        fit(model, batch_loss, n, options, context.seed, description, sample_weights=weights, selection=context.selection if select else None)
+        fit(model, batch_loss, n, options, context.seed, description, sample_weights=weights, selection=context.selection if select else None, images=train.images)
         return model
 
     def refine(self, model: Classifier, context: RefinementContext) -> Classifier:

@@ -39,8 +39,8 @@ class TopPatches(ConceptExtractor):
         model.eval()
         peaks, places = [], []
         with torch.no_grad(), progress_bar("extract neuron concepts", -(-len(train) // p.batch_size)) as advance:
-            for batch in train.images.split(p.batch_size):
-                features = model.features(batch.to(device))
+            for _, batch in train.images.batches(batch_size=p.batch_size):
+                features = model.features(batch.to(device, non_blocking=True))
                 value, place = features.flatten(2).max(dim=2)
                 peaks.append(value.cpu())
                 places.append(place.cpu())
@@ -50,7 +50,7 @@ class TopPatches(ConceptExtractor):
         top_activations, top_images = (t.T.contiguous() for t in activations.topk(p.k, dim=0))  # (C, k)
         place = places.gather(0, top_images.T).T  # (C, k) flat grid index of each arg-max
         cells = torch.stack([place // grid[1], place % grid[1]], dim=-1)
-        size = tuple(train.images.shape[-2:])
+        size = train.image_size
         return NeuronConcepts(
             neuron_ids=tuple(f"neuron-{c:04d}" for c in range(activations.shape[1])),
             activations=activations,

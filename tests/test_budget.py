@@ -36,7 +36,7 @@ def test_the_pipeline_annotates_only_the_budget_and_loss_guided_takes_the_hardes
     assert int(annotated.sum()) == budget_size(len(train), 0.1) == context.annotation_stats["maps"]["annotated"]
     losses = image_losses(model, context.features, train.labels)
     assert losses[annotated].min() >= losses[~annotated].max()
-    assert int((context.neuron_answers != NOT_ANNOTATED).sum()) == budget_size(len(context.concepts), 0.1)
+    assert int((context.neurons.answers != NOT_ANNOTATED).sum()) == budget_size(len(context.neurons.concepts), 0.1)
 
 
 def test_a_dead_neuron_has_no_taylor_importance_and_a_used_one_has_some(tmp_path):
@@ -44,7 +44,7 @@ def test_a_dead_neuron_has_no_taylor_importance_and_a_used_one_has_some(tmp_path
     train = pipeline.load("train")
     model, _, _ = pipeline.original_model(train)
     features = pipeline.shared_features(model, train, "train")
-    zeroed = features.features.clone()
+    zeroed = features.pooled.clone()
     zeroed[:, 3] = 0
     dead = SharedFeatures(train.images, zeroed, features.digest, features.device)
     scores = neuron_taylor_scores(model, dead, train.labels)
@@ -75,6 +75,6 @@ def test_a_panel_draws_where_most_of_its_annotators_drew_within_the_budget(tmp_p
     size = tuple(train.images.shape[-2:])
     votes = sum(source.annotate_attention(MapsToJudge.of(train, maps)).aligned(train.ids, size)[0].int() for source in pipeline.map_panel)
     chosen = context.map_answers != NOT_ANNOTATED
-    assert torch.equal(context.attention[chosen], votes[chosen] >= 2)  # each annotator shifts its own way
-    assert not context.attention[~chosen].any() and int(context.attention_drawn.sum()) <= int(chosen.sum())
+    assert torch.equal(context.drawings.regions[chosen], votes[chosen] >= 2)  # each annotator shifts its own way
+    assert not context.drawings.regions[~chosen].any() and int(context.drawings.drawn.sum()) <= int(chosen.sum())
     assert (votes[chosen] == 1).any()  # the annotators did disagree somewhere

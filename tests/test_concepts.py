@@ -22,7 +22,7 @@ def train():
 def test_top_patches_are_each_neurons_strongest_images_and_their_arg_max_cells(tiny_model, train):
     concepts = create_concept_extractor("top-patches", {"k": 5, "batch_size": 16}).extract(tiny_model, train)
     with torch.no_grad():
-        features = tiny_model.features(train.images)  # (40, 128, 4, 4)
+        features = tiny_model.features(train.images.all())  # (40, 128, 4, 4)
     peaks = features.amax(dim=(2, 3))
     assert concepts.grid == (4, 4) and concepts.image_size == (32, 32) and len(concepts) == 128
     torch.testing.assert_close(concepts.activations, peaks)

@@ -206,7 +206,7 @@ def test_gradia_weights_follow_the_published_table(drawn, num_classes, seed):
     train = tiny_image_set(n=n, num_classes=num_classes, seed=seed)
     w_pred, w_att = create_refiner("gradia").weights(model, tiny_context(model, train, map_answers=answers))
     with torch.no_grad():
-        accurate = (model(train.images).argmax(dim=1) == train.labels).tolist()
+        accurate = (model(train.images.all()).argmax(dim=1) == train.labels).tolist()
     table = {(Answer.YES, True): (1, 0), (Answer.NO, True): (0.4, 1.6), (Answer.YES, False): (0.8, 0.2), (Answer.NO, False): (1, 1)}
     for i in range(n):
         expected = table.get((int(answers[i]), accurate[i]), (1, 0))

@@ -33,11 +33,11 @@ def test_fit_keeps_the_weights_of_the_chosen_epoch():
         seen.append({k: v.clone() for k, v in m.state_dict().items()})
         return CURVE[len(seen) - 1]
 
-    def batch_loss(indices):
-        return F.cross_entropy(model(train.images[indices]), train.labels[indices])
+    def batch_loss(indices, images):
+        return F.cross_entropy(model(images), train.labels[indices])
 
     selection = Selection("val-wga", evaluate)
-    curve = fit(model, batch_loss, len(train), Optimisation(epochs=4, lr=1e-2, batch_size=8), 0, "test", selection=selection)
+    curve = fit(model, batch_loss, len(train), Optimisation(epochs=4, lr=1e-2, batch_size=8), 0, "test", selection=selection, images=train.images)
     assert curve is selection.curve and curve.chosen == 2 and curve.epochs == CURVE
     assert all(torch.equal(model.state_dict()[k], v) for k, v in seen[1].items())
     assert not all(torch.equal(model.state_dict()[k], v) for k, v in seen[3].items())

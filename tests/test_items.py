@@ -1,0 +1,85 @@
+"""Lazily read items: the same values whichever way they are read, the CRAYON transforms' geometry,
+and clean errors from decoding workers."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from crayon_plugins.errors import DataError
+from crayon_plugins.items import FileImages, FileMasks, Loading, TensorItems
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 40), batch=st.integers(1, 16), seed=st.integers(0, 100))
+def test_tensor_items_stream_exactly_the_indexed_rows(n, batch, seed):
+    tensor = torch.randn(n, 3, 2, 2, generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    items = TensorItems(tensor)
+    seen = list(items.batches(order, batch))
+    assert torch.equal(torch.cat([i for i, _ in seen]), order)
+    assert torch.equal(torch.cat([x for _, x in seen]), tensor[order])
+    assert torch.equal(items[order[:3]], tensor[order[:3]]) and torch.equal(items[1:], tensor[1:]) and torch.equal(items[0], tensor[0])
+
+
+def _write(folder, n, size=(40, 60)):
+    """``n`` RGB PNGs: image ``i`` is ``i`` everywhere except a white 10-px square in the centre."""
+    paths = []
+    for i in range(n):
+        pixels = np.full((*size, 3), 10 * i, dtype=np.uint8)
+        h, w = size[0] // 2, size[1] // 2
+        pixels[h - 5 : h + 5, w - 5 : w + 5] = 255
+        path = folder / f"{i}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_file_images_resize_to_a_square_then_centre_crop(tmp_path):
+    images = FileImages(_write(tmp_path, 3), size=16, resize=20)
+    assert images.shape == (3, 3, 16, 16)
+    x = images[2]
+    assert x.dtype == torch.float32 and x.shape == (3, 16, 16)
+    assert x.min() >= 0 and x.max() <= 1
+    assert abs(float(x[0, 0, 0]) - 20 / 255) < 0.01  # a corner keeps the background value
+    assert float(x[0, 8, 8]) == pytest.approx(1.0, abs=0.01)  # the centre square survives the crop
+
+
+def test_decoding_workers_give_what_the_calling_process_gives(tmp_path):
+    images = FileImages(_write(tmp_path, 7), size=8, resize=10)
+    order = torch.tensor([6, 0, 3, 1, 5, 2, 4])
+    alone = torch.cat([x for _, x in images.batches(order, 3)])
+    workers = torch.cat([x for _, x in images.with_loading(Loading(num_workers=2)).batches(order, 3)])
+    assert torch.equal(alone, workers) and torch.equal(alone, images[order])
+
+
+def test_augmentation_is_seeded_and_only_on_the_training_view(tmp_path):
+    images = FileImages(_write(tmp_path, 4), size=8, resize=10)
+    augmented = images.augmented()
+    first = torch.cat([x for _, x in augmented.batches(generator=torch.Generator().manual_seed(1))])
+    assert first.shape == (4, 3, 8, 8)
+    assert torch.equal(images[torch.arange(4)], images.augmented().augmented().__class__(images.paths, 8, 10)[torch.arange(4)])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_undecodable_image_is_an_error_naming_the_file_without_a_worker_traceback(tmp_path, workers):
+    paths = _write(tmp_path, 3)
+    paths[1].write_text("not an image")
+    images = FileImages(paths, size=8, resize=10).with_loading(Loading(num_workers=workers))
+    with pytest.raises(DataError) as error:
+        list(images.batches())
+    assert str(error.value).startswith(f"{paths[1]}: cannot decode the image")
+    assert "Traceback" not in str(error.value)
+
+
+def test_masks_keep_the_images_geometry_and_stay_binary(tmp_path):
+    path = tmp_path / "mask.png"
+    pixels = np.zeros((40, 60), dtype=np.uint8)
+    pixels[15:25, 25:35] = 7  # any non-zero value is the object
+    Image.fromarray(pixels).save(path)
+    mask = FileMasks([path], size=16, resize=20)[0]
+    assert mask.dtype == torch.bool and mask.shape == (16, 16)
+    rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
+    assert (int(rows.min()), int(rows.max())) == (6, 10) and (int(cols.min()), int(cols.max())) == (7, 9)  # nearest: source index ⌊i · in / out⌋, then a 2-px crop
