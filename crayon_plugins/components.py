@@ -8,8 +8,9 @@ component declares its options as a pydantic model ``Params``; the factories in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import ClassVar
 
 import torch
@@ -56,11 +57,45 @@ class Backbone(Component, ABC):
     @abstractmethod
     def build(self, num_classes: int) -> Classifier: ...
 
+    def weights_digest(self) -> str | None:
+        """A digest of the weights file ``build`` loads (it enters cache keys); ``None`` for none."""
+        return None
+
+
+class Need(StrEnum):
+    """What a refiner or metric may declare in ``needs``, beyond images and labels; the pipeline
+    prepares only what some component needs. Members equal their strings (``"map-answers"``)."""
+
+    MAP_ANSWERS = "map-answers"
+    """Refiner, metric: yes / no / maybe on a model's saliency maps."""
+    NEURON_ANSWERS = "neuron-answers"
+    """Refiner: relevant / irrelevant on the original model's neurons."""
+    ATTENTION_MAPS = "attention-maps"
+    """Refiner: regions the annotator drew where the model should look."""
+    BOXES = "boxes"
+    """Refiner: the same drawings, used as bounding boxes."""
+    GROUPS = "groups"
+    """Refiner: true group labels of the training (and validation) items."""
+    EVALUATION_SPLITS = "evaluation-splits"
+    """Metric: predictions on the dataset's extra evaluation splits (Backgrounds Challenge's)."""
+
+
+DRAWINGS = frozenset({Need.ATTENTION_MAPS, Need.BOXES})
+"""The needs answered by the annotator's drawings."""
+
 
 class Dataset(Component, ABC):
-    """Gives the ``train``, ``val`` and ``test`` splits as :class:`~crayon_plugins.data.ImageSet`."""
+    """Gives the ``train``, ``val`` and ``test`` splits as :class:`~crayon_plugins.data.ImageSet`,
+    and any ``evaluation_splits`` (models are also evaluated there, for metrics that need
+    ``"evaluation-splits"``)."""
 
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    evaluation_splits: ClassVar[tuple[str, ...]] = ()
+
+    def fingerprint(self) -> str | None:
+        """A digest of the files the dataset reads (it enters cache keys, so regenerated data is
+        not mistaken for the old); ``None`` when the options alone determine the data."""
+        return None
 
     @abstractmethod
     def load(self, split: str) -> ImageSet: ...
@@ -135,6 +170,38 @@ class AnnotationSource(Component):
 
 
 @dataclass(frozen=True)
+class NeuronJudgements:
+    """The answers about the original model's neurons, for refiners that need ``"neuron-answers"``.
+
+    Attributes:
+        concepts: the neurons' concepts the annotator judged.
+        answers: ``(C,)`` per neuron an :class:`~crayon_plugins.data.Answer` code (yes: relevant, no:
+            irrelevant) or :data:`~crayon_plugins.data.NOT_ANNOTATED`.
+        annotations: the raw answers ``answers`` was derived from.
+        annotator: the configured neuron annotation source, as errors name it.
+    """
+
+    concepts: NeuronConcepts
+    answers: Tensor
+    annotations: Annotations
+    annotator: str = "neuron annotator"
+
+
+@dataclass(frozen=True)
+class DrawnRegions:
+    """Where the annotators say the model should look, for refiners that need ``"attention-maps"``
+    or ``"boxes"``.
+
+    Attributes:
+        regions: ``(N, H, W)`` bool regions drawn on the training images.
+        drawn: ``(N,)`` bool, which training images have a (non-empty) region.
+    """
+
+    regions: Tensor
+    drawn: Tensor
+
+
+@dataclass(frozen=True)
 class RefinementContext:
     """Everything a refiner may use besides the model it refines.
 
@@ -146,17 +213,13 @@ class RefinementContext:
         annotations: the raw answers ``map_answers`` was derived from.
         seed: seed for every random choice the refiner makes.
         device: where to train.
-        concepts: the original model's neuron concepts, for refiners that need ``"neuron-answers"``.
-        neuron_answers: ``(C,)`` per neuron an :class:`~crayon_plugins.data.Answer` code (yes:
-            relevant, no: irrelevant) or :data:`~crayon_plugins.data.NOT_ANNOTATED`, likewise.
-        neuron_annotations: the raw answers ``neuron_answers`` was derived from, likewise.
-        neuron_annotator: the configured neuron annotation source, as errors name it.
-        attention: ``(N, H, W)`` bool regions the annotator drew on the training images (where the
-            model should look), for refiners that need ``"attention-maps"`` or ``"boxes"``.
-        attention_drawn: ``(N,)`` bool, which training images have a (non-empty) region.
-        features: the original model's feature maps of ``train``; :meth:`penultimate` uses them.
+        neurons: the neuron answers when some refiner of the run needs ``"neuron-answers"``, else
+            ``None`` (:meth:`require_neurons`).
+        drawings: the annotators' drawings when some refiner needs ``"attention-maps"`` or
+            ``"boxes"``, else ``None`` (:meth:`require_drawings`).
+        features: the original model's pooled features of ``train``; :meth:`penultimate` uses them.
         val: the validation split, with its group labels (``dfr`` trains on it).
-        val_features: the original model's feature maps of ``val``, likewise.
+        val_features: the original model's pooled features of ``val``, likewise.
         selection: validation and the run's model-selection rule; trainers pass it to
             :func:`~crayon_plugins.training.fit`, which records the validation curve in it.
         build_model: a new, untrained model of the original's architecture, seeded by ``seed``
@@ -171,18 +234,26 @@ class RefinementContext:
     annotations: Annotations
     seed: int
     device: torch.device
-    concepts: NeuronConcepts | None = None
-    neuron_answers: Tensor | None = None
-    neuron_annotations: Annotations | None = None
-    neuron_annotator: str = "neuron annotator"
-    attention: Tensor | None = None
-    attention_drawn: Tensor | None = None
+    neurons: NeuronJudgements | None = None
+    drawings: DrawnRegions | None = None
     features: SharedFeatures | None = None
     val: ImageSet | None = None
     val_features: SharedFeatures | None = None
     selection: Selection | None = None
     build_model: Callable[[], Classifier] | None = None
     annotation_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def require_neurons(self, refiner: str) -> NeuronJudgements:
+        """:attr:`neurons`, or a :class:`CrayonError` naming ``refiner`` when the run prepared none."""
+        if self.neurons is None:
+            raise CrayonError(f"refiner {refiner!r} needs neuron answers, and the refinement context has none (declare 'neuron-answers' in needs)")
+        return self.neurons
+
+    def require_drawings(self, refiner: str) -> DrawnRegions:
+        """:attr:`drawings`, or a :class:`CrayonError` naming ``refiner`` when the run prepared none."""
+        if self.drawings is None:
+            raise CrayonError(f"refiner {refiner!r} needs drawn attention maps, and the refinement context has none (declare 'attention-maps' or 'boxes' in needs)")
+        return self.drawings
 
     def maps_for(self, interpreter: Interpreter, model: Classifier, batch_size: int = 256) -> Tensor:
         """``(N, h, w)`` ``model``'s maps of ``train`` as ``interpreter`` draws them: :attr:`original_maps`
@@ -191,8 +262,8 @@ class RefinementContext:
         probe = interpreter(model, self.train.images[:1].to(self.device), self.train.labels[:1].to(self.device))
         if probe.shape[1:] == self.original_maps.shape[1:]:
             return self.original_maps
-        images, labels = self.train.images.split(batch_size), self.train.labels.split(batch_size)
-        return torch.cat([interpreter(model, x.to(self.device), y.to(self.device)).cpu() for x, y in zip(images, labels)])
+        labels = self.train.labels
+        return torch.cat([interpreter(model, x.to(self.device), labels[i].to(self.device)).cpu() for i, x in self.train.images.batches(batch_size=batch_size)])
 
     def penultimate(self, model: Classifier, split: str = "train") -> Tensor:
         """``(N, D)`` pooled features of ``split`` (``"train"`` or ``"val"``) that ``model``'s
@@ -206,20 +277,18 @@ class RefinementContext:
         return predict(model, images.images, self.device, penultimate=True)
 
 
-REFINER_NEEDS = frozenset({"map-answers", "neuron-answers", "attention-maps", "boxes", "groups"})
+REFINER_NEEDS = frozenset({Need.MAP_ANSWERS, Need.NEURON_ANSWERS, Need.ATTENTION_MAPS, Need.BOXES, Need.GROUPS})
 """Everything a refiner may declare in ``needs``."""
 
-METRIC_NEEDS = frozenset({"map-answers"})
+METRIC_NEEDS = frozenset({Need.MAP_ANSWERS, Need.EVALUATION_SPLITS})
 """Everything a metric may declare in ``needs``."""
 
 
 class Refiner(Component, ABC):
     """Model + data + annotations → refined model. Must not modify the model it is given.
 
-    ``needs`` names what the refiner uses beyond images and labels, and the pipeline prepares only
-    what some refiner needs: ``"map-answers"`` (yes / no / maybe on the original model's maps),
-    ``"neuron-answers"`` (relevant / irrelevant on its neurons), ``"attention-maps"`` (drawn regions),
-    ``"boxes"`` (the same drawings, used as bounding boxes) and ``"groups"`` (true group labels).
+    ``needs`` names what the refiner uses beyond images and labels (:data:`REFINER_NEEDS`, see
+    :class:`Need`), and the pipeline prepares only what some refiner needs.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
@@ -238,22 +307,29 @@ class Predictions:
         train_group_shares: ``(G,)`` each group's share of the training set.
         map_answers: ``(N,)`` the annotator's :class:`~crayon_plugins.data.Answer` on the model's map of
             each image for its predicted class, for metrics that need ``"map-answers"``; else ``None``.
+        others: the same model's predictions on each of the dataset's ``evaluation_splits``, by split
+            name, for metrics that need ``"evaluation-splits"``; else empty.
     """
 
     split: ImageSet
     predicted: Tensor
     train_group_shares: Tensor
     map_answers: Tensor | None = None
+    others: Mapping[str, Predictions] = field(default_factory=dict)
 
 
 class Metric(Component, ABC):
     """Predictions → named numbers (a float, or a mapping name → float).
 
     ``needs``: ``"map-answers"`` makes the pipeline explain the evaluated model on the split and ask
-    the annotator about each map (:attr:`Predictions.map_answers`).
+    the evaluation judge about each map (:attr:`Predictions.map_answers`); ``"evaluation-splits"``
+    makes it predict the dataset's extra evaluation splits too (:attr:`Predictions.others`).
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
+    evaluation_splits: ClassVar[tuple[str, ...]] = ()
+    """The dataset's extra evaluation splits the metric reads from :attr:`Predictions.others`
+    (a metric that needs ``"evaluation-splits"``); the run checks the dataset has them."""
 
     @abstractmethod
     def compute(self, predictions: Predictions) -> dict[str, float | dict[str, float]]: ...

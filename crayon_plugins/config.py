@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .files import read_text
@@ -59,13 +59,45 @@ class ComponentSpec(BaseModel):
 
 
 class Optimisation(BaseModel):
-    """How a model is trained: Adam for ``epochs`` passes in minibatches of ``batch_size``."""
+    """How a model is trained: Adam for ``epochs`` passes in minibatches of ``batch_size``.
+
+    ``amp``: mixed precision for the training step's forward pass and loss (``bf16`` on CPU or GPU;
+    ``fp16``, with gradient scaling, on CUDA only). Grad-CAM inside a loss combines its gradients and
+    activations in float32 either way; maps, features and evaluations are computed in float32.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     epochs: PositiveInt = 6
     lr: PositiveFloat = 1e-3
     weight_decay: float = Field(default=0.0, ge=0)
     batch_size: PositiveInt = 64
+    amp: Literal["none", "bf16", "fp16"] = "none"
+
+
+class Original(BaseModel):
+    """The original model: trained by ERM (the default), or the user's own weights.
+
+    ``checkpoint``: a file of weights for the configured backbone (a state dict, torchvision or timm
+    names accepted; read with ``weights_only=True``, so nothing in it runs); ERM training is skipped
+    and ``[training]`` does not apply to the original. A relative path is relative to the working
+    directory. The file's content hash enters the cache keys of everything derived from the model.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    checkpoint: str | None = Field(default=None, min_length=1)
+
+
+class DataLoading(BaseModel):
+    """How every stage reads minibatches of an on-disk dataset (the embedded benchmark sits in
+    memory and ignores it).
+
+    ``num_workers``: decoding processes; ``auto``: one per core but one, at most 8. ``pin_memory``:
+    page-locked batches for faster copies to the GPU; ``auto``: on when the device is CUDA.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    num_workers: NonNegativeInt | Literal["auto"] = "auto"
+    pin_memory: bool | Literal["auto"] = "auto"
 
 
 class Panel(BaseModel):
@@ -151,7 +183,9 @@ says which epoch each trainer keeps, ``evaluation`` who judges the test maps. ``
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dataset: ComponentSpec = ComponentSpec(name="spurious-bars")
     backbone: ComponentSpec = ComponentSpec(name="timm")
+    original: Original = Original()
     training: Optimisation = Optimisation()
+    loading: DataLoading = DataLoading()
     interpreter: ComponentSpec = ComponentSpec(name="captum-gradcam")
     annotator: ComponentSpec = ComponentSpec(name="saliency-oracle")
     concepts: ComponentSpec = ComponentSpec(name="top-patches")
@@ -176,6 +210,13 @@ says which epoch each trainer keeps, ``evaluation`` who judges the test maps. ``
         if len(set(names)) != len(names):
             raise ValueError("names must not repeat")
         return names
+
+    @field_validator("refiner")
+    @classmethod
+    def _no_name_option(cls, sections: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if named := [section for section, options in sections.items() if "name" in options]:
+            raise ValueError(f"[refiner.{named[0]}] has a 'name' key; the section's own name is the refiner's")
+        return sections
 
     def refiner_spec(self, name: str) -> ComponentSpec:
         return ComponentSpec(name=name, **self.refiner.get(name, {}))

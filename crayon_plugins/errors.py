@@ -40,3 +40,18 @@ class PluginError(CrayonError):
 
 class UnknownComponentError(CrayonError):
     """A component name that no plugin registered; the message lists those that exist."""
+
+
+class DataError(CrayonError):
+    """A dataset's files are missing or malformed; the message names the file (and row)."""
+
+
+def call_plugin(who: str, method, *args):
+    """``method(*args)``; an error that is not a :class:`CrayonError` becomes a :class:`PluginError`
+    naming ``who`` (the configuration field and component: ``"concepts 'top-patches'"``)."""
+    try:
+        return method(*args)
+    except CrayonError:
+        raise
+    except Exception as error:
+        raise PluginError(f"{who} failed: {type(error).__name__}: {error}") from error

@@ -42,6 +42,7 @@ class Results(BaseModel):
     annotations: dict[str, int] = Field(default_factory=dict)
     neuron_annotations: dict[str, int] = Field(default_factory=dict)
     annotation_stats: dict[str, dict[str, float]] = Field(default_factory=dict)
+    skipped: dict[str, int] = Field(default_factory=dict, description="per split, items left out because their image files could not be read")
     rows: list[ResultRow] = Field(default_factory=list)
 
     def row(self, method: str) -> ResultRow:

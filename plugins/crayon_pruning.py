@@ -52,17 +52,16 @@ class PruningParams(Params):
 def neuron_answers(context: RefinementContext, refiner: str, max_pruned: float) -> Tensor:
     """The neuron answers to prune by; a :class:`CrayonError` if they would prune more than
     ``max_pruned`` of the neurons (a model left near chance is not a result to report)."""
-    if context.neuron_answers is None:
-        raise CrayonError(f"refiner {refiner!r} needs neuron answers, and the refinement context has none")
-    irrelevant, total = int((context.neuron_answers == Answer.NO).sum()), len(context.neuron_answers)
+    neurons = context.require_neurons(refiner)
+    irrelevant, total = int((neurons.answers == Answer.NO).sum()), len(neurons.answers)
     if irrelevant > max_pruned * total:
         raise CrayonError(
             f"refiner {refiner!r} would prune {irrelevant} of {total} neurons ({100 * irrelevant / total:.0f}%), more than "
-            f"max_pruned = {max_pruned:g}: the neuron annotator {context.neuron_annotator} called almost every concept irrelevant. "
+            f"max_pruned = {max_pruned:g}: the neuron annotator {neurons.annotator} called almost every concept irrelevant. "
             f"Look at the concept sheets (crayon concepts --out DIR) and the annotator's thresholds; "
             f"[refiner.{refiner}] max_pruned = 1 prunes anyway"
         )
-    return context.neuron_answers
+    return neurons.answers
 
 
 class CrayonPruning(Refiner):
@@ -93,7 +92,7 @@ class CrayonPruning(Refiner):
         device = next(model.classifier.parameters()).device
         features, labels = features.to(device), labels.to(device)
 
-        def batch_loss(indices: Tensor) -> Tensor:
+        def batch_loss(indices: Tensor, _: None) -> Tensor:
             return F.cross_entropy(model.classifier(features[indices]), labels[indices])
 
         fit(model.classifier, batch_loss, len(features), self.params, seed, f"retrain classifier ({self.name})", selection=selection, evaluated=model)

@@ -91,8 +91,8 @@ class Gradia(MapGuided):
         p = self.params
         table = {name.replace("_", "-"): getattr(p, name) for name in ("reasonable_accurate", "unreasonable_accurate", "reasonable_inaccurate", "unreasonable_inaccurate")}
         w_pred, w_att = quadrant_weights(context.map_answers, accurate, table)
-        if context.attention_drawn is not None:  # without a drawn map GRADIA keeps (1, 0)
-            w_pred = torch.where(context.attention_drawn, w_pred, torch.ones_like(w_pred))
+        if context.drawings is not None:  # without a drawn map GRADIA keeps (1, 0)
+            w_pred = torch.where(context.drawings.drawn, w_pred, torch.ones_like(w_pred))
         return w_pred, w_att
 
     def guidance(self, model: Classifier, batch: Batch, regions: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:

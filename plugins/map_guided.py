@@ -11,7 +11,6 @@ from pydantic import Field
 from torch import Tensor
 
 from crayon_plugins.components import RefinementContext
-from crayon_plugins.errors import CrayonError
 from crayon_plugins.finetuning import Batch, FineTuning, rows
 from crayon_plugins.model import Classifier
 
@@ -50,10 +49,9 @@ class MapGuided(FineTuning):
         return torch.ones(len(context.train)), torch.ones(len(context.train))
 
     def prepare(self, model: Classifier, context: RefinementContext) -> Drawings:
-        if context.attention is None or context.attention_drawn is None:
-            raise CrayonError(f"refiner {self.name!r} needs drawn attention maps, and the refinement context has none")
+        drawn = context.require_drawings(self.name)
         w_pred, w_guide = self.weights(model, context)
-        return Drawings(w_pred, w_guide * context.attention_drawn, context.attention, torch.Generator().manual_seed(context.seed))
+        return Drawings(w_pred, w_guide * drawn.drawn, drawn.regions, torch.Generator().manual_seed(context.seed))
 
     def loss(self, model: Classifier, batch: Batch, prepared: Drawings) -> Tensor:
         logits, guidance = self.guidance(model, batch, rows(prepared.regions, batch), prepared.generator)

@@ -26,7 +26,9 @@ from crayon_plugins.components import Predictions
 from crayon_plugins.config import parse_config
 from crayon_plugins.data import Answer, ImageSet
 from crayon_plugins.errors import CrayonError
-from crayon_plugins.pipeline import Pipeline, fits_model, fits_tensor
+from crayon_plugins.pipeline import Pipeline
+from crayon_plugins.stages.explain import fits_tensor
+from crayon_plugins.stages.original import fits_model
 from crayon_plugins.plugins.crayon_pruning import neuron_answers
 from crayon_plugins.plugins.group_metrics import GroupAccuracy
 from crayon_plugins.results import ResultRow, Results
@@ -172,7 +174,8 @@ def test_the_reasonability_judge_is_noise_free_whatever_the_annotator_under_stud
 def test_pruning_almost_every_neuron_is_refused_with_the_counts_and_the_annotator():
     answers = torch.full((128,), int(Answer.NO))
     answers[0] = Answer.YES
-    context = SimpleNamespace(neuron_answers=answers, neuron_annotator="neuron-mask(threshold=0.5)")
+    neurons = SimpleNamespace(answers=answers, annotator="neuron-mask(threshold=0.5)")
+    context = SimpleNamespace(require_neurons=lambda refiner: neurons)
     with pytest.raises(CrayonError, match=r"would prune 127 of 128 neurons \(99%\), more than max_pruned = 0.9: the neuron annotator neuron-mask\(threshold=0.5\)") as info:
         neuron_answers(context, "crayon-pruning", 0.9)
     assert "concept sheets" in str(info.value)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from crayon_plugins.components import AnnotationSource, Metric, Params, Predictions
 from crayon_plugins.data import Answer, Annotations, ImageSet, NOT_ANNOTATED
 from crayon_plugins.factory import create
+from crayon_plugins.testing.benchmark_folders import write_backgrounds_challenge, write_biased_celeba, write_waterbirds
 from crayon_plugins.maps import normalise_maps
 from crayon_plugins.oracles.saliency import SaliencyOracle
 from crayon_plugins.plugins.captum_interpreters import CaptumSaliency
@@ -27,12 +28,25 @@ from crayon_plugins.registry import default_registry
 from crayon_plugins.testing import CHECKS, PROMISES, ContractError, TinyBackbone, TinyClassifier, strategies, tiny_model
 from crayon_plugins.training import fit
 
-SMALL = {("dataset", "spurious-bars"): {"n_train": 16, "n_val": 8, "n_test": 8, "image_size": 32}}
+@pytest.fixture(scope="session")
+def small(tmp_path_factory):
+    """Small options for the built-in datasets: the real benchmarks as tiny generated folders."""
+    root = tmp_path_factory.mktemp("benchmarks")
+    write_waterbirds(root / "waterbirds", 8, 4, 4, image_size=32)
+    write_biased_celeba(root / "celeba", n_train=8, n_test=8, image_size=32)
+    write_backgrounds_challenge(root / "backgrounds", per_class=2, image_size=32)
+    folder = lambda name: {"root": str(root / name), "image_size": 32}  # noqa: E731
+    return {
+        ("dataset", "spurious-bars"): {"n_train": 16, "n_val": 8, "n_test": 8, "image_size": 32},
+        ("dataset", "waterbirds"): folder("waterbirds"),
+        ("dataset", "biased-celeba"): folder("celeba"),
+        ("dataset", "backgrounds-challenge"): folder("backgrounds"),
+    }
 
 
 @pytest.mark.parametrize("registration", default_registry().all(), ids=lambda r: f"{r.kind}:{r.name}")
-def test_every_builtin_keeps_every_promise_of_its_kind(registration):
-    component = create(registration.kind, registration.name, SMALL.get((registration.kind, registration.name)))
+def test_every_builtin_keeps_every_promise_of_its_kind(registration, small):
+    component = create(registration.kind, registration.name, small.get((registration.kind, registration.name)))
     report = CHECKS[registration.kind](component)
     assert sorted(report.kept) == sorted(PROMISES[registration.kind])
 
@@ -46,7 +60,7 @@ def test_the_tiny_backbone_keeps_every_promise():
 
 class MutatesTheOriginal(FineTune):
     def refine(self, model, context):
-        fit(model, lambda i: torch.nn.functional.cross_entropy(model(context.train.images[i]), context.train.labels[i]), len(context.train), self.params, context.seed, "x")
+        fit(model, lambda i, x: torch.nn.functional.cross_entropy(model(x), context.train.labels[i]), len(context.train), self.params, context.seed, "x", images=context.train.images)
         return copy.deepcopy(model)
 
 
@@ -56,13 +70,13 @@ class NaNOnZeroMaps(CrayonAttention):
     def refine(self, model, context):
         refined = copy.deepcopy(model)
 
-        def loss(i):
-            current, logits = self.interpreter.explain(refined, context.train.images[i], context.train.labels[i])
+        def loss(i, x):
+            current, logits = self.interpreter.explain(refined, x, context.train.labels[i])
             original = context.original_maps[i]
             l_no = (current * original).sum(dim=(1, 2)) / original.sum(dim=(1, 2))
             return torch.nn.functional.cross_entropy(logits, context.train.labels[i]) + l_no.mean()
 
-        fit(refined, loss, len(context.train), self.params, context.seed, "x")
+        fit(refined, loss, len(context.train), self.params, context.seed, "x", images=context.train.images)
         return refined
 
 
@@ -88,7 +102,7 @@ class CrashesWithoutNeuronAnswers(FineTune):
     needs = frozenset({"neuron-answers"})
 
     def refine(self, model, context):
-        context.neuron_answers.sum()  # AttributeError on None instead of a clear CrayonError
+        context.neurons.answers.sum()  # AttributeError on None instead of a clear CrayonError
         return super().refine(model, context)
 
 
@@ -263,7 +277,7 @@ SMALL_BARS = SpuriousBars.Params(n_train=16, n_val=8, n_test=8, image_size=32)
 class ByteImages(SpuriousBars):
     def load(self, split):
         s = super().load(split)
-        return ImageSet(**{**s.__dict__, "images": s.images * 255})
+        return ImageSet(**{**s.__dict__, "images": s.images.all() * 255})
 
 
 class SameIdsEverywhere(SpuriousBars):
@@ -360,8 +374,8 @@ def test_the_strategies_reach_their_edge_cases():
 @given(backbone=strategies.tiny_backbones(), images=strategies.tiny_image_sets())
 def test_drawn_backbones_classify_drawn_image_sets(backbone, images):
     model = backbone.build(len(images.class_names)).eval()
-    assert model(images.images).shape == (len(images), len(images.class_names))
-    assert model.features(images.images).shape[1] == backbone.params.channels
+    assert model(images.images.all()).shape == (len(images), len(images.class_names))
+    assert model.features(images.images.all()).shape[1] == backbone.params.channels
 
 
 class SwitchesToTraining(GradCam):

@@ -37,7 +37,7 @@ def test_the_refiners_defaults_are_the_published_values():
 def test_gradias_gradcam_has_no_relu_and_is_min_max_normalised():
     """Min–max over a map with negative cells: the lowest cell is 0 and the highest 1, where ReLU
     then max-normalisation would zero every negative cell alike."""
-    model, images = tiny_model(0), tiny_image_set(n=6).images
+    model, images = tiny_model(0), tiny_image_set(n=6).images.all()
     maps, logits = GradiaGradCam().explain(model, images, torch.zeros(6, dtype=torch.long))
     assert logits.shape == (6, 2)
     flat = maps.detach().flatten(1)
@@ -48,7 +48,7 @@ def test_gradias_gradcam_has_no_relu_and_is_min_max_normalised():
 def test_gradias_gradcam_trains_through_the_activations_only():
     """Its channel weights are constants: the map's gradient equals that of Σ_c w_c·A_c with w_c
     detached (then min–max normalised)."""
-    model, images = tiny_model(0), tiny_image_set(n=2).images
+    model, images = tiny_model(0), tiny_image_set(n=2).images.all()
     targets = torch.tensor([0, 1])
     maps, _ = GradiaGradCam().explain(model, images, targets)
     features = model.features(images)
@@ -77,12 +77,12 @@ def test_gradias_loss_by_hand():
     """mean over the batch of w_pred·CE + λ · mean over images with w_att > 0 of w_att·L1."""
     model, train = tiny_model(0), tiny_image_set(n=4)
     gradia = create_refiner("gradia")
-    batch = Batch(torch.arange(4), train.images, train.labels)
+    batch = Batch(torch.arange(4), train.images.all(), train.labels)
     w_pred, w_att = torch.tensor([1.0, 0.4, 0.8, 1.0]), torch.tensor([0.0, 1.6, 0.2, 0.0])
-    prepared = Drawings(w_pred, w_att, train.masks, torch.Generator())
+    prepared = Drawings(w_pred, w_att, train.masks.all(), torch.Generator())
     loss = gradia.loss(model, batch, prepared)
-    maps, logits = GradiaGradCam().explain(model, train.images, train.labels)
-    l1 = (maps - human_maps(train.masks, tuple(maps.shape[-2:]))).abs().mean(dim=(-2, -1))
+    maps, logits = GradiaGradCam().explain(model, train.images.all(), train.labels)
+    l1 = (maps - human_maps(train.masks.all(), tuple(maps.shape[-2:]))).abs().mean(dim=(-2, -1))
     ce = F.cross_entropy(logits, train.labels, reduction="none")
     expected = (w_pred * ce).mean() + (1.6 * l1[1] + 0.2 * l1[2]) / 2
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
@@ -110,7 +110,7 @@ def test_an_answered_image_without_a_drawing_keeps_one_and_zero():
     model, train = tiny_model(0), tiny_image_set(n=8)
     context = tiny_context(model, train, map_answers=torch.full((8,), int(Answer.NO)))
     undrawn = torch.tensor([True, False] * 4)
-    w_pred, w_att = create_refiner("gradia").weights(model, replace(context, attention_drawn=~undrawn))
+    w_pred, w_att = create_refiner("gradia").weights(model, replace(context, drawings=replace(context.drawings, drawn=~undrawn)))
     assert w_pred[undrawn].tolist() == [1.0] * 4
     drawn = list(zip(w_pred[~undrawn].tolist(), w_att[~undrawn].tolist()))  # a "no": (0.4, 1.6) if accurate, else (1, 1)
     assert all(pair == pytest.approx((0.4, 1.6)) or pair == pytest.approx((1.0, 1.0)) for pair in drawn)

@@ -23,8 +23,8 @@ GUIDED = ["rrr", "gradmask", "actdiff", "bounding-box"]
 def trained(tmp_path_factory):
     """The tiny pipeline's original model and a minibatch of its training images with drawn regions."""
     model, context = original_and_context(tiny_pipeline(tmp_path_factory.mktemp("cache"), refiners=GUIDED))
-    drawn = context.attention_drawn.nonzero().flatten()[:32]
-    return model, Batch(drawn, context.train.images[drawn], context.train.labels[drawn]), context.attention[drawn]
+    drawn = context.drawings.drawn.nonzero().flatten()[:32]
+    return model, Batch(drawn, context.train.images[drawn], context.train.labels[drawn]), context.drawings.regions[drawn]
 
 
 def guidance(refiner, model, batch, regions):

@@ -190,3 +190,27 @@ def test_map_based_refiners_need_an_annotator_that_draws(tmp_path):
             tiny_pipeline(tmp_path, refiners=["gradia"], annotator={"name": "plain"})
     finally:
         del registry.components["annotation_source"]["plain"]
+
+
+def test_a_run_starts_from_the_users_checkpoint_and_its_content_keys_the_cache(tmp_path):
+    trained = tiny_pipeline(tmp_path / "cache")
+    train = trained.load("train")
+    model, _, _ = trained.original_model(train)
+    path = tmp_path / "model.pt"
+    torch.save(model.state_dict(), path)
+    pipeline = tiny_pipeline(tmp_path / "cache", original={"checkpoint": str(path)})
+    loaded, _, curve = pipeline.original_model(train)
+    assert curve is None and all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    results = pipeline.run(tmp_path / "out")
+    assert results.row("original").metrics["wga"] == trained.run().row("original").metrics["wga"]
+    with torch.no_grad():
+        model.classifier.weight.add_(1)
+    torch.save(model.state_dict(), path)
+    assert tiny_pipeline(tmp_path / "cache", original={"checkpoint": str(path)}).model_key != pipeline.model_key
+    with pytest.raises(ConfigError, match="original.checkpoint: no file"):
+        tiny_pipeline(tmp_path / "cache", original={"checkpoint": str(tmp_path / "missing.pt")})
+
+
+def test_extra_evaluation_splits_reach_the_metrics_that_need_them(tmp_path):
+    with pytest.raises(ConfigError, match="'mr' needs the evaluation split\\(s\\) mixed_rand, and dataset 'spurious-bars' has none"):
+        tiny_pipeline(tmp_path / "cache", metrics=["accuracy", "mr"])

@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from crayon_plugins import create_backbone, create_refiner
 from crayon_plugins.data import NOT_ANNOTATED, Answer
+from crayon_plugins.components import NeuronJudgements
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.plugins.crayon_pruning import prune
 from crayon_plugins.plugins.gradcam import GradCam
 from crayon_plugins.plugins.timm_backbone import TimmStageClassifier
+from crayon_plugins.testing.tiny import annotations_of
 
 from test_pipeline import original_and_context, tiny_pipeline
 
@@ -73,7 +75,9 @@ def test_answers_must_match_the_neurons(tiny_model):
 
 def context_with_neuron_answers(pipeline, answers):
     model, context = original_and_context(pipeline)
-    return model, dataclasses.replace(context, neuron_answers=answers)
+    concepts, _ = pipeline.concepts(model, context.train)
+    neurons = NeuronJudgements(concepts, answers, annotations_of(concepts.neuron_ids, answers))
+    return model, dataclasses.replace(context, neurons=neurons)
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -85,7 +89,7 @@ def test_crayon_pruning_retrains_only_the_classifier_on_features_extracted_once(
     forward_features = TimmStageClassifier.forward_features
     monkeypatch.setattr(TimmStageClassifier, "forward_features", lambda self, x: passes.append(len(x)) or forward_features(self, x))
     refined = create_refiner("crayon-pruning", {"epochs": 3}).refine(model, context)
-    # the pipeline's shared feature maps of the original backbone: no pass; without them one batched
+    # the pipeline's shared pooled features of the original backbone: no pass; without them one batched
     # pass, not one per epoch
     assert passes == ([] if shared else [len(context.train)])
     assert torch.nonzero(refined.neuron_mask == 0).flatten().tolist() == list(range(10))

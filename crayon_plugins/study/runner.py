@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ..cache import ArtifactCache
+from ..components import DRAWINGS, Need
 from ..errors import ConfigError, CrayonError
 from ..files import writable_folder, write_atomically
 from ..pipeline import Pipeline
@@ -55,7 +56,7 @@ def run_cell(cell: Cell, cache_root: str | None, cells_dir: str) -> dict:
     metrics = dict(flat_metrics(row.metrics))
     refiner = pipeline.refiners.get(cell.refiner)
     if refiner is not None:
-        used = {"maps": bool(refiner.needs & {"map-answers", "attention-maps", "boxes"}), "neurons": "neuron-answers" in refiner.needs}
+        used = {"maps": bool(refiner.needs & (DRAWINGS | {Need.MAP_ANSWERS})), "neurons": Need.NEURON_ANSWERS in refiner.needs}
         for question, stats in results.annotation_stats.items():
             if used.get(question):
                 metrics.update(flat_metrics(stats, f"{question}."))

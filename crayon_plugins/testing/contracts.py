@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from crayon_plugins import components
+from crayon_plugins.components import Need
 from crayon_plugins.data import NOT_ANNOTATED, AttentionMaps, Annotations, Answer, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.model import Classifier
@@ -249,7 +250,7 @@ def check_refiner(refiner: components.Refiner, model: Classifier | None = None, 
         refined = first()
         require(isinstance(refined, Classifier), f"refine returned {type(refined).__name__}, not a Classifier")
         with torch.no_grad():
-            logits = refined.eval()(train.images)
+            logits = refined.eval()(train.images.all())
         require(logits.shape == (len(train), len(train.class_names)), f"logits {tuple(logits.shape)} for {len(train)} images of {len(train.class_names)} classes")
         require(bool(torch.isfinite(logits).all()), "the refined model's logits are not finite")
         require(refined.neuron_mask.shape == model.neuron_mask.shape, "the refined model has another number of neurons")
@@ -263,7 +264,7 @@ def check_refiner(refiner: components.Refiner, model: Classifier | None = None, 
         require((difference := _same_weights(first(), refine(context))) is None, f"two refinements with seed {context.seed} differ: {difference}")
     with contract.promise("maybe-adds-nothing"):
         def everyone(code: int) -> components.RefinementContext:  # every map and neuron answered ``code``
-            return tiny_context(model, train, torch.full((len(train),), code), torch.full((len(context.neuron_answers),), code))
+            return tiny_context(model, train, torch.full((len(train),), code), torch.full((len(context.neurons.answers),), code))
 
         difference = _same_weights(refine(everyone(int(Answer.MAYBE))), refine(everyone(NOT_ANNOTATED)), atol=1e-6)
         require(difference is None, f"all-maybe answers refine differently from no answers: {difference}")
@@ -276,11 +277,7 @@ def check_refiner(refiner: components.Refiner, model: Classifier | None = None, 
             bad = [k for k, v in refined.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
             require(not bad, f"with {what}, the refined weights {', '.join(bad[:3])} are not finite")
     with contract.promise("clear-error-without-annotations"):
-        missing = {
-            "neuron-answers": {"concepts": None, "neuron_answers": None, "neuron_annotations": None},
-            "attention-maps": {"attention": None, "attention_drawn": None},
-            "boxes": {"attention": None, "attention_drawn": None},
-        }
+        missing = {Need.NEURON_ANSWERS: {"neurons": None}, Need.ATTENTION_MAPS: {"drawings": None}, Need.BOXES: {"drawings": None}}
         for need in sorted(set(needs) & set(missing)):
             try:
                 refine(replace(context, **missing[need]))
@@ -290,14 +287,14 @@ def check_refiner(refiner: components.Refiner, model: Classifier | None = None, 
                 raise Broken(f"without {need}, refine raised {type(error).__name__} ({error}) instead of a CrayonError") from None
             raise Broken(f"without {need}, which it needs, refine succeeded instead of raising a CrayonError")
     with contract.promise("accepts-maps-of-any-grid"):
-        size = tuple(train.images.shape[-2:])
+        size = train.image_size
         fine = tiny_context(model, train, original_maps=torch.rand(len(train), *size, generator=torch.Generator().manual_seed(0)))
         require(isinstance(refine(fine), Classifier), "with image-resolution original maps, refine returned no Classifier")
     return contract.report()
 
 
 def _images(n: int = 6, size: int = 16, seed: int = 1) -> Tensor:
-    return tiny_image_set(n=n, size=size, seed=seed).images
+    return tiny_image_set(n=n, size=size, seed=seed).images.all()
 
 
 @silenced()
@@ -359,7 +356,7 @@ def _questions(model: Classifier, train: ImageSet) -> dict[str, Any]:
     refiners' :func:`~crayon_plugins.testing.tiny.tiny_context` has them."""
     context = tiny_context(model, train)
     maps = MapsToJudge.of(train, context.original_maps)
-    return {"maps": maps, "attention": maps, "neurons": NeuronsToJudge(context.concepts, train)}
+    return {"maps": maps, "attention": maps, "neurons": NeuronsToJudge(context.neurons.concepts, train)}
 
 
 def _reordered(items: MapsToJudge | NeuronsToJudge, order: list[int]) -> MapsToJudge | NeuronsToJudge:
@@ -407,7 +404,7 @@ def check_annotation_source(source: components.AnnotationSource, model: Classifi
             require(len(set(pairs)) == len(pairs), f"annotate_{q} answered an item twice for one annotator")
             require(all(isinstance(a, str) and a for a in found.annotators), f"annotate_{q} gave answers without annotator ids")
             if q == "attention":
-                size = tuple(train.images.shape[-2:])
+                size = train.image_size
                 require(found.regions.dtype == torch.bool and tuple(found.regions.shape[1:]) == size, f"drawings are {found.regions.dtype} {tuple(found.regions.shape)}, not bool (M, {size[0]}, {size[1]})")
     with contract.promise("deterministic"):
         for q in judged:
@@ -450,7 +447,7 @@ def check_concept_extractor(extractor: components.ConceptExtractor, model: Class
         require(bool(((top >= 0) & (top < len(train))).all()), "top images index outside the training split")
         require(all(len(set(row.tolist())) == len(row) for row in top), "a neuron lists one image twice")
         require(found.grid == grid, f"grid {found.grid}, the model's feature grid is {grid}")
-        require(found.image_size == tuple(train.images.shape[-2:]), f"image_size {found.image_size}, the images are {tuple(train.images.shape[-2:])}")
+        require(found.image_size == train.image_size, f"image_size {found.image_size}, the images are {train.image_size}")
         cells, boxes = found.cells, found.boxes
         require(bool(((cells >= 0) & (cells < torch.tensor(grid))).all()), "cells outside the feature grid")
         height, width = found.image_size
@@ -527,15 +524,17 @@ def check_dataset(dataset: components.Dataset) -> Report:
             require(isinstance(split, ImageSet), f"load({name!r}) returned {type(split).__name__}, not an ImageSet")
     with contract.promise("images-in-unit-range"):
         for name, split in splits().items():
-            images = split.images
-            require(images.dtype == torch.float32, f"{name} images are {images.dtype}, not float32")
-            require(bool(torch.isfinite(images).all()) and float(images.min()) >= 0 and float(images.max()) <= 1, f"{name} images leave [0, 1]")
+            for _, images in split.images.batches():
+                require(images.dtype == torch.float32, f"{name} images are {images.dtype}, not float32")
+                require(tuple(images.shape[1:]) == split.images.shape[1:], f"{name} images are {tuple(images.shape[1:])}, the split says {split.images.shape[1:]}")
+                require(bool(torch.isfinite(images).all()) and float(images.min()) >= 0 and float(images.max()) <= 1, f"{name} images leave [0, 1]")
     with contract.promise("labels-and-groups-in-range"):
         for name, split in splits().items():
             for field, names in (("labels", split.class_names), ("spurious", split.spurious_names)):
                 values = getattr(split, field)
                 require(values.dtype == torch.int64 and bool(((values >= 0) & (values < len(names))).all()), f"{name} {field} are not int64 indices into {len(names)} names")
-            require(split.masks is None or split.masks.dtype == torch.bool, f"{name} masks are {split.masks.dtype if split.masks is not None else None}, not bool")
+            masks = None if split.masks is None else split.masks[:2]
+            require(masks is None or masks.dtype == torch.bool, f"{name} masks are {None if masks is None else masks.dtype}, not bool")
     with contract.promise("ids-unique-across-splits"):
         seen: dict[str, str] = {}
         for name, split in splits().items():
@@ -545,7 +544,9 @@ def check_dataset(dataset: components.Dataset) -> Report:
     with contract.promise("deterministic"):
         for name, split in splits().items():
             again = dataset.load(name)
-            same = again.ids == split.ids and torch.equal(again.images, split.images) and torch.equal(again.labels, split.labels)
+            same = again.ids == split.ids and torch.equal(again.labels, split.labels) and all(
+                torch.equal(a, b) for (_, a), (_, b) in zip(again.images.batches(), split.images.batches())
+            )
             require(same, f"loading {name!r} twice gives different items")
     with contract.promise("rejects-unknown-splits"):
         try:
@@ -582,14 +583,21 @@ def _numbers(found: Any) -> dict[str, float]:
 @silenced()
 def check_metric(metric: components.Metric, predictions: components.Predictions | None = None) -> Report:
     """Check ``metric`` against :data:`PROMISES` ``["metric"]`` on ``predictions`` (default: seeded
-    predictions on 24 tiny test images in four groups, with map answers if the metric needs them)."""
+    predictions on 24 tiny test images in four groups, with map answers if the metric needs them,
+    and likewise on each evaluation split it reads)."""
     contract = _Contract("metric", metric)
     contract.check_options()
     if predictions is None:
-        split = tiny_image_set(split="test")
         g = torch.Generator().manual_seed(0)
-        answers = mixed_answers(len(split)) if "map-answers" in type(metric).needs else None
-        predictions = components.Predictions(split, torch.randint(0, 2, (len(split),), generator=g), split.group_shares(), answers)
+
+        def predicted(name: str, seed: int) -> components.Predictions:
+            split = tiny_image_set(split=name, seed=seed)
+            return components.Predictions(split, torch.randint(0, 2, (len(split),), generator=g), split.group_shares())
+
+        others = {name: predicted(name, 10 + i) for i, name in enumerate(type(metric).evaluation_splits)}
+        test = predicted("test", 0)
+        answers = mixed_answers(len(test.split)) if Need.MAP_ANSWERS in type(metric).needs else None
+        predictions = replace(test, map_answers=answers, others=others)
     pristine = copy.deepcopy(predictions)
     compute = lambda p: _numbers(metric.compute(copy.deepcopy(p)))  # noqa: E731 - each call on its own copy
     result = _Once(lambda: compute(pristine))
@@ -609,7 +617,7 @@ def check_metric(metric: components.Metric, predictions: components.Predictions 
             require(not (differ := [k for k in expected if not same(k)]), f"reordering the items changes {', '.join(differ[:3])}")
     with contract.promise("leaves-predictions-untouched"):
         metric.compute(predictions)
-        tensors = lambda p: [p.predicted, p.train_group_shares, p.split.images, p.split.labels, p.split.spurious] + ([p.map_answers] if p.map_answers is not None else [])  # noqa: E731
+        tensors = lambda p: [p.predicted, p.train_group_shares, p.split.images.all(), p.split.labels, p.split.spurious] + ([p.map_answers] if p.map_answers is not None else [])  # noqa: E731
         require(all(torch.equal(a, b) for a, b in zip(tensors(pristine), tensors(predictions))), "compute modified its predictions")
     return contract.report()
 

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from crayon_plugins.components import Backbone, Params, RefinementContext
+from crayon_plugins.components import Backbone, DrawnRegions, NeuronJudgements, Params, RefinementContext
 from crayon_plugins.data import NOT_ANNOTATED, Annotations, Answer, ImageSet
 from crayon_plugins.model import Classifier
 from crayon_plugins.plugins.gradcam import GradCam
@@ -122,13 +122,13 @@ def tiny_context(
     seeded tiny image set like ``train``, and new models are :func:`untrained_copy` of ``model``.
     """
     if original_maps is None:
-        original_maps = GradCam()(model, train.images, train.labels)
+        original_maps = GradCam()(model, train.images.all(), train.labels)
     map_answers = mixed_answers(len(train), seed) if map_answers is None else map_answers
     concepts = TopPatches(TopPatches.Params(k=min(4, len(train)))).extract(model, train)
     neuron_answers = mixed_answers(len(concepts), seed + 1) if neuron_answers is None else neuron_answers
-    size = tuple(train.images.shape[-2:])
+    size = train.image_size
     if drawings and train.masks is not None:
-        attention = train.masks.clone()
+        attention = train.masks.all().clone()
     else:
         attention = torch.zeros(len(train), *size, dtype=torch.bool)
     return RefinementContext(
@@ -138,11 +138,8 @@ def tiny_context(
         annotations=annotations_of(train.ids, map_answers),
         seed=seed,
         device=torch.device("cpu"),
-        concepts=concepts,
-        neuron_answers=neuron_answers,
-        neuron_annotations=annotations_of(concepts.neuron_ids, neuron_answers),
-        attention=attention,
-        attention_drawn=attention.flatten(1).any(dim=1),
+        neurons=NeuronJudgements(concepts, neuron_answers, annotations_of(concepts.neuron_ids, neuron_answers)),
+        drawings=DrawnRegions(attention, attention.flatten(1).any(dim=1)),
         val=tiny_image_set(n=max(len(train), 8), size=size[0], num_classes=len(train.class_names), seed=seed + 101, split="val"),
         build_model=lambda: untrained_copy(model, seed),
     )
