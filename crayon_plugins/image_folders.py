@@ -25,41 +25,13 @@ from pydantic import Field, model_validator
 from . import components
 from .data import ImageSet
 from .errors import DataError
-from .items import FileImages, FileMasks, Items, readable
+from .items import FileImages, FileMasks, readable
 from .progress import console, progress_bar
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """What :func:`image_folder` counts as an image (torchvision's ImageFolder's list, any case)."""
 
 SKIP_HINT = "; set skip_unreadable = true under [dataset] to leave unreadable images out"
-
-
-class _PointsAtSkipping:
-    """Decode errors of these items end with :data:`SKIP_HINT`."""
-
-    def item(self, index: int) -> torch.Tensor:
-        try:
-            return super().item(index)  # type: ignore[misc]
-        except DataError as error:
-            raise DataError(f"{error}{SKIP_HINT}") from None
-
-
-class FolderImages(_PointsAtSkipping, FileImages):
-    """:class:`~crayon_plugins.items.FileImages` whose random augmentation the dataset may switch off
-    (``augmentable = False``: :meth:`augmented` gives the evaluation transform)."""
-
-    def __init__(self, paths: Sequence[Path], size: int, resize: int, augment: bool = False, augmentable: bool = True) -> None:
-        super().__init__(paths, size, resize, augment)
-        self.augmentable = augmentable
-
-    def augmented(self) -> Items:
-        if not self.augmentable or self.augment:
-            return self
-        return FolderImages(self.paths, self.size, self.resize, augment=True).with_loading(self.loading)
-
-
-class FolderMasks(_PointsAtSkipping, FileMasks):
-    """:class:`~crayon_plugins.items.FileMasks` whose decode errors point at ``skip_unreadable``."""
 
 
 @dataclass(frozen=True)
@@ -274,10 +246,10 @@ class FolderDataset(components.Dataset):
         kept = self._readable(split, items, masks) if self.params.skip_unreadable else list(items)
         size, resize = self.params.image_size, self.resize
         return ImageSet(
-            images=FolderImages([i.image for i in kept], size, resize, augmentable=self.params.augment),
+            images=FileImages([i.image for i in kept], size, resize, augmentable=self.params.augment, hint=SKIP_HINT),
             labels=torch.tensor([i.label for i in kept], dtype=torch.int64),
             spurious=torch.tensor([i.spurious for i in kept], dtype=torch.int64),
-            masks=FolderMasks([i.mask for i in kept], size, resize) if masks else None,
+            masks=FileMasks([i.mask for i in kept], size, resize, hint=SKIP_HINT) if masks else None,
             ids=tuple(i.id for i in kept),
             class_names=tuple(class_names),
             spurious_names=tuple(spurious_names),

@@ -85,9 +85,10 @@ class Items(Dataset, ABC):
     def batches(
         self, indices: Tensor | None = None, batch_size: int = 256, generator: torch.Generator | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(indices, items)`` minibatches of the items at ``indices`` (default: all, in order);
-        ``generator`` seeds the decoding workers' random augmentation (the global generator is left
-        alone either way)."""
+        """``(indices, items)`` minibatches of the items at ``indices`` (default: all, in order).
+        Random augmentation draws from ``generator`` in decoding workers, and from torch's global
+        generator without them (``fit`` seeds both); the loader itself never draws from the
+        global one."""
         order = torch.arange(len(self)) if indices is None else indices
         chunks = order.split(batch_size)
         workers = 0 if self.in_memory else self.loading.num_workers
@@ -148,14 +149,14 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def _decode(path: Path, mode: str) -> Image.Image:
+def _decode(path: Path, mode: str, hint: str = "") -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert(mode)
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
+        raise DataError(f"{path}: image file not found{hint}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot decode the image ({error})") from None
+        raise DataError(f"{path}: cannot decode the image ({error}){hint}") from None
 
 
 def readable(path: Path) -> bool:
@@ -169,11 +170,13 @@ def readable(path: Path) -> bool:
 
 class FileImages(Items):
     """Images decoded from ``paths`` as ``(3, size, size)`` float32 in ``[0, 1]``: resized to
-    ``resize × resize``, then centre-cropped; :meth:`augmented`: a random resized crop (scale 0.7–1)
-    and a random horizontal flip instead."""
+    ``resize × resize``, then centre-cropped; :meth:`augmented` (unless not ``augmentable``): a
+    random resized crop (scale 0.7–1) and a random horizontal flip instead. ``hint`` ends the
+    message of a decoding error (what the user can do about it)."""
 
-    def __init__(self, paths: Sequence[Path], size: int, resize: int, augment: bool = False) -> None:
+    def __init__(self, paths: Sequence[Path], size: int, resize: int, augment: bool = False, augmentable: bool = True, hint: str = "") -> None:
         self.paths, self.size, self.resize, self.augment = list(paths), size, resize, augment
+        self.augmentable, self.hint = augmentable, hint
         self.transform = (
             T.Compose([T.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True), T.RandomHorizontalFlip()])
             if augment
@@ -184,7 +187,7 @@ class FileImages(Items):
         return len(self.paths)
 
     def item(self, index: int) -> Tensor:
-        image = TF.to_dtype(TF.to_image(_decode(self.paths[index], "RGB")), torch.float32, scale=True)
+        image = TF.to_dtype(TF.to_image(_decode(self.paths[index], "RGB", self.hint)), torch.float32, scale=True)
         return self.transform(image).clamp_(0, 1)  # antialiased resizing overshoots a little
 
     @property
@@ -192,21 +195,23 @@ class FileImages(Items):
         return (len(self), 3, self.size, self.size)
 
     def augmented(self) -> Items:
-        return FileImages(self.paths, self.size, self.resize, augment=True).with_loading(self.loading)
+        if self.augment or not self.augmentable:
+            return self
+        return FileImages(self.paths, self.size, self.resize, True, True, self.hint).with_loading(self.loading)
 
 
 class FileMasks(Items):
     """Object masks decoded from ``paths`` (non-zero = object) as ``(size, size)`` bool, with the
     geometry of :class:`FileImages`' evaluation transform (nearest-neighbour resize, centre crop)."""
 
-    def __init__(self, paths: Sequence[Path], size: int, resize: int) -> None:
-        self.paths, self.size, self.resize = list(paths), size, resize
+    def __init__(self, paths: Sequence[Path], size: int, resize: int, hint: str = "") -> None:
+        self.paths, self.size, self.resize, self.hint = list(paths), size, resize, hint
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def item(self, index: int) -> Tensor:
-        mask = TF.to_image(_decode(self.paths[index], "L"))
+        mask = TF.to_image(_decode(self.paths[index], "L", self.hint))
         mask = TF.resize(mask, [self.resize, self.resize], interpolation=T.InterpolationMode.NEAREST)
         return TF.center_crop(mask, [self.size, self.size])[0] > 0
 

@@ -56,11 +56,13 @@ def test_decoding_workers_give_what_the_calling_process_gives(tmp_path):
 
 
 def test_augmentation_is_seeded_and_only_on_the_training_view(tmp_path):
-    images = FileImages(_write(tmp_path, 4), size=8, resize=10)
-    augmented = images.augmented()
-    first = torch.cat([x for _, x in augmented.batches(generator=torch.Generator().manual_seed(1))])
-    assert first.shape == (4, 3, 8, 8)
-    assert torch.equal(images[torch.arange(4)], images.augmented().augmented().__class__(images.paths, 8, 10)[torch.arange(4)])
+    images = FileImages(_write(tmp_path, 4, size=(30, 30)), size=8, resize=10)
+    augmented = images.augmented().with_loading(Loading(num_workers=1))
+    draw = lambda: torch.cat([x for _, x in augmented.batches(generator=torch.Generator().manual_seed(1))])  # noqa: E731
+    assert torch.equal(draw(), draw()) and not torch.equal(draw(), images[torch.arange(4)])
+    assert augmented.augmented() is augmented
+    fixed = FileImages(images.paths, size=8, resize=10, augmentable=False)
+    assert fixed.augmented() is fixed
 
 
 @pytest.mark.parametrize("workers", [0, 2])
