@@ -93,7 +93,7 @@ def load_checkpoint(model: Classifier, path: str | Path, where: str = "original.
             raise ConfigError(
                 f"{where}: {path} holds a bare network's weights (keys like {next(iter(state), '?')!r}), which fit "
                 "only a whole network, but this backbone is cut after a feature stage and has its own classifier; "
-                "set backbone.feature_stage = null",
+                'set backbone.feature_stage = "whole"',
                 where,
             )
         state = {f"body.{key}": value for key, value in state.items()} | {

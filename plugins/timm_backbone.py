@@ -6,9 +6,10 @@ import difflib
 import logging
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import timm
-from pydantic import Field
+from pydantic import Field, NonNegativeInt
 from torch import Tensor, nn
 
 from crayon_plugins.checkpoints import file_digest, load_network_weights, read_state_dict
@@ -59,7 +60,7 @@ class TimmBackbone(Backbone):
 
     With ``feature_stage = k`` the model keeps its stages up to timm's feature index ``k``
     (``features_only=True, out_indices=(k,)``) and classifies that map by global average pooling and a
-    linear layer; with ``null`` it is the whole timm model with its own head. The default,
+    linear layer; with ``"whole"`` it is the whole timm model with its own head. The default,
     ``resnet10t`` cut after stage 2 (stride 8), gives Grad-CAM an 8×8 grid at 64×64 whose cells see a
     neighbourhood of the image rather than all of it, and trains at roughly 220 images/s on two CPU
     cores (6 epochs of 3,000 images in 81 s). ``output_stride`` (8, 16 or 32) dilates the later stages of models that accept it.
@@ -74,8 +75,8 @@ class TimmBackbone(Backbone):
 
     class Params(Params):
         model: str = "resnet10t"
-        feature_stage: int | None = Field(default=2, ge=0, description="timm feature index to cut after; null: whole model")
-        output_stride: int | None = Field(default=None, description="8, 16 or 32; null: the model's own")
+        feature_stage: NonNegativeInt | Literal["whole"] = Field(default=2, description='timm feature index to cut after; "whole": the whole model with its own head')
+        output_stride: int | None = Field(default=None, description="8, 16 or 32; leave it out for the model's own")
         pretrained: bool = Field(default=False, description="start from `weights` (or shipped ones)")
         weights: str | None = Field(default=None, description="local .safetensors / .pth file of pretrained weights")
 
@@ -87,11 +88,11 @@ class TimmBackbone(Backbone):
         weights = self.weights_file()
         kwargs = {} if self.params.output_stride is None else {"output_stride": self.params.output_stride}
         network = None
-        if stage is None or weights is not None:
+        if stage == "whole" or weights is not None:
             network = _create(name, stage, num_classes=num_classes, **kwargs)
             if weights is not None:
                 self._load_pretrained(network, weights)
-        if stage is None:
+        if stage == "whole":
             return TimmClassifier(network)
         with _quiet(logging.getLogger("timm.models._builder")):  # it lists the cut-off layers' weights as unexpected
             body = _create(name, stage, features_only=True, out_indices=(stage,), **_from_network(network), **kwargs)
@@ -147,13 +148,13 @@ class TimmBackbone(Backbone):
         return "backbone.weights" if self.params.weights is not None else "backbone.pretrained"
 
 
-def _create(name: str, stage: int | None, **kwargs) -> nn.Module:
+def _create(name: str, stage: int | str, **kwargs) -> nn.Module:
     """``timm.create_model(name, **kwargs)``, its errors about the configuration as :class:`ConfigError`."""
     try:
         return timm.create_model(name, **{"pretrained": False, **kwargs})
     except TypeError as error:
         raise ConfigError(
-            f"backbone.output_stride: timm model {name!r} does not accept it ({error}); set output_stride to null"
+            f"backbone.output_stride: timm model {name!r} does not accept it ({error}); leave output_stride out"
         ) from None
     except (IndexError, RuntimeError) as error:
         raise ConfigError(f"backbone.feature_stage: timm model {name!r} has no feature stage {stage} ({error})") from None

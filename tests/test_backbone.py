@@ -17,7 +17,7 @@ def test_default_backbone_gives_an_8x8_grid_at_64_px_and_splits_exactly():
 
 
 def test_whole_model_uses_timm_head_and_output_stride():
-    model = create_backbone("timm", {"feature_stage": None, "output_stride": 16}).build(2).eval()
+    model = create_backbone("timm", {"feature_stage": "whole", "output_stride": 16}).build(2).eval()
     assert model.features(torch.rand(1, 3, 64, 64)).shape == (1, 512, 4, 4)
 
 

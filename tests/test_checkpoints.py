@@ -32,7 +32,7 @@ PLAUSIBLE = {
 
 
 def whole(model: str = "resnet18", **params):
-    return create_backbone("timm", {"model": model, "feature_stage": None, **params})
+    return create_backbone("timm", {"model": model, "feature_stage": "whole", **params})
 
 
 def logits(model, images):
@@ -109,7 +109,7 @@ def test_own_state_dict_without_our_buffers_keeps_them(tmp_path):
 def test_bare_network_into_a_cut_backbone_says_to_set_feature_stage_null(tmp_path):
     torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), tmp_path / "resnet.pt")
     model = create_backbone("timm", {"model": "resnet18", "feature_stage": 2}).build(2)
-    with pytest.raises(ConfigError, match=r"original\.checkpoint: .*resnet\.pt .*set backbone\.feature_stage = null"):
+    with pytest.raises(ConfigError, match=r"original\.checkpoint: .*resnet\.pt .*set backbone\.feature_stage = \"whole\""):
         load_checkpoint(model, tmp_path / "resnet.pt")
 
 
@@ -190,10 +190,10 @@ def test_local_weights_initialise_whole_and_cut_backbones_with_a_fresh_head(tmp_
     params = {"model": "resnet10t", "pretrained": True, "weights": str(tmp_path / "resnet10t.safetensors")}
     images = torch.rand(2, 3, 64, 64)
 
-    same = create_backbone("timm", {**params, "feature_stage": None}).build(1000)
+    same = create_backbone("timm", {**params, "feature_stage": "whole"}).build(1000)
     assert torch.equal(logits(same, images), logits(network, (images - same.mean) / same.std))
 
-    fresh = create_backbone("timm", {**params, "feature_stage": None}).build(2).eval()
+    fresh = create_backbone("timm", {**params, "feature_stage": "whole"}).build(2).eval()
     assert torch.equal(fresh.body.layer4[0].conv1.weight, network.layer4[0].conv1.weight)
     with torch.no_grad():
         assert torch.equal(fresh.pool(fresh.features(images)), same.pool(same.features(images)))
