@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pruning_cost.py
 	$(BIN)/python benchmarks/study_cost.py
 	$(BIN)/python benchmarks/validation_cost.py
+	$(BIN)/python benchmarks/streaming_memory.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
