@@ -1,7 +1,7 @@
 """Cost of a 5 × 5 budget × noise study of crayon-pruning against one crayon-pruning run.
 
 Issue 5's target: the 25 cells cost at most twice one ``crayon run --refiners crayon-pruning``,
-because they share the original model, maps, concepts, feature maps and panel answers through the
+because they share the original model, maps, concepts, pooled features and panel answers through the
 cache. Both are timed here from an empty cache of their own, one after the other, as the commands a
 user types (``crayon run`` and ``crayon study run --jobs 1``), on the default benchmark.
 

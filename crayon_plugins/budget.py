@@ -41,12 +41,20 @@ def neuron_taylor_scores(model: Classifier, train: SharedFeatures, labels: Tenso
     if train.covers(model):  # the classifier sees pool(f) · m
         batches = zip(train.pooled.split(batch_size), labels.split(batch_size))
         logits = lambda pooled: model.classifier(pooled * mask)  # noqa: E731
-    else:
-        batches = ((x, labels[i]) for i, x in train.images.batches(batch_size=batch_size))
-        logits = lambda x: model.classifier(model.pool(model.forward_features((x - model.mean) / model.std) * mask.view(1, -1, 1, 1)))  # noqa: E731
+    else:  # the backbone without a graph; only pooling and classifier see the mask
+        def batches():
+            for i, x in train.images.batches(batch_size=64):
+                with torch.no_grad():
+                    features = model.forward_features((x.to(train.device) - model.mean) / model.std)
+                yield features, labels[i]  # outside no_grad: the consumer builds the mask's graph
+
+        batches = batches()
+        logits = lambda features: model.classifier(model.pool(features * mask.view(1, -1, 1, 1)))  # noqa: E731
+    total = torch.zeros_like(mask)
     for inputs, target in batches:
-        F.cross_entropy(logits(inputs.to(train.device)), target.to(train.device), reduction="sum").backward()
-    return mask.grad.abs().cpu()
+        loss = F.cross_entropy(logits(inputs.to(train.device)), target.to(train.device), reduction="sum")
+        total += torch.autograd.grad(loss, mask)[0]  # the model's own gradients stay untouched
+    return total.abs().cpu()
 
 
 def selected(n: int, budget: Budget, seed: int, scores: Callable[[], Tensor]) -> Tensor:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from .components import Need
 from .results import COLUMNS, Results, percent, value_at
 
-KINDS = {"map-answers": "yes-no", "neuron-answers": "yes-no", "attention-maps": "map", "boxes": "box", "groups": "groups"}
+KINDS = {Need.MAP_ANSWERS: "yes-no", Need.NEURON_ANSWERS: "yes-no", Need.ATTENTION_MAPS: "map", Need.BOXES: "box", Need.GROUPS: "groups"}
 """A refiner's need → the annotation kind the table names, in the order they are listed."""
 
 LOWER_IS_BETTER = {"UA"}

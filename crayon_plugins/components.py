@@ -267,7 +267,7 @@ class RefinementContext:
 
     def penultimate(self, model: Classifier, split: str = "train") -> Tensor:
         """``(N, D)`` pooled features of ``split`` (``"train"`` or ``"val"``) that ``model``'s
-        classifier sees; from the shared feature maps when ``model`` has the original's backbone
+        classifier sees; from the shared pooled features when ``model`` has the original's backbone
         weights (pruned or not)."""
         images, features = (self.train, self.features) if split == "train" else (self.val, self.val_features)
         if images is None:

@@ -22,11 +22,13 @@ from .training import predict
 
 
 def backbone_digest(model: Classifier) -> str:
-    """A digest of every weight and buffer except the neuron mask and the classifier: two models
-    with the same digest compute the same feature maps before the mask."""
+    """A digest of every weight and buffer except the neuron mask and the classifier (also where a
+    whole timm model holds it under its own name): two models with the same digest compute the same
+    feature maps before the mask."""
+    classifier = {t.data_ptr() for t in model.classifier.state_dict().values()}
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in model.state_dict().items():
-        if not name.startswith(("feature_map.", "classifier.")):
+        if not name.startswith(("feature_map.", "classifier.")) and tensor.data_ptr() not in classifier:
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -38,7 +40,7 @@ def pools_channelwise(model: Classifier) -> bool:
     channel mask ``m`` (global average or max pooling do; a norm after the pooling does not).
     Checked on a random feature map."""
     channels = model.neuron_mask.numel()
-    features = torch.randn(2, channels, 3, 3, generator=torch.Generator().manual_seed(0), device=model.mean.device)
+    features = torch.randn(2, channels, 3, 3, generator=torch.Generator().manual_seed(0)).to(model.mean.device)
     mask = (torch.arange(channels, device=features.device) % 2).float().view(1, -1, 1, 1)
     was_training = model.training
     model.eval()

@@ -244,6 +244,9 @@ class FolderDataset(components.Dataset):
             if (seen := first.setdefault(item.id, item)) is not item:
                 raise DataError(f"{item.source}: item {item.id!r} is listed twice (also at {seen.source})")
         kept = self._readable(split, items, masks) if self.params.skip_unreadable else list(items)
+        if not kept:
+            why = f"all {len(items)} of its images are unreadable" if items else "its files list no item"
+            raise DataError(f"dataset.root: {self.root}: the {split} split of {self.name!r} is empty: {why}", "dataset.root")
         size, resize = self.params.image_size, self.resize
         return ImageSet(
             images=FileImages([i.image for i in kept], size, resize, augmentable=self.params.augment, hint=SKIP_HINT),

@@ -11,6 +11,7 @@ horizontal flip instead.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -76,6 +77,10 @@ class Items(Dataset, ABC):
         """The items as ERM training sees them (random augmentation where the dataset declares it)."""
         return self
 
+    def seeded(self, seed: int) -> Items:
+        """The items with their random augmentation drawn from ``seed`` (and each item's index)."""
+        return self
+
     def with_loading(self, loading: Loading) -> Items:
         """A copy read with ``loading``."""
         found = copy.copy(self)
@@ -86,19 +91,20 @@ class Items(Dataset, ABC):
         self, indices: Tensor | None = None, batch_size: int = 256, generator: torch.Generator | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """``(indices, items)`` minibatches of the items at ``indices`` (default: all, in order).
-        Random augmentation draws from ``generator`` in decoding workers, and from torch's global
-        generator without them (``fit`` seeds both); the loader itself never draws from the
-        global one."""
+        Random augmentation is drawn from one seed taken from ``generator`` and each item's index,
+        so it does not depend on the number of decoding workers; nothing draws from torch's global
+        generator."""
         order = torch.arange(len(self)) if indices is None else indices
         chunks = order.split(batch_size)
         workers = 0 if self.in_memory else self.loading.num_workers
+        source = self if generator is None else self.seeded(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         loader = DataLoader(
-            self,
+            source,
             batch_sampler=[chunk.tolist() for chunk in chunks],
             num_workers=workers,
             pin_memory=self.loading.pin_memory and torch.cuda.is_available(),
             collate_fn=_stacked,
-            generator=generator if generator is not None else torch.Generator(),
+            generator=torch.Generator(),  # the loader's own seed: never drawn from the global generator
         )
         try:
             yield from zip(chunks, loader)
@@ -159,6 +165,26 @@ def _decode(path: Path, mode: str, hint: str = "") -> Image.Image:
         raise DataError(f"{path}: cannot decode the image ({error}){hint}") from None
 
 
+def _augment(image: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """torchvision's ``RandomResizedCrop(size, scale=(0.7, 1))`` then ``RandomHorizontalFlip()``,
+    drawn from ``generator``."""
+    _, height, width = image.shape
+    uniform = lambda low, high: low + (high - low) * float(torch.rand(1, generator=generator))  # noqa: E731
+    for _ in range(10):
+        area = height * width * uniform(0.7, 1.0)
+        aspect = math.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
+        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+            break
+    else:  # the central crop of the shorter side
+        h = w = min(height, width)
+        top, left = (height - h) // 2, (width - w) // 2
+    image = TF.resized_crop(image, top, left, h, w, [size, size], antialias=True)
+    return TF.horizontal_flip(image) if float(torch.rand(1, generator=generator)) < 0.5 else image
+
+
 def readable(path: Path) -> bool:
     """Whether ``path`` decodes as an image."""
     try:
@@ -176,19 +202,25 @@ class FileImages(Items):
 
     def __init__(self, paths: Sequence[Path], size: int, resize: int, augment: bool = False, augmentable: bool = True, hint: str = "") -> None:
         self.paths, self.size, self.resize, self.augment = list(paths), size, resize, augment
-        self.augmentable, self.hint = augmentable, hint
-        self.transform = (
-            T.Compose([T.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True), T.RandomHorizontalFlip()])
-            if augment
-            else T.Compose([T.Resize((resize, resize), antialias=True), T.CenterCrop(size)])
-        )
+        self.augmentable, self.hint, self.seed = augmentable, hint, 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def item(self, index: int) -> Tensor:
         image = TF.to_dtype(TF.to_image(_decode(self.paths[index], "RGB", self.hint)), torch.float32, scale=True)
-        return self.transform(image).clamp_(0, 1)  # antialiased resizing overshoots a little
+        if self.augment:
+            image = _augment(image, self.size, torch.Generator().manual_seed(self.seed * 1_000_003 + index))
+        else:
+            image = TF.center_crop(TF.resize(image, [self.resize, self.resize], antialias=True), [self.size, self.size])
+        return image.clamp_(0, 1)  # antialiased resizing overshoots a little
+
+    def seeded(self, seed: int) -> Items:
+        if not self.augment:
+            return self
+        found = copy.copy(self)
+        found.seed = seed
+        return found
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ import torch
 
 from . import components, factory
 from .cache import ArtifactCache
-from .components import DRAWINGS, Need
+from .components import DRAWINGS
 from .config import ComponentSpec, RunConfig
 from .errors import ConfigError, CrayonError
 from .oracles import panel

@@ -81,7 +81,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.components import RefinementContext
+from crayon_plugins.components import Need, RefinementContext
 from crayon_plugins.data import Answer
 from crayon_plugins.energy import crayon_normalise, energy_no
 from crayon_plugins.finetuning import Batch, FineTuning, rows
@@ -97,7 +97,7 @@ class $cls(FineTuning):
     training loop, validation and model selection are :class:`~crayon_plugins.finetuning.FineTuning`'s.
     """
 
-    needs = frozenset({"map-answers"})
+    needs = frozenset({Need.MAP_ANSWERS})
 
     class Params(FineTuning.Params):
         lam: float = Field(default=10.0, ge=0, description="weight λ of L_no")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.components import DifferentiableInterpreter, RefinementContext
+from crayon_plugins.components import DifferentiableInterpreter, Need, RefinementContext
 from crayon_plugins.data import Answer
 from crayon_plugins.energy import attention_terms
 from crayon_plugins.errors import ConfigError
@@ -43,7 +43,7 @@ class CrayonAttention(FineTuning):
     Options besides α, β and the interpreter are ``finetune``'s, with the same defaults.
     """
 
-    needs = frozenset({"map-answers"})
+    needs = frozenset({Need.MAP_ANSWERS})
 
     class Params(FineTuning.Params):
         alpha: float = Field(default=5000.0, ge=0, description="α, the weight of L_no (answers 'no'), divided by N_no")

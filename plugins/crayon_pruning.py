@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.components import Params, RefinementContext, Refiner
+from crayon_plugins.components import Need, Params, RefinementContext, Refiner
 from crayon_plugins.config import Optimisation
 from crayon_plugins.data import Answer
 from crayon_plugins.errors import CrayonError
@@ -68,11 +68,11 @@ class CrayonPruning(Refiner):
     """Prune the irrelevant neurons, then retrain only ``model.classifier`` on the fixed features.
 
     The pruned model's penultimate features (pooled, pruned neurons zero) come from the original
-    model's shared feature maps (:meth:`RefinementContext.penultimate`), and the classifier trains on that tensor with mean
+    model's shared pooled features (:meth:`RefinementContext.penultimate`), and the classifier trains on that tensor with mean
     cross-entropy, starting from its original weights. The paper retrains for 10 epochs.
     """
 
-    needs = frozenset({"neuron-answers"})
+    needs = frozenset({Need.NEURON_ANSWERS})
 
     class Params(ClassifierTraining, PruningParams):
         pass
@@ -118,7 +118,7 @@ class CrayonAttentionPruning(CrayonAttention):
     Options are ``crayon-attention``'s.
     """
 
-    needs = frozenset({"map-answers", "neuron-answers"})
+    needs = frozenset({Need.MAP_ANSWERS, Need.NEURON_ANSWERS})
 
     class Params(CrayonAttention.Params, PruningParams):
         pass

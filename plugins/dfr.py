@@ -22,7 +22,7 @@ from pydantic import Field, PositiveInt
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from crayon_plugins.components import Params, RefinementContext, Refiner
+from crayon_plugins.components import Need, Params, RefinementContext, Refiner
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.hookspecs import hookimpl
 from crayon_plugins.model import Classifier
@@ -50,7 +50,7 @@ def worst_group_accuracy(predicted: np.ndarray, labels: np.ndarray, groups: np.n
 class DeepFeatureReweighting(Refiner):
     """Retrain the last layer on group-balanced validation features (group labels needed)."""
 
-    needs = frozenset({"groups"})
+    needs = frozenset({Need.GROUPS})
 
     class Params(Params):
         c_grid: tuple[float, ...] = Field(default=(1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01), min_length=1, description="candidate inverse regularisation strengths C (the public code's Waterbirds grid)")

@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
-from crayon_plugins.components import RefinementContext
+from crayon_plugins.components import Need, RefinementContext
 from crayon_plugins.data import Answer
 from crayon_plugins.finetuning import Batch, rows
 from crayon_plugins.hookspecs import hookimpl
@@ -73,7 +73,7 @@ class Gradia(MapGuided):
     whether the original model's prediction is right.
     """
 
-    needs = frozenset({"map-answers", "attention-maps"})
+    needs = frozenset({Need.MAP_ANSWERS, Need.ATTENTION_MAPS})
 
     class Params(MapGuided.Params):
         reasonable_accurate: Pair = (1.0, 0.0)

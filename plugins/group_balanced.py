@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from crayon_plugins.components import RefinementContext
+from crayon_plugins.components import Need, RefinementContext
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.finetuning import FineTuning
 from crayon_plugins.hookspecs import hookimpl
@@ -25,7 +25,7 @@ class GroupBalanced(FineTuning):
     lr 1e-4 it stops short of the core feature, and at lr 1e-3 it memorises the few minority images.
     """
 
-    needs = frozenset({"groups"})
+    needs = frozenset({Need.GROUPS})
 
     class Params(FineTuning.Params):
         epochs: int = Field(default=6, gt=0)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from crayon_plugins.components import Need
 from crayon_plugins.finetuning import Batch
 from crayon_plugins.hookspecs import hookimpl
 from crayon_plugins.maps import bounding_boxes
@@ -123,7 +124,7 @@ class BoundingBox(MapGuided):
     """``bounding-box``: the energy loss :func:`box_energy` of the current Grad-CAM against the
     drawing's bounding box (an all-zero map pays 1)."""
 
-    needs = frozenset({"boxes"})
+    needs = frozenset({Need.BOXES})
 
     class Params(MapGuided.Params):
         lam: float = Field(default=10.0, ge=0, description="weight λ of the energy loss")

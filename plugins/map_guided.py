@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.components import RefinementContext
+from crayon_plugins.components import Need, RefinementContext
 from crayon_plugins.finetuning import Batch, FineTuning, rows
 from crayon_plugins.model import Classifier
 
@@ -34,7 +34,7 @@ class MapGuided(FineTuning):
     every image weight 1 unless a subclass overrides it.
     """
 
-    needs = frozenset({"attention-maps"})
+    needs = frozenset({Need.ATTENTION_MAPS})
 
     class Params(FineTuning.Params):
         lam: float = Field(default=1.0, ge=0, description="weight λ of the guidance term")

@@ -9,7 +9,7 @@ are where hidden shortcuts live.
 from __future__ import annotations
 
 
-from crayon_plugins.components import Metric, Predictions
+from crayon_plugins.components import Metric, Need, Predictions
 from crayon_plugins.data import Answer
 from crayon_plugins.hookspecs import hookimpl
 
@@ -21,7 +21,7 @@ class ReasonabilityMatrix(Metric):
     and ``undecided`` sum to 1.
     """
 
-    needs = frozenset({"map-answers"})
+    needs = frozenset({Need.MAP_ANSWERS})
 
     def compute(self, predictions: Predictions) -> dict[str, dict[str, float]]:
         answers = predictions.map_answers

@@ -235,6 +235,14 @@ def test_an_undecodable_segmentation_is_skipped_with_its_image(birds_copy, birds
     assert skipping.skipped == 1 and first_train["img_filename"] not in skipping.ids
 
 
+def test_a_split_left_empty_is_an_error_naming_the_root(birds_copy, birds):
+    for row in birds[1]:
+        if row["split"] == 2:
+            (birds_copy / row["img_filename"]).write_text("not a JPEG")
+    with pytest.raises(DataError, match=rf"dataset.root: {birds_copy}: the test split of 'waterbirds' is empty: all \d+ of its images are unreadable"):
+        dataset("waterbirds", birds_copy, skip_unreadable=True).load("test")
+
+
 # --- Biased CelebA ---------------------------------------------------------------------------------
 
 

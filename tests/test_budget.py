@@ -28,7 +28,7 @@ def test_budgets_have_their_size_and_a_smaller_one_is_inside_a_larger_one(n, sma
 
 
 def test_the_pipeline_annotates_only_the_budget_and_loss_guided_takes_the_hardest_images(tmp_path):
-    pipeline = tiny_pipeline(tmp_path, budget={"fraction": 0.1, "selection": "loss-guided"}, refiners=["crayon-pruning"])
+    pipeline = tiny_pipeline(tmp_path, budget={"fraction": 0.1, "selection": "loss-guided"}, refiners=["crayon-pruning", "crayon-attention"])
     train = pipeline.load("train")
     model, _, _ = pipeline.original_model(train)
     context = pipeline.refinement_context(model, train)
@@ -49,6 +49,10 @@ def test_a_dead_neuron_has_no_taylor_importance_and_a_used_one_has_some(tmp_path
     dead = SharedFeatures(train.images, zeroed, features.digest, features.device)
     scores = neuron_taylor_scores(model, dead, train.labels)
     assert scores[3] == 0 and scores.sum() > 0
+    model.zero_grad(set_to_none=True)
+    from_images = neuron_taylor_scores(model, SharedFeatures(train.images, None, features.digest, features.device), train.labels)
+    assert torch.allclose(from_images, neuron_taylor_scores(model, features, train.labels), rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in model.parameters())  # scoring leaves the model's gradients alone
 
 
 def test_a_panel_of_three_reports_its_agreement_and_error(tmp_path):

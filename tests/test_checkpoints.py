@@ -106,7 +106,7 @@ def test_own_state_dict_without_our_buffers_keeps_them(tmp_path):
     assert torch.equal(model.neuron_mask, torch.ones(512))
 
 
-def test_bare_network_into_a_cut_backbone_says_to_set_feature_stage_null(tmp_path):
+def test_bare_network_into_a_cut_backbone_says_to_set_feature_stage_whole(tmp_path):
     torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), tmp_path / "resnet.pt")
     model = create_backbone("timm", {"model": "resnet18", "feature_stage": 2}).build(2)
     with pytest.raises(ConfigError, match=r"original\.checkpoint: .*resnet\.pt .*set backbone\.feature_stage = \"whole\""):

@@ -55,12 +55,16 @@ def test_decoding_workers_give_what_the_calling_process_gives(tmp_path):
     assert torch.equal(alone, workers) and torch.equal(alone, images[order])
 
 
-def test_augmentation_is_seeded_and_only_on_the_training_view(tmp_path):
-    images = FileImages(_write(tmp_path, 4, size=(30, 30)), size=8, resize=10)
-    augmented = images.augmented().with_loading(Loading(num_workers=1))
-    draw = lambda: torch.cat([x for _, x in augmented.batches(generator=torch.Generator().manual_seed(1))])  # noqa: E731
-    assert torch.equal(draw(), draw()) and not torch.equal(draw(), images[torch.arange(4)])
-    assert augmented.augmented() is augmented
+def test_augmentation_depends_on_the_seed_not_on_the_workers_and_only_on_the_training_view(tmp_path):
+    images = FileImages(_write(tmp_path, 5, size=(30, 30)), size=8, resize=10)
+
+    def draw(workers, seed=1):
+        view = images.augmented().with_loading(Loading(num_workers=workers))
+        return torch.cat([x for _, x in view.batches(torch.tensor([4, 0, 2, 1, 3]), 2, torch.Generator().manual_seed(seed))])
+
+    assert torch.equal(draw(0), draw(2)) and torch.equal(draw(0), draw(1))
+    assert not torch.equal(draw(0), draw(0, seed=2)) and not torch.equal(draw(0), images[torch.tensor([4, 0, 2, 1, 3])])
+    assert images.augmented().augmented().augment
     fixed = FileImages(images.paths, size=8, resize=10, augmentable=False)
     assert fixed.augmented() is fixed
 

@@ -12,6 +12,7 @@ from crayon_plugins import create_backbone, create_refiner
 from crayon_plugins.data import NOT_ANNOTATED, Answer
 from crayon_plugins.components import NeuronJudgements
 from crayon_plugins.errors import CrayonError
+from crayon_plugins.features import backbone_digest
 from crayon_plugins.plugins.crayon_pruning import prune
 from crayon_plugins.plugins.gradcam import GradCam
 from crayon_plugins.plugins.timm_backbone import TimmStageClassifier
@@ -121,3 +122,16 @@ def test_retrain_classifier_is_crayon_pruning_with_nothing_pruned(tmp_path):
     nothing_pruned = create_refiner("crayon-pruning", {"epochs": 2}).refine(model, context)
     assert all(torch.equal(v, nothing_pruned.state_dict()[k]) for k, v in control.state_dict().items())
     assert not torch.equal(control.classifier.weight, model.classifier.weight)
+
+
+def test_the_backbone_digest_ignores_the_classifier_even_under_a_whole_timm_models_own_name():
+    """A whole timm model holds its head twice (``classifier.*`` and ``body.fc.*``): retraining it
+    must not stop the shared pooled features from covering the model."""
+    model = create_backbone("timm", {"model": "resnet10t", "feature_stage": "whole"}).build(2)
+    before = backbone_digest(model)
+    with torch.no_grad():
+        model.classifier.weight.add_(1)
+    assert backbone_digest(model) == before
+    with torch.no_grad():
+        model.body.conv1[0].weight.add_(1)
+    assert backbone_digest(model) != before

@@ -9,7 +9,11 @@ import sys
 
 import pytest
 
-from crayon_plugins.testing.benchmark_folders import write_waterbirds
+from crayon_plugins.cache import ArtifactCache
+from crayon_plugins.config import RunConfig
+from crayon_plugins.pipeline import Pipeline
+from crayon_plugins.testing.benchmark_folders import write_backgrounds_challenge, write_waterbirds
+from crayon_plugins.training import predict
 
 
 @pytest.mark.slow
@@ -43,3 +47,29 @@ def test_crayon_run_on_a_waterbirds_folder_with_pretrained_efficientnet(tmp_path
     assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == ["index.md", "neuron-0000.png", "neuron-0007.png"]
     assert sorted((tmp_path / "cache" / "models").glob("*.pt")) == models  # the run's model, not trained again
 
+
+
+@pytest.mark.slow
+def test_backgrounds_challenge_results_carry_mr_and_bg_gap_of_the_models_predictions(tmp_path):
+    write_backgrounds_challenge(tmp_path / "in9", per_class=2, image_size=32)
+    config = RunConfig.model_validate(
+        {
+            "dataset": {"name": "backgrounds-challenge", "root": str(tmp_path / "in9"), "image_size": 32},
+            "training": {"epochs": 2, "batch_size": 16},
+            "refiners": ["finetune"],  # needs no annotation: the dataset has no object masks
+            "refiner": {"finetune": {"epochs": 1}},
+            "metrics": ["accuracy", "group-accuracy", "mr", "bg-gap"],
+        }
+    )
+    pipeline = Pipeline.from_config(config, cache=ArtifactCache(tmp_path / "cache"))
+    results = pipeline.run(tmp_path / "out")
+    model, _, _ = pipeline.original_model(pipeline.load("train"))
+    accuracy = {}
+    for name in ("mixed_same", "mixed_rand"):
+        split = pipeline.load(name)
+        assert len(split) == 18  # 9 classes × 2
+        accuracy[name] = float((predict(model, split.images, pipeline.device).argmax(dim=1) == split.labels).double().mean())
+    original = results.row("original").metrics
+    assert original["mr"] == accuracy["mixed_rand"]
+    assert original["bg_gap"] == accuracy["mixed_same"] - accuracy["mixed_rand"]
+    assert set(results.row("finetune").metrics) >= {"mr", "bg_gap", "wga"} and results.annotations == {"yes": 0, "no": 0, "maybe": 0}

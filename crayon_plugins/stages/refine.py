@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .. import components
 from ..components import DRAWINGS, Need
-from ..data import ImageSet, MapsToJudge
+from ..data import Annotations, ImageSet, MapsToJudge
 from ..energy import degenerate_yes
 from ..errors import CrayonError, PluginError
 from ..model import Classifier
@@ -15,16 +17,19 @@ from .annotate import Annotate
 
 class Refine(Annotate):
     def refinement_context(self, model: Classifier, train: ImageSet) -> components.RefinementContext:
-        """Maps, the budget's map answers and, when a refiner needs them, neuron answers and
-        drawings (cached artefacts are loaded), as every refiner of this run gets them."""
+        """Maps and, when a refiner needs them, the budget's map answers, neuron answers and
+        drawings (cached artefacts are loaded), as every refiner of this run gets them. Without a
+        refiner that needs map answers or drawings nobody is asked about maps (a dataset without
+        object masks then needs no annotator that uses them)."""
         maps, _ = self.original_maps(model, train)
         features = self.shared_features(model, train, "train")
         val = self.load("val")
         val_features = self.shared_features(model, val, "val")
-        chosen = self.chosen_images(model, train, features)
-        annotations, map_stats = self.panel_answers("maps", MapsToJudge.of(train, maps), chosen, self.maps_key())
-        map_stats["yes_on_zero_maps"] = float(degenerate_yes(maps, annotations.aligned(train.ids)))
-        stats = {"maps": map_stats}
+        annotations, stats, chosen = Annotations((), torch.empty(0, dtype=torch.int64), ()), {}, None
+        if self.needs(Need.MAP_ANSWERS, *DRAWINGS):
+            chosen = self.chosen_images(model, train, features)
+            annotations, stats["maps"] = self.panel_answers("maps", MapsToJudge.of(train, maps), chosen, self.maps_key())
+            stats["maps"]["yes_on_zero_maps"] = float(degenerate_yes(maps, annotations.aligned(train.ids)))
         neurons = None
         if self.needs(Need.NEURON_ANSWERS):
             neurons, stats["neurons"] = self.neuron_judgements(model, train, features)

@@ -4,7 +4,7 @@ Cells run in worker processes (spawned; ``--jobs`` of them, each with ``cores //
 a study's numbers repeat for the same ``--jobs``). Each finished cell is written to
 ``DIR/cells/<key>.json`` (atomically, by the process that ran it); ``DIR/results.csv`` is rebuilt from those files, in grid order, after every cell. A run that is killed
 loses only the cells in flight, and running it again computes only the cells without a file. Cells
-share the original models, maps, concepts, feature maps and panel answers through the artefact
+share the original models, maps, concepts, pooled features and panel answers through the artefact
 cache, whose file locks make a process wait for an artefact another one is computing.
 """
 

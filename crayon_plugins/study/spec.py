@@ -154,8 +154,11 @@ class Cell:
 
     @property
     def key(self) -> str:
-        """Identifies the computation: cells with the same effective configuration share a key."""
-        return cache_key(artefact="study-cell", config=self.config.model_dump(mode="json"), refiner=self.refiner)
+        """Identifies the computation: cells with the same effective configuration share a key
+        (``[loading]`` is left out: how batches are read does not change results). Files the
+        configuration names (data, checkpoint, weights) are named, not hashed: a study over files
+        replaced in place needs a new ``--out``."""
+        return cache_key(artefact="study-cell", config=self.config.model_dump(mode="json", exclude={"loading"}), refiner=self.refiner)
 
 
 def _line_of(text: str, loc: tuple) -> int | None:

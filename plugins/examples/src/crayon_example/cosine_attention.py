@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.components import RefinementContext
+from crayon_plugins.components import Need, RefinementContext
 from crayon_plugins.data import Answer
 from crayon_plugins.finetuning import Batch, FineTuning, rows
 from crayon_plugins.model import Classifier
@@ -33,7 +33,7 @@ class CosineAttention(FineTuning):
     validation and model selection are :class:`~crayon_plugins.finetuning.FineTuning`'s.
     """
 
-    needs = frozenset({"map-answers"})
+    needs = frozenset({Need.MAP_ANSWERS})
 
     class Params(FineTuning.Params):
         lam: float = Field(default=1.0, ge=0, description="weight λ of the cosine loss")
