@@ -22,19 +22,19 @@ class Evaluate(Refine):
         return {name: (split := self.load(name), self.shared_features(model, split, name)) for name in names}
 
     def evaluate(
-        self, model: Classifier, test: SharedFeatures, split: ImageSet, train_shares: Tensor, others: dict[str, tuple[ImageSet, SharedFeatures]]
+        self, model: Classifier, features: SharedFeatures, split: ImageSet, train_shares: Tensor, others: dict[str, tuple[ImageSet, SharedFeatures]]
     ) -> dict:
-        """Every metric of ``model`` on ``split`` (``test``: its shared features) and, for metrics
+        """Every metric of ``model`` on ``split`` (``features``: its shared features) and, for metrics
         that need them, on ``others``; with a metric that needs ``"map-answers"``, the evaluation
         judge (not the annotator under study) judges the model's maps of ``split`` for its
         predictions."""
-        predicted = test.logits(model).argmax(dim=1)
+        predicted = features.logits(model).argmax(dim=1)
         answers = None
         if self.metrics_need(Need.MAP_ANSWERS):
             maps = explain_all(self.interpreter, model, split.images, predicted, self.device, "explain on the test split")
             judged = self._call_plugin("evaluation.judge", self.config.evaluation.judge, self.judge.annotate_maps, MapsToJudge.of(split, maps))
             answers = judged.aligned(split.ids)
-        extra = {name: components.Predictions(other, features.logits(model).argmax(dim=1), train_shares) for name, (other, features) in others.items()}
+        extra = {name: components.Predictions(other, shared.logits(model).argmax(dim=1), train_shares) for name, (other, shared) in others.items()}
         found = components.Predictions(split, predicted, train_shares, answers, extra)
         metrics: dict = {}
         for metric in self.metrics:
