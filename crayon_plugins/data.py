@@ -212,9 +212,9 @@ class NeuronConcepts:
         if len(self.neuron_ids) != c or self.activations.shape[1] != c:
             raise ValueError(f"{len(self.neuron_ids)} neuron ids and activations {tuple(self.activations.shape)} for {c} neurons")
         expected = {"top_activations": (c, k), "cells": (c, k, 2), "boxes": (c, k, 4)}
-        for field, shape in expected.items():
-            if tuple(getattr(self, field).shape) != shape:
-                raise ValueError(f"{field} must be {shape}, got {tuple(getattr(self, field).shape)}")
+        for name, shape in expected.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise ValueError(f"{name} must be {shape}, got {tuple(getattr(self, name).shape)}")
 
     def __len__(self) -> int:
         return len(self.neuron_ids)

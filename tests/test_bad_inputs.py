@@ -20,7 +20,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crayon_plugins import cache as cache_module
 from crayon_plugins.cache import ArtifactCache, cache_key
 from crayon_plugins.components import Predictions
 from crayon_plugins.config import parse_config

@@ -11,7 +11,7 @@ from crayon_plugins.cli import app
 from crayon_plugins.errors import ConfigError
 from crayon_plugins.plugins.top_patches import patch_boxes
 
-from test_pipeline import TINY, tiny_pipeline
+from test_pipeline import tiny_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from crayon_plugins.components import AnnotationSource, Metric, Params, Predictions
+from crayon_plugins.components import AnnotationSource, Metric, Predictions
 from crayon_plugins.data import Answer, Annotations, ImageSet, NOT_ANNOTATED
 from crayon_plugins.factory import create
 from crayon_plugins.testing.benchmark_folders import write_backgrounds_challenge, write_biased_celeba, write_waterbirds
@@ -25,7 +24,7 @@ from crayon_plugins.plugins.group_metrics import GroupAccuracy
 from crayon_plugins.plugins.spurious_bars import SpuriousBars
 from crayon_plugins.plugins.top_patches import TopPatches
 from crayon_plugins.registry import default_registry
-from crayon_plugins.testing import CHECKS, PROMISES, ContractError, TinyBackbone, TinyClassifier, strategies, tiny_model
+from crayon_plugins.testing import CHECKS, PROMISES, ContractError, TinyBackbone, TinyClassifier, strategies
 from crayon_plugins.training import fit
 
 @pytest.fixture(scope="session")
