@@ -109,7 +109,8 @@ class MapsToJudge:
         images: ``(N, 3, H, W)`` the images the maps explain (:class:`~crayon_plugins.items.Items`).
         maps: ``(N, h, w)`` non-negative, max-normalised saliency maps (``h, w`` the model's grid).
         labels / spurious: ``(N,)`` ground truth and group metadata (oracles may use them).
-        masks: ``(N, H, W)`` object masks, or ``None``.
+        masks: ``(N, H, W)`` bool object masks (:class:`~crayon_plugins.items.Items`, read on
+            demand), or ``None``.
     """
 
     ids: tuple[str, ...]
@@ -117,17 +118,17 @@ class MapsToJudge:
     maps: Tensor
     labels: Tensor
     spurious: Tensor
-    masks: Tensor | None
+    masks: Items | None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images", as_items(self.images))
+        if self.masks is not None:
+            object.__setattr__(self, "masks", as_items(self.masks))
 
     @classmethod
     def of(cls, split: ImageSet, maps: Tensor) -> MapsToJudge:
-        """``maps`` of the images of ``split``, with its labels, group metadata and masks (read into
-        memory: oracles compare every map with its mask)."""
-        masks = None if split.masks is None else split.masks.all()
-        return cls(split.ids, split.images, maps, split.labels, split.spurious, masks)
+        """``maps`` of the images of ``split``, with its labels, group metadata and masks."""
+        return cls(split.ids, split.images, maps, split.labels, split.spurious, split.masks)
 
 
 def positions(item_ids: tuple[str, ...], ids: tuple[str, ...]) -> list[int]:

@@ -50,7 +50,7 @@ class SaliencyOracle(AnnotationSource):
         """Noise-free answers, ``(N,)`` :class:`~crayon_plugins.data.Answer` codes."""
         if items.masks is None:
             raise CrayonError("saliency-oracle needs object masks, and this dataset has none")
-        share = energy_on_mask(items.maps, items.masks)
+        share = torch.cat([energy_on_mask(items.maps[indices], masks) for indices, masks in items.masks.batches()])  # streamed
         answers = torch.full((len(share),), int(Answer.MAYBE), dtype=torch.int64)
         answers[share >= self.params.yes_above] = Answer.YES
         answers[share < self.params.no_below] = Answer.NO
@@ -59,7 +59,7 @@ class SaliencyOracle(AnnotationSource):
     def annotate_attention(self, items: MapsToJudge) -> AttentionMaps:
         if items.masks is None:
             raise CrayonError("saliency-oracle needs object masks to draw attention maps, and this dataset has none")
-        p, masks = self.params, items.masks
+        p, masks = self.params, items.masks.all()  # drawings are (N, H, W) anyway
         regions = {
             "exact": lambda: masks,
             "dilate": lambda: dilate(masks, p.region_pixels),

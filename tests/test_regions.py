@@ -64,7 +64,7 @@ def oracle_items(n=400):
 def test_the_oracle_draws_the_mask_with_its_imperfection():
     items = oracle_items()
     exact = create_annotation_source("saliency-oracle").annotate_attention(items)
-    assert torch.equal(exact.regions, items.masks) and set(exact.annotators) == {"saliency-oracle"}
+    assert torch.equal(exact.regions, items.masks.all()) and set(exact.annotators) == {"saliency-oracle"}
     grown = create_annotation_source("saliency-oracle", {"region": "dilate", "region_pixels": 1}).annotate_attention(items)
     assert int(grown.regions[0].sum()) == 8 * 4
     moved = create_annotation_source("saliency-oracle", {"region": "shift", "region_pixels": 3}).annotate_attention(items)
