@@ -220,12 +220,15 @@ def check(
         raise CrayonError(f"--options: expected a JSON object of options, got {options!r}")
     component = create(key, name, params, where="--options")
     try:
-        kept, broken = CHECKS[key](component).kept, []
+        report = CHECKS[key](component)
+        kept, broken, skipped = report.kept, [], report.skipped
     except ContractError as error:
-        kept, broken = error.kept, error.broken
+        kept, broken, skipped = error.kept, error.broken, ()
     table = Table("promise", "", "how it broke", title=f"{kind} {name}: {len(kept)} of {len(kept) + len(broken)} promises kept")
     for promise in kept:
         table.add_row(promise, "[green]kept[/]", "")
+    for promise in skipped:
+        table.add_row(promise, "[dim]not applicable[/]", "")
     for failure in broken:
         table.add_row(failure.promise, "[bold red]broken[/]", escape(failure.detail))
     stdout.print(table)

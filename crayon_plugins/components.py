@@ -151,7 +151,19 @@ class AnnotationSource(Component):
     A source overrides the questions it can answer; :meth:`judges` names them, and the pipeline
     checks a configured source can answer what it is asked before any expensive work. Each answer
     carries the id of the annotator who gave it.
+
+    The pipeline always asks about the whole training split (or every neuron), in split order, and
+    cuts to the budget afterwards. A source whose answers were given about one split (a person's
+    file) sets :attr:`whole_split`: it may then treat an item it was not asked about as an error, and
+    its contract check asks it only about the whole split. :meth:`fingerprint` names what its
+    answers depend on beyond its options (its files' contents), for the cache key.
     """
+
+    whole_split: ClassVar[bool] = False
+
+    def fingerprint(self) -> str | None:
+        """A digest of what the answers depend on beyond :attr:`params` (``None``: nothing)."""
+        return None
 
     def annotate_maps(self, items: MapsToJudge) -> Annotations:
         raise NotImplementedError(f"{type(self).__name__} does not judge saliency maps")
@@ -162,11 +174,11 @@ class AnnotationSource(Component):
     def annotate_attention(self, items: MapsToJudge) -> AttentionMaps:
         raise NotImplementedError(f"{type(self).__name__} does not draw attention maps")
 
-    @classmethod
-    def judges(cls) -> frozenset[str]:
-        """What this source answers: any of ``"maps"``, ``"neurons"`` and ``"attention"``."""
+    def judges(self) -> frozenset[str]:
+        """What this source answers: any of ``"maps"``, ``"neurons"`` and ``"attention"`` (by
+        default, those whose method it overrides)."""
         methods = {"maps": "annotate_maps", "neurons": "annotate_neurons", "attention": "annotate_attention"}
-        return frozenset(kind for kind, name in methods.items() if getattr(cls, name) is not getattr(AnnotationSource, name))
+        return frozenset(kind for kind, name in methods.items() if getattr(type(self), name) is not getattr(AnnotationSource, name))
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class Annotate(Explain):
 
         def answers(source: components.AnnotationSource) -> Annotations:
             ask = source.annotate_maps if question == "maps" else source.annotate_neurons
-            key = cache_key(artefact="answers", question=question, items=about, source=spec.name, params=source.params.model_dump(mode="json"))
+            key = cache_key(artefact="answers", question=question, items=about, source=spec.name, params=source.params.model_dump(mode="json"), content=source.fingerprint())
 
             def compute() -> dict:
                 found = self._call_plugin(where, spec, ask, items)

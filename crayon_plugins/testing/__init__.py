@@ -22,7 +22,7 @@ from .contracts import (
     check_metric,
     check_refiner,
 )
-from .tiny import TinyBackbone, TinyClassifier, mixed_answers, tiny_context, tiny_image_set, tiny_model
+from .tiny import TinyBackbone, TinyClassifier, mixed_answers, tiny_answer_files, tiny_context, tiny_image_set, tiny_model
 
 __all__ = [
     "CHECKS",
@@ -40,6 +40,7 @@ __all__ = [
     "check_metric",
     "check_refiner",
     "mixed_answers",
+    "tiny_answer_files",
     "strategies",
     "tiny_context",
     "tiny_image_set",

@@ -59,8 +59,9 @@ PROMISES: dict[str, dict[str, str]] = {
         "judges-something": "``judges()`` names at least one of maps, neurons, attention",
         "answers-what-it-is-asked": "answers (or drawings of the images' size) only about the items asked, once per item and annotator, with annotator ids",
         "deterministic": "asking twice gives the same answers",
-        "order-independent": "an item's answer does not depend on the order the items are asked in",
-        "handles-no-items": "asking about no items gives no answers",
+        "order-independent": "an item's answer does not depend on the order the items are asked in (not for a ``whole_split`` source)",
+        "handles-no-items": "asking about no items gives no answers (not for a ``whole_split`` source)",
+        "refuses-part-of-a-split": "a ``whole_split`` source asked about the split without an item it answers raises a CrayonError rather than answer about other items (only for such sources)",
     },
     "concept_extractor": {
         **OPTIONS,
@@ -120,11 +121,13 @@ class BrokenPromise:
 
 @dataclass(frozen=True)
 class Report:
-    """The outcome of a check that passed: every promise of the kind, kept."""
+    """The outcome of a check that passed: every promise of the kind kept, or not applicable to
+    this component (``skipped``)."""
 
     kind: str
     component: str
     kept: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
 
 
 class ContractError(AssertionError):
@@ -144,6 +147,7 @@ class _Contract:
         self.kind, self.component = kind, component
         self.label = type(component).__qualname__
         self.kept: list[str] = []
+        self.skipped: list[str] = []
         self.broken: list[BrokenPromise] = []
 
     @contextmanager
@@ -158,12 +162,16 @@ class _Contract:
         else:
             self.kept.append(name)
 
+    def not_applicable(self, name: str) -> None:
+        assert name in PROMISES[self.kind], f"{name!r} is not a promise of {self.kind}"
+        self.skipped.append(name)
+
     def report(self) -> Report:
-        missing = set(PROMISES[self.kind]) - set(self.kept) - {b.promise for b in self.broken}
+        missing = set(PROMISES[self.kind]) - set(self.kept) - set(self.skipped) - {b.promise for b in self.broken}
         assert not missing, f"check of {self.kind} skipped promises {sorted(missing)}"
         if self.broken:
             raise ContractError(self.kind, self.label, self.broken, self.kept)
-        return Report(self.kind, self.label, tuple(self.kept))
+        return Report(self.kind, self.label, tuple(self.kept), tuple(self.skipped))
 
     def check_options(self) -> None:
         with self.promise("options-are-validated"):
@@ -409,6 +417,23 @@ def check_annotation_source(source: components.AnnotationSource, model: Classifi
     with contract.promise("deterministic"):
         for q in judged:
             require(_by_item(methods[q](questions()[q])) == _by_item(answers[q]()), f"annotate_{q} answers differently when asked again")
+    if source.whole_split:  # asked only about the whole split, in order (AnnotationSource.whole_split)
+        contract.not_applicable("order-independent")
+        contract.not_applicable("handles-no-items")
+        with contract.promise("refuses-part-of-a-split"):
+            for q in judged:
+                items, found = questions()[q], answers[q]()
+                if not len(found.item_ids):
+                    continue
+                ids = _item_ids(items)
+                left_out = ids.index(found.item_ids[0])
+                try:
+                    methods[q](_reordered(items, [i for i in range(len(ids)) if i != left_out]))
+                except CrayonError:
+                    continue
+                raise Broken(f"annotate_{q} answered about the split without {ids[left_out]!r}, an item it has an answer for")
+        return contract.report()
+    contract.not_applicable("refuses-part-of-a-split")
     with contract.promise("order-independent"):
         for q in judged:
             items = questions()[q]

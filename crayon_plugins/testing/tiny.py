@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import torch
 from pydantic import Field
@@ -143,3 +145,38 @@ def tiny_context(
         val=tiny_image_set(n=max(len(train), 8), size=size[0], num_classes=len(train.class_names), seed=seed + 101, split="val"),
         build_model=lambda: untrained_copy(model, seed),
     )
+
+
+def tiny_answer_files(folder: Path, model: Classifier | None = None, train: ImageSet | None = None) -> list[Path]:
+    """Answers files (:mod:`crayon_plugins.answers`) about ``train`` (default :func:`tiny_image_set`)
+    and the neurons of ``model`` (default :func:`tiny_model`), as people would have written them:
+    ``maps.jsonl`` (alice every other image, bob every third), ``neurons.jsonl`` (alice, every
+    neuron) and ``attention.jsonl`` (alice drew the object masks of images 0 and 5, PNGs beside it)."""
+    from PIL import Image
+
+    from crayon_plugins.answers import Record, append
+
+    model = model if model is not None else tiny_model()
+    train = train if train is not None else tiny_image_set()
+    folder.mkdir(parents=True, exist_ok=True)
+    when = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+    words = ("yes", "no", "maybe")
+
+    def write(name: str, records: list[Record]) -> Path:
+        for record in records:
+            append(folder / name, record)
+        return folder / name
+
+    maps = write("maps.jsonl", [
+        Record(item=train.ids[i], answer=words[i % 3], annotator=who, time=when + timedelta(seconds=i))
+        for who, step in (("alice", 2), ("bob", 3)) for i in range(0, len(train), step)
+    ])
+    neurons = TopPatches(TopPatches.Params(k=min(4, len(train)))).extract(model, train).neuron_ids
+    judged = write("neurons.jsonl", [
+        Record(item=n, question="neurons", answer=words[i % 2], annotator="alice", time=when + timedelta(seconds=i)) for i, n in enumerate(neurons)
+    ])
+    drawn = []
+    for i in (0, 5):
+        Image.fromarray(train.masks[i].numpy().astype("uint8") * 255).save(folder / f"drawing-{i}.png")
+        drawn.append(Record(item=train.ids[i], question="attention", drawing=f"drawing-{i}.png", annotator="alice", time=when))
+    return [maps, judged, write("attention.jsonl", drawn)]

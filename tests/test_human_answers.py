@@ -1,0 +1,170 @@
+"""People's answers: the answers file, the authors' published lists, and the ``human`` source."""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from crayon_plugins import ConfigError, Pipeline
+from crayon_plugins.answers import Record, append, latest, read_answers, read_published, read_records
+from crayon_plugins.cache import ArtifactCache
+from crayon_plugins.config import RunConfig
+from crayon_plugins.data import Answer
+from crayon_plugins.errors import DataError
+from crayon_plugins.factory import create
+from crayon_plugins.testing import check_annotation_source
+from crayon_plugins.testing.contracts import _questions
+from crayon_plugins.testing.tiny import tiny_answer_files, tiny_image_set, tiny_model
+
+from test_pipeline import TINY
+
+T0 = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+
+
+def record(item, answer, annotator="alice", seconds=0, question="maps", **extra):
+    return Record(item=item, question=question, answer=answer, annotator=annotator, time=T0 + timedelta(seconds=seconds), **extra)
+
+
+def write(path, *records):
+    for r in records:
+        append(path, r)
+    return path
+
+
+def human(**params):
+    return create("annotation_source", "human", params)
+
+
+def test_an_answers_file_is_one_json_line_per_click_in_the_documented_fields(tmp_path):
+    path = write(tmp_path / "answers.jsonl", record("tiny-000", "yes"), record("tiny-000", None, seconds=1))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines == [
+        {"item": "tiny-000", "question": "maps", "answer": "yes", "annotator": "alice", "time": "2026-11-24T09:00:00Z"},
+        {"item": "tiny-000", "question": "maps", "answer": None, "annotator": "alice", "time": "2026-11-24T09:00:01Z"},
+    ]
+
+
+def test_a_later_answer_replaces_an_earlier_one_and_an_undone_answer_is_unanswered(tmp_path):
+    path = write(
+        tmp_path / "a.jsonl",
+        record("tiny-000", "yes"), record("tiny-001", "no"), record("tiny-000", "maybe", seconds=2),
+        record("tiny-002", "yes", seconds=3), record("tiny-002", None, seconds=4), record("tiny-001", "yes", "bob", seconds=5),
+    )
+    found = read_answers(path, [f"tiny-{i:03d}" for i in range(24)])
+    assert [(r.annotator, r.item, r.answer) for r in found] == [("alice", "tiny-001", "no"), ("alice", "tiny-000", "maybe"), ("bob", "tiny-001", "yes")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 4), st.sampled_from(["yes", "no", "maybe", None])), max_size=30))
+def test_reading_back_keeps_each_persons_last_word_on_each_item(clicks):
+    records = [record(f"tiny-{i:03d}", answer, who, seconds=n) for n, (who, i, answer) in enumerate(clicks)]
+    expected = {}
+    for who, i, answer in clicks:
+        expected[(who, f"tiny-{i:03d}")] = answer
+    assert {k: r.answer for k, r in latest(records).items()} == {k: v for k, v in expected.items() if v is not None}
+
+
+def test_an_unknown_item_or_a_bad_line_names_the_file_and_line(tmp_path):
+    path = write(tmp_path / "a.jsonl", record("tiny-000", "yes"), record("tiny-099", "no"))
+    with pytest.raises(DataError, match=r"a\.jsonl: line 2 answers item 'tiny-099', which is not in the split"):
+        read_answers(path, [f"tiny-{i:03d}" for i in range(24)])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"item": "tiny-000", "answer": "yes", "annotator": "alice", "time": "2026-11-24T09:00:00Z"}\n{"item": "tiny-001", "answer": "sure", "annotator": "alice", "time": "2026-11-24T09:00:00Z"}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: answer: String should match pattern"):
+        read_records(bad)
+
+
+def test_published_lists_are_read_in_split_order(tmp_path):
+    ids = ("x-0", "x-1", "x-2")
+    maps = tmp_path / "waterbirds_gradcam.json"
+    maps.write_text(json.dumps(["yes", "maybe", "no"]))
+    found = read_published(maps, ids, "maps")
+    assert found.item_ids == ids and found.answers.tolist() == [Answer.YES, Answer.MAYBE, Answer.NO] and found.annotators == ("waterbirds_gradcam",) * 3
+    neurons = tmp_path / "waterbirds_neuron.json"
+    neurons.write_text(json.dumps([True, False, True]))
+    assert read_published(neurons, ids, "neurons").answers.tolist() == [Answer.YES, Answer.NO, Answer.YES]
+
+
+@pytest.mark.parametrize(("content", "question", "message"), [
+    (["yes", "no"], "maps", r"2 answers, but the split has 3 images"),
+    (["yes", "no", "perhaps"], "maps", r"entry 2 is 'perhaps', expected \"yes\", \"no\" or \"maybe\""),
+    ([True, 1, False], "neurons", r"entry 1 is 1, expected true or false"),
+    ([True] * 4, "neurons", r"4 answers, but the split has 3 neurons"),
+])
+def test_a_published_list_that_does_not_fit_the_split_names_the_first_offending_entry(tmp_path, content, question, message):
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(DataError, match=rf"list\.json: {message}"):
+        read_published(path, ("x-0", "x-1", "x-2"), question)
+
+
+def _tiny_files(tmp_path):
+    return (tiny_image_set(), *tiny_answer_files(tmp_path))
+
+
+def test_the_human_source_keeps_the_annotation_source_contract(tmp_path):
+    train, maps, judged, drawings = _tiny_files(tmp_path)
+    source = human(answers=[str(maps), str(judged), str(drawings)])
+    assert source.judges() == {"maps", "neurons", "attention"}
+    report = check_annotation_source(source)
+    assert "refuses-part-of-a-split" in report.kept and set(report.skipped) == {"order-independent", "handles-no-items"}
+    questions = _questions(tiny_model(), train)
+    found = human(answers=str(maps)).annotate_maps(questions["maps"])
+    assert len(found.item_ids) == 12 + 8 and set(found.annotators) == {"alice", "bob"}
+    neurons = human(answers=str(judged)).annotate_neurons(questions["neurons"])
+    assert neurons.answers.tolist() == [1 - i % 2 for i in range(len(neurons.item_ids))]  # yes, no, yes, …
+    drawn = human(answers=str(drawings)).annotate_attention(questions["attention"])
+    assert drawn.item_ids == (train.ids[0], train.ids[5]) and torch.equal(drawn.regions, train.masks[[0, 5]])
+
+
+def test_human_errors_name_the_file(tmp_path):
+    train, maps, _, drawings = _tiny_files(tmp_path)
+    questions = _questions(tiny_model(), train)
+    with pytest.raises(DataError, match=r"answers file .*nowhere\.jsonl does not exist"):
+        human(answers=str(tmp_path / "nowhere.jsonl")).judges()
+    with pytest.raises(ConfigError, match="answers"):
+        human()
+    (tmp_path / "empty.jsonl").touch()
+    with pytest.raises(DataError, match=r"empty\.jsonl: holds no answers yet"):
+        human(answers=str(tmp_path / "empty.jsonl")).judges()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "drawing-0.png")
+    with pytest.raises(DataError, match=r"drawing-0\.png: the mask is 8×8, the image is 16×16"):
+        human(answers=str(drawings)).annotate_attention(questions["attention"])
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text(maps.read_text())
+    with pytest.raises(DataError, match="annotator 'alice' answered item 'tiny-000' in more than one of"):
+        human(answers=[str(maps), str(copy)]).annotate_maps(questions["maps"])
+
+
+def test_a_panel_of_copies_of_people_is_refused(tmp_path):
+    answers = write(tmp_path / "a.jsonl", record("bars-0", "yes"))
+    config = RunConfig.model_validate({**TINY, "annotator": {"name": "human", "answers": str(answers)}, "panel": {"size": 2}})
+    with pytest.raises(ConfigError, match="panel of 2 needs a simulated annotator"):
+        Pipeline.from_config(config, cache=ArtifactCache(tmp_path))
+
+
+@pytest.mark.slow
+def test_the_authors_list_and_the_equivalent_answers_file_give_the_same_run(tmp_path):
+    """The embedded benchmark's training split answered in the published format and as JSON lines:
+    the same answers, the same refined model, the same numbers; the file's content keys the cache."""
+    ids = Pipeline.from_config(RunConfig.model_validate(TINY), cache=ArtifactCache(tmp_path / "c")).load("train").ids
+    words = [["yes", "no", "maybe", "no"][i % 4] for i in range(len(ids))]
+    published = tmp_path / "bars_gradcam.json"
+    published.write_text(json.dumps(words))
+    lines = write(tmp_path / "bars.jsonl", *[record(item, word, "bars_gradcam", seconds=i) for i, (item, word) in enumerate(zip(ids, words))])
+
+    def run(path, out):
+        config = RunConfig.model_validate({**TINY, "refiners": ["crayon-attention"], "annotator": {"name": "human", "answers": str(path)}})
+        Pipeline.from_config(config, cache=ArtifactCache(tmp_path / "c")).run(out)
+        return json.loads((out / "results.json").read_text())
+
+    a, b = run(published, tmp_path / "a"), run(lines, tmp_path / "b")
+    assert a["annotations"] == b["annotations"] == {"yes": words.count("yes"), "no": words.count("no"), "maybe": words.count("maybe")}
+    assert [r["metrics"] for r in a["rows"]] == [r["metrics"] for r in b["rows"]]
+    published.write_text(json.dumps(["yes"] * len(ids)))  # another file content: another answers cache entry
+    assert run(published, tmp_path / "c2")["annotations"] == {"yes": len(ids), "no": 0, "maybe": 0}
