@@ -57,10 +57,15 @@ def neuron_taylor_scores(model: Classifier, train: SharedFeatures, labels: Tenso
     return total.abs().cpu()
 
 
+def annotation_order(n: int, selection: str, seed: int, scores: Callable[[], Tensor]) -> Tensor:
+    """All ``n`` item indices, those a budget takes first in front: a seeded random order
+    (``uniform``) or by decreasing ``scores()`` (``loss-guided``; ties by index)."""
+    return uniform_order(n, seed) if selection == "uniform" else torch.sort(scores(), descending=True, stable=True).indices
+
+
 def selected(n: int, budget: Budget, seed: int, scores: Callable[[], Tensor]) -> Tensor:
-    """Indices of the items to annotate (all ``n`` at a full budget): a seeded random subset
-    (``uniform``) or the items with the highest ``scores()`` (``loss-guided``; ties by index)."""
+    """Indices of the items to annotate (all ``n`` at a full budget): the first
+    :func:`budget_size` of :func:`annotation_order`."""
     if budget.fraction >= 1:
         return torch.arange(n)
-    order = uniform_order(n, seed) if budget.selection == "uniform" else torch.sort(scores(), descending=True, stable=True).indices
-    return order[: budget_size(n, budget.fraction)]
+    return annotation_order(n, budget.selection, seed, scores)[: budget_size(n, budget.fraction)]

@@ -23,6 +23,7 @@ from .cache import ArtifactCache
 from .compare import markdown_table
 from .concept_sheets import render_sheets
 from .config import load_config
+from .data import Answer
 from .errors import CrayonError
 from .files import writable_folder
 from .pipeline import Pipeline
@@ -281,6 +282,153 @@ def study_report(directory: Annotated[Path, typer.Argument(help="A study's outpu
     from .study.report import write_report
 
     console.print(f"wrote {write_report(directory)}")
+
+
+annotate_app = typer.Typer(help="People answer: an annotation page, Label Studio export and import, and a report of the annotators.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(annotate_app, name="annotate")
+
+QuestionOption = Annotated[str, typer.Option("--question", "-q", help="maps (yes / no / maybe on Grad-CAM maps), neurons (on concept sheets) or attention (paint where to look).")]
+
+
+def _task(config: Path | None, question: str, folder: Path | None):
+    """The pipeline of ``config`` and the prepared annotation task of ``question`` in ``folder``
+    (default ``annotation/QUESTION``)."""
+    from .annotation_task import prepare_task
+
+    pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
+    folder = folder if folder is not None else Path("annotation") / question
+    writable_folder(folder, "--task")
+    return pipeline, prepare_task(pipeline, question, folder)
+
+
+@annotate_app.command("serve")
+@user_errors
+def annotate_serve(
+    config: ConfigOption = None,
+    question: QuestionOption = "maps",
+    annotator: Annotated[Optional[str], typer.Option("--annotator", "-a", help="The name the page starts with (default: it asks; ?annotator=NAME in the address chooses).")] = None,
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    task: Annotated[Optional[Path], typer.Option("--task", "-t", help="Task folder: pictures and answers.jsonl (default: annotation/QUESTION).")] = None,
+) -> None:
+    """Train or load the original model (cached), explain it and serve a page where people answer
+    QUESTION about the items the [budget] selects, most useful first. Every answer is appended to
+    TASK/answers.jsonl at once; a restart resumes where each person stopped."""
+    import socket
+
+    from .annotation_server import serve
+    from .answers import ANNOTATOR_NAME
+
+    if annotator is not None and not ANNOTATOR_NAME.match(annotator):
+        raise CrayonError(f"--annotator: {annotator!r} is not a name (letters, digits and _ . @ -, at most 64)")
+    with socket.socket() as probe:  # fail before the model is trained, not after
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise CrayonError(f"--port: cannot listen on {host}:{port} ({error.strerror})") from None
+    _, prepared = _task(config, question, task)
+    console.print(escape(f"serving {len(prepared.items)} {question} items at http://{host}:{port}/ · answers go to {prepared.answers} · Ctrl-C stops"), highlight=False)
+    serve(prepared, host, port, annotator)
+
+
+@annotate_app.command("export")
+@user_errors
+def annotate_export(
+    out: Annotated[Path, typer.Argument(help="Folder for the pictures, tasks.json and labeling-config.xml.")],
+    config: ConfigOption = None,
+    question: QuestionOption = "maps",
+    format: Annotated[str, typer.Option("--format", "-f", help="Export format: label-studio.")] = "label-studio",
+    predictions: Annotated[bool, typer.Option("--predictions", help="Pre-annotate each task with the configured simulated [annotator]'s answer.")] = False,
+    url_prefix: Annotated[str, typer.Option("--url-prefix", help="Prefix of the picture addresses in tasks.json (Label Studio's local-files serving by default).")] = "/data/local-files/?d=",
+) -> None:
+    """Write QUESTION's task for Label Studio: the pictures, OUT/tasks.json (one task per item, with
+    its id) and OUT/labeling-config.xml (yes / no / maybe). Serve OUT's parent as Label Studio's
+    local-files document root, or pass --url-prefix."""
+    from .label_studio import ExportItem, write_tasks
+
+    if format != "label-studio":
+        raise CrayonError(f"--format: only label-studio is supported, not {format!r}")
+    if question == "attention":
+        raise CrayonError("--question: Label Studio export covers maps and neurons; drawings are made on the annotation page (crayon annotate serve --question attention)")
+    pipeline, task = _task(config, question, out)
+    which = "annotator" if question == "maps" else "neuron_annotator"
+    codes = _oracle_answers(pipeline, question, which) if predictions else None
+    guesses = None if codes is None else {item: Answer(code).name.lower() for item, code in codes.items()}
+    items = [ExportItem(i.item, {k: f"{url_prefix}{out.name}/{v}" for k, v in i.files.items()}, i.label) for i in task.items]
+    tasks, labeling = write_tasks(out, question, items, guesses, getattr(pipeline, which).name)
+    console.print(escape(f"wrote {len(items)} tasks to {tasks} and the labeling config {labeling}"), highlight=False)
+
+
+@annotate_app.command("import")
+@user_errors
+def annotate_import(
+    export: Annotated[Path, typer.Argument(help="Label Studio's JSON export of the project.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Answers file to write (JSON lines); must not exist yet.")],
+    question: QuestionOption = "maps",
+) -> None:
+    """Read Label Studio's JSON export (each annotation's choice, completed_by as the annotator;
+    skipped tasks and cancelled annotations give no answer) into an answers file for the human source."""
+    from .answers import append
+    from .label_studio import read_export
+
+    records = read_export(export, question)
+    if out.exists():
+        raise CrayonError(f"--out: {out} exists; importing into it would mix two exports (choose a new file)")
+    for record in records:
+        append(out, record)
+    people = sorted({r.annotator for r in records})
+    console.print(escape(f"wrote {len(records)} answers by {len(people)} annotators ({', '.join(people)}) to {out}"), highlight=False)
+
+
+@annotate_app.command("report")
+@user_errors
+def annotate_report(
+    answers: Annotated[list[Path], typer.Argument(help="Answers files (JSON lines).")],
+    config: ConfigOption = None,
+    question: QuestionOption = "maps",
+    figure: Annotated[Optional[Path], typer.Option("--figure", help="The answer-mix figure (default: beside the first answers file, answer-mix.png).")] = None,
+    oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="Compare with the noise-free oracle of the configuration ([evaluation] judge for maps, [neuron_annotator] for neurons).")] = True,
+) -> None:
+    """Per annotator: answers, yes / no / maybe shares, seconds per answer, Cohen's κ with the others
+    and with the oracle; and a figure of the answer mix beside the CRAYON paper's annotators'."""
+    from .annotation_report import answer_mix_figure, summarise, summary_table
+    from .answers import read_records
+
+    records = [r for path in answers for r in read_records(path) if r.question == question]
+    if not records:
+        raise CrayonError(f"{', '.join(map(str, answers))}: no {question} answers")
+    truth = None
+    if oracle:
+        pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
+        truth = _oracle_answers(pipeline, question, "judge" if question == "maps" else "neuron_annotator")
+    summaries = summarise(records, truth)
+    stdout.print(summary_table(summaries))
+    path = figure or answers[0].parent / "answer-mix.png"
+    answer_mix_figure(summaries, question, path)
+    console.print(escape(f"wrote {path}"), highlight=False)
+
+
+def _oracle_answers(pipeline: Pipeline, question: str, which: str) -> dict[str, int] | None:
+    """The noise-free answers of the pipeline's ``which`` source (``annotator``, ``judge`` or
+    ``neuron_annotator``) about the training split, item id → :class:`Answer` code; ``None`` (with a
+    note) where it is not a simulated annotator."""
+    from .data import MapsToJudge, NeuronsToJudge
+    from .oracles.noise import NoiseParams
+
+    source = getattr(pipeline, which)
+    if not isinstance(source.params, NoiseParams):
+        console.print(f"note: {which} {source.name!r} is not a simulated annotator; no oracle to compare with", highlight=False)
+        return None
+    truthful = type(source)(source.params.model_copy(update={"flip_rate": 0.0, "abstain_rate": 0.0, "yes_bias": 0.0, "answer_mix": None}))
+    train = pipeline.load("train")
+    model, _, _ = pipeline.original_model(train)
+    if question == "neurons":
+        concepts, _ = pipeline.concepts(model, train)
+        found = truthful.annotate_neurons(NeuronsToJudge(concepts, train))
+    else:
+        maps, _ = pipeline.original_maps(model, train)
+        found = truthful.annotate_maps(MapsToJudge.of(train, maps))
+    return dict(zip(found.item_ids, found.answers.tolist()))
 
 
 def main() -> None:
