@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench clean
+.PHONY: run test bench browser clean
 
 # The venv is (re)built whenever the dependency list or the pins change. constraints.txt pins
 # torch/torchvision to the only builds this machine can install.
@@ -17,8 +17,15 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/crayon run --out runs/quickstart
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The annotation page's browser test drives Debian's Chromium through its ChromeDriver (nothing is
+# downloaded). Installed here when missing; if apt-get cannot, that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "warning: could not install chromium and chromium-driver; the browser test will be skipped"
 
 # Speed targets, as ratios measured in one run (never as timed unit tests: this machine is shared).
 bench: $(STAMP)
