@@ -140,7 +140,7 @@ def read_export(path: Path, question: str = "maps") -> list[Record]:
         data = task.get("data") if isinstance(task, dict) else None
         item = data.get("item") if isinstance(data, dict) else None
         if not isinstance(item, str) or not item:
-            raise DataError(f"{path}: task {index}: data.item is missing or not a text id (tasks must come from write_tasks)")
+            raise DataError(f"{path}: task {index}: data.item is missing or not a text id (tasks must come from crayon annotate export)")
         for annotation in task.get("annotations") or []:
             where = f"{path}: task {index} (item {item!r})" + (f": annotation {annotation['id']}" if "id" in annotation else "")
             try:

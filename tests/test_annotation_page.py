@@ -12,11 +12,11 @@ from PIL import Image
 from sklearn.metrics import cohen_kappa_score
 from typer.testing import CliRunner
 
-from crayon_plugins import Pipeline
+from crayon_plugins import CrayonError, Pipeline
 from crayon_plugins.annotation_server import MAX_BODY, create_app
 from crayon_plugins.annotation_task import Task, prepare_task
 from crayon_plugins.answers import read_records
-from crayon_plugins.budget import image_losses
+from crayon_plugins.budget import image_losses, neuron_taylor_scores
 from crayon_plugins.cache import ArtifactCache
 from crayon_plugins.cli import app
 from crayon_plugins.config import RunConfig
@@ -80,6 +80,21 @@ def test_the_task_holds_the_budgets_items_most_useful_first(maps_task, cache):
     with Image.open(maps_task.folder / first.files["overlay"]) as overlay:
         assert overlay.size == (32, 32)
     assert Task.read(maps_task.folder) == maps_task
+
+
+def test_the_neuron_task_shows_concept_sheets_of_the_neurons_pruning_would_change_most_first(cache, tmp_path):
+    p = pipeline(cache)
+    train = p.load("train")
+    model, _, _ = p.original_model(train)
+    concepts, _ = p.concepts(model, train)
+    task = prepare_task(p, "neurons", tmp_path / "neurons")
+    scores = neuron_taylor_scores(model, p.shared_features(model, train, "train"), train.labels)
+    ranked = torch.sort(scores, descending=True, stable=True).indices[: len(task.items)].tolist()
+    assert len(task.items) == round(0.25 * len(concepts)) and [i.item for i in task.items] == [concepts.neuron_ids[n] for n in ranked]
+    assert all((task.folder / i.files["sheet"]).is_file() for i in task.items)
+    with pytest.raises(CrayonError, match="holds answers about another model's neurons"):
+        TestClient(create_app(task)).post("/api/answer", json={"annotator": "alice", "item": task.items[0].item, "answer": "no"})
+        prepare_task(pipeline(cache, seed=1), "neurons", tmp_path / "neurons")  # another seed: another model
 
 
 def test_answers_are_appended_per_person_and_nobody_sees_anothers(maps_task, tmp_path):

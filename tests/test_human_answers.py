@@ -14,7 +14,7 @@ from crayon_plugins import ConfigError, Pipeline
 from crayon_plugins.answers import Record, append, latest, read_answers, read_published, read_records
 from crayon_plugins.cache import ArtifactCache
 from crayon_plugins.config import RunConfig
-from crayon_plugins.data import Answer
+from crayon_plugins.data import Answer, MapsToJudge
 from crayon_plugins.errors import DataError
 from crayon_plugins.factory import create
 from crayon_plugins.testing import check_annotation_source
@@ -168,3 +168,31 @@ def test_the_authors_list_and_the_equivalent_answers_file_give_the_same_run(tmp_
     assert [r["metrics"] for r in a["rows"]] == [r["metrics"] for r in b["rows"]]
     published.write_text(json.dumps(["yes"] * len(ids)))  # another file content: another answers cache entry
     assert run(published, tmp_path / "c2")["annotations"] == {"yes": len(ids), "no": 0, "maybe": 0}
+
+
+@pytest.mark.slow
+def test_drawings_people_painted_guide_gradia_exactly_as_the_same_regions_from_the_oracle(tmp_path):
+    """People's PNG masks reach GRADIA as drawn regions: drawings equal to the object masks give the
+    run the saliency oracle's exact drawings give."""
+    base = {**TINY, "refiners": ["gradia"], "refiner": {"gradia": {"epochs": 1}}}
+    train = Pipeline.from_config(RunConfig.model_validate(base), cache=ArtifactCache(tmp_path / "c")).load("train")
+    oracle_answers = create("annotation_source", "saliency-oracle", {})
+    records = []
+    for i, item in enumerate(train.ids):
+        Image.fromarray(train.masks[i].numpy().astype(np.uint8) * 255).save(tmp_path / f"{i}.png")
+        records.append(record(item, None, "oracle", question="attention", drawing=f"{i}.png"))
+    drawings = write(tmp_path / "attention.jsonl", *records)
+    p = Pipeline.from_config(RunConfig.model_validate(base), cache=ArtifactCache(tmp_path / "c"))
+    model, _, _ = p.original_model(train)
+    maps, _ = p.original_maps(model, train)
+    truth = oracle_answers.annotate_maps(MapsToJudge.of(train, maps))
+    answers = write(tmp_path / "maps.jsonl", *[record(item, ("no", "yes", "maybe")[a], "oracle") for item, a in zip(truth.item_ids, truth.answers.tolist())])
+
+    def run(annotator, out):
+        Pipeline.from_config(RunConfig.model_validate({**base, "annotator": annotator}), cache=ArtifactCache(tmp_path / "c")).run(out)
+        return json.loads((out / "results.json").read_text())
+
+    people = run({"name": "human", "answers": [str(answers), str(drawings)]}, tmp_path / "people")
+    oracle = run({"name": "saliency-oracle"}, tmp_path / "oracle")
+    assert people["annotations"] == oracle["annotations"]
+    assert [r["metrics"] for r in people["rows"]] == [r["metrics"] for r in oracle["rows"]]
