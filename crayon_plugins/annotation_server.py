@@ -54,6 +54,10 @@ def create_app(task: Task, annotator: str | None = None) -> FastAPI:
     index = {item.item: position for position, item in enumerate(task.items)}
     page = files("crayon_plugins").joinpath("web/annotate.html").read_text()
     writing = threading.Lock()
+    # each person's effective answers in the order given; read once, then kept in step with each append
+    answered: dict[str, dict[str, answer_files.Record]] = {}
+    for (name, item), found in answer_files.latest(r for r in answer_files.read_records(task.answers) if r.question == task.question).items():
+        answered.setdefault(name, {})[item] = found
 
     async def body(request: Request, model: type[BaseModel]) -> BaseModel:
         declared = request.headers.get("content-length")
@@ -77,11 +81,16 @@ def create_app(task: Task, annotator: str | None = None) -> FastAPI:
 
     def own_answers(name: str) -> list[answer_files.Record]:
         """``name``'s effective answers, in the order given (nobody else's)."""
-        records = [r for r in answer_files.read_records(task.answers) if r.annotator == name and r.question == task.question]
-        return list(answer_files.latest(records).values())
+        return list(answered.get(name, {}).values())
 
-    def record(name: str, item: str, answer: str | None = None, drawing: str | None = None) -> answer_files.Record:
-        return answer_files.Record(item=item, question=task.question, answer=answer, drawing=drawing, annotator=name, time=answer_files.now())
+    def save(name: str, item: str, answer: str | None = None, drawing: str | None = None) -> None:
+        """Append the answer to the file (flushed before returning), then to ``name``'s answers."""
+        record = answer_files.Record(item=item, question=task.question, answer=answer, drawing=drawing, annotator=name, time=answer_files.now())
+        answer_files.append(task.answers, record)
+        mine = answered.setdefault(name, {})
+        mine.pop(item, None)
+        if answer is not None or drawing is not None:
+            mine[item] = record
 
     @app.get("/", response_class=HTMLResponse)
     def show_page() -> str:
@@ -108,7 +117,7 @@ def create_app(task: Task, annotator: str | None = None) -> FastAPI:
         if task.question == "attention":
             raise HTTPException(409, "this task asks for drawings (POST /api/drawing)")
         with writing:
-            answer_files.append(task.answers, record(given.annotator, given.item, given.answer))
+            save(given.annotator, given.item, given.answer)
         return {"answered": len(own_answers(given.annotator)), "total": len(task.items)}
 
     @app.post("/api/undo")
@@ -118,7 +127,7 @@ def create_app(task: Task, annotator: str | None = None) -> FastAPI:
             mine = own_answers(given.annotator)
             if not mine:
                 raise HTTPException(409, f"{given.annotator} has no answer to undo")
-            answer_files.append(task.answers, record(given.annotator, mine[-1].item))
+            save(given.annotator, mine[-1].item)
         return {"item": mine[-1].item, "answered": len(mine) - 1, "total": len(task.items)}
 
     @app.post("/api/drawing")
@@ -132,7 +141,7 @@ def create_app(task: Task, annotator: str | None = None) -> FastAPI:
         with writing:
             (task.folder / relative).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(mask.astype(np.uint8) * 255).save(task.folder / relative)
-            answer_files.append(task.answers, record(given.annotator, given.item, drawing=relative))
+            save(given.annotator, given.item, drawing=relative)
         return {"answered": len(own_answers(given.annotator)), "total": len(task.items), "pixels": int(mask.sum())}
 
     @app.get("/files/{path:path}")

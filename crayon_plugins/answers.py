@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,18 +65,15 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-_appending = threading.Lock()
-
-
 def append(path: Path, record: Record) -> None:
-    """Append ``record`` to ``path`` as one line and flush it to disk before returning."""
+    """Append ``record`` to ``path`` as one line and flush it to disk before returning (callers
+    that write from several threads hold a lock)."""
     line = record.model_dump_json(exclude={"answer"} if record.question == "attention" else {"drawing"}) + "\n"
-    with _appending:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as file:
-            file.write(line)
-            file.flush()
-            os.fsync(file.fileno())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(line)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def read_records(path: Path) -> list[Record]:

@@ -110,6 +110,8 @@ def test_answers_are_appended_per_person_and_nobody_sees_anothers(maps_task, tmp
     undone = client.post("/api/undo", json={"annotator": "alice"}).json()
     assert undone == {"item": ids[2], "answered": 2, "total": 48}
     assert client.get("/api/task", params={"annotator": "alice"}).json()["position"] == 2  # a reload resumes at the undone item
+    restarted = TestClient(create_app(Task.read(task.folder))).get("/api/task", params={"annotator": "alice"}).json()
+    assert restarted["answers"] == {ids[0]: "yes", ids[1]: "no"} and restarted["position"] == 2  # so does a restarted server
     assert client.post("/api/undo", json={"annotator": "bob"}).status_code == 409
     lines = [json.loads(line) for line in task.answers.read_text().splitlines()]
     assert [(r["item"], r["answer"], r["annotator"]) for r in lines] == [(ids[0], "yes", "alice"), (ids[1], "no", "alice"), (ids[2], "maybe", "alice"), (ids[2], None, "alice")]
