@@ -413,13 +413,13 @@ def _oracle_answers(pipeline: Pipeline, question: str, which: str) -> dict[str, 
     ``neuron_annotator``) about the training split, item id → :class:`Answer` code; ``None`` (with a
     note) where it is not a simulated annotator."""
     from .data import MapsToJudge, NeuronsToJudge
-    from .oracles.noise import NoiseParams
+    from .oracles.noise import NoiseParams, noise_free
 
     source = getattr(pipeline, which)
     if not isinstance(source.params, NoiseParams):
         console.print(f"note: {which} {source.name!r} is not a simulated annotator; no oracle to compare with", highlight=False)
         return None
-    truthful = type(source)(source.params.model_copy(update={"flip_rate": 0.0, "abstain_rate": 0.0, "yes_bias": 0.0, "answer_mix": None}))
+    truthful = noise_free(source)
     train = pipeline.load("train")
     model, _, _ = pipeline.original_model(train)
     if question == "neurons":

@@ -109,3 +109,9 @@ def apply_noise(truth: Tensor, item_ids: tuple[str, ...], params: NoiseParams, q
     biased = int(Answer.YES if params.yes_bias > 0 else Answer.NO)
     noisy = torch.where(draw("bias") < abs(params.yes_bias), torch.full_like(truth, biased), noisy)
     return torch.where(draw("abstain") < params.abstain_rate, torch.full_like(truth, Answer.MAYBE), noisy)
+
+
+def noise_free(source):
+    """A copy of the simulated annotator ``source`` (its params a :class:`NoiseParams`) without
+    flips, abstentions, yes-bias or answer mix: the truth its noisy answers depart from."""
+    return type(source)(source.params.model_copy(update={"flip_rate": 0.0, "abstain_rate": 0.0, "yes_bias": 0.0, "answer_mix": None}))

@@ -14,7 +14,7 @@ from ..data import Annotations, Answer, AttentionMaps, ImageSet, MapsToJudge, Ne
 from ..features import SharedFeatures
 from ..model import Classifier
 from ..oracles import panel
-from ..oracles.noise import NoiseParams
+from ..oracles.noise import NoiseParams, noise_free
 from .explain import Explain, fits_fields
 
 
@@ -56,7 +56,7 @@ class Annotate(Explain):
         stats.update({k: v / max(1, len(aggregated.item_ids)) for k, v in aggregated.counts().items()})
         base = members[0]
         if isinstance(base.params, NoiseParams):
-            truthful = type(base)(base.params.model_copy(update={"flip_rate": 0.0, "abstain_rate": 0.0, "yes_bias": 0.0, "answer_mix": None}))
+            truthful = noise_free(base)
             truth = answers(truthful).aligned(ids)[positions(aggregated.item_ids, ids)]
             decided = aggregated.answers != Answer.MAYBE
             wrong = (aggregated.answers != truth) & decided
