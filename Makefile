@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --no-cache-dir -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --no-cache-dir -c constraints.txt -e '.[test,ray]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -264,13 +264,16 @@ app.add_typer(study_app, name="study")
 def study_run(
     spec: Annotated[Path, typer.Argument(help="TOML study specification.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for results.csv (default: SPEC without .toml).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cells run in parallel processes.")] = 1,
+    executor: Annotated[str, typer.Option("--executor", "-e", help="local (processes on this machine) or ray (a Ray cluster; pip install 'crayon-plugins[ray]').")] = "local",
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="local: cells run in parallel processes (default: the cores over the study's threads).")] = None,
+    address: Annotated[Optional[str], typer.Option("--address", help="ray: the cluster to join (auto: the one `ray start` made on this machine; default: start Ray here for this study).")] = None,
 ) -> None:
     """Run every cell of the study not yet finished in OUT (killed, it resumes where it stopped) and
-    write OUT/results.csv: one row per cell and metric."""
+    write OUT/results.csv: one row per cell and metric. Each cell runs with the study's `threads`,
+    so results do not depend on the executor."""
     from .study.runner import run_study
 
-    path = run_study(spec, out or spec.with_suffix(""), jobs)
+    path = run_study(spec, out or spec.with_suffix(""), jobs, executor=executor, address=address)
     console.print(f"wrote {path}")
 
 

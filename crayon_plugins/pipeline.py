@@ -14,7 +14,7 @@ import torch
 
 from . import components, factory
 from .cache import ArtifactCache
-from .components import DRAWINGS
+from .components import DRAWINGS, Need
 from .config import ComponentSpec, RunConfig
 from .errors import ConfigError, CrayonError
 from .oracles import panel
@@ -91,6 +91,19 @@ class Pipeline(Report):
             map_panel=panel.members(annotator, config.panel, "annotator"),
             neuron_panel=panel.members(neuron_annotator, config.panel, "neuron_annotator"),
         )
+
+    def prepare_shared(self) -> None:
+        """Compute and cache what every refiner of this configuration shares: the original model,
+        its maps of the training split, its pooled features of every split and, when a refiner
+        needs neuron answers, its neurons' concepts. A study's first wave, once per seed."""
+        train = self.load("train")
+        model, _, _ = self.original_model(train)
+        self.original_maps(model, train)
+        for name in ("train", "val", "test"):
+            self.shared_features(model, self.load(name), name)
+        self.evaluation_splits(model)
+        if self.needs(Need.NEURON_ANSWERS):
+            self.concepts(model, train)
 
     def run(self, out: str | Path | None = None, include_original: bool = True) -> Results:
         """Run every stage; with ``out``, ``results.json`` is rewritten after every method. Without

@@ -12,6 +12,7 @@ from .config import RunConfig
 from .errors import CrayonError
 from .progress import console
 from .results import ResultRow, Results
+from .study.executors import LocalProcesses
 from .study.runner import check_cells, run_cells
 from .study.spec import Grid, StudySpec
 
@@ -45,7 +46,7 @@ def run_seeds(config: RunConfig, refiners: list[str], seeds: list[int], out: Pat
     spec = StudySpec(title="seeds", base=config.model_copy(update={"refiners": refiners}), grid=Grid(refiner=refiners or None, seed=seeds))
     cells = spec.cells()
     check_cells(cells, "--seeds")
-    records, failures = run_cells(cells, out / "cells", jobs, None)
+    records, failures = run_cells(cells, out / "cells", LocalProcesses(spec.threads, jobs))
     by_cell = {(cell.refiner, cell.seed): records.get(cell.key) for cell in cells}
     first = next((r for r in by_cell.values() if r), None)
     results = Results(dataset=first["dataset"] if first else "", backbone=first["backbone"] if first else "", seed=seeds[0], seeds=seeds, judge=first.get("judge") if first else None)

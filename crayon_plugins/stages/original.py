@@ -57,7 +57,8 @@ class Original(Load):
     @cached_property
     def model_key(self) -> str:
         """Cache key of the original model: data, backbone (and its weights file), and training and
-        seed, or the checkpoint's content."""
+        seed, or the checkpoint's content; and where it is computed (the device and the number of
+        torch threads change the order of sums, so the bits of everything computed from it)."""
         c = self.config
         made = {"checkpoint": file_digest(c.original.checkpoint)} if c.original.checkpoint else {"training": c.training.model_dump(), "selection": c.selection.rule, "seed": c.seed}
         return cache_key(
@@ -65,6 +66,7 @@ class Original(Load):
             dataset={**self._key(self.dataset, c.dataset), "files": self.dataset.fingerprint()},
             backbone=self._key(self.backbone, c.backbone),
             weights=self.backbone.weights_digest(),
+            computed_on={"device": self.device.type, "threads": torch.get_num_threads()},
             **made,
         )
 

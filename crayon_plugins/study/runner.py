@@ -1,40 +1,35 @@
-"""``crayon study run``: every cell of a study, in parallel processes, resumable.
+"""``crayon study run``: every cell of a study, on local processes or a Ray cluster, resumable.
 
-Cells run in worker processes (spawned; ``--jobs`` of them, each with ``cores // jobs`` threads, so
-a study's numbers repeat for the same ``--jobs``). Each finished cell is written to
-``DIR/cells/<key>.json`` (atomically, by the process that ran it); ``DIR/results.csv`` is rebuilt from those files, in grid order, after every cell. A run that is killed
-loses only the cells in flight, and running it again computes only the cells without a file. Cells
-share the original models, maps, concepts, pooled features and panel answers through the artefact
-cache, whose file locks make a process wait for an artefact another one is computing.
+An executor (:mod:`.executors`) runs the tasks, each with the study's number of torch threads, so a
+cell's numbers do not depend on where it ran. The first wave computes each seed's shared artefacts
+(the original model, its maps, pooled features and concepts) once, into the artefact cache; a
+seed's cells start when its artefacts are ready and load them from the cache. Each finished cell is
+written to ``DIR/cells/<key>.json`` (atomically) and ``DIR/results.csv`` is rebuilt from those
+files, in grid order, after every cell. A run that is killed loses only the cells in flight, and
+running it again computes only the cells without a record.
 """
 
 from __future__ import annotations
 
 import csv
-import ctypes
 import io
 import json
 import math
 import os
 import shutil
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..cache import ArtifactCache
+from ..cache import ArtifactCache, default_cache_dir
 from ..components import DRAWINGS, Need
+from ..config import RunConfig
 from ..errors import ConfigError, CrayonError
 from ..files import writable_folder, write_atomically
 from ..pipeline import Pipeline
-from ..progress import console, progress_bar, set_enabled
+from ..progress import console, progress_bar
+from .executors import Executor, create_executor
 from .spec import Cell, StudySpec, base_error, load_spec
 
 
@@ -47,8 +42,13 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[st
             yield f"{prefix}{name}", float(value)
 
 
-def run_cell(cell: Cell, cache_root: str | None, cells_dir: str) -> dict:
-    """Run one cell, write its record to ``cells_dir/<key>.json`` and return it."""
+def prepare_shared(config: RunConfig, refiners: list[str], cache_root: str) -> None:
+    """Compute and cache the shared artefacts of ``config``'s seed for ``refiners`` (the first wave)."""
+    Pipeline.from_config(config, refiners, ArtifactCache(cache_root)).prepare_shared()
+
+
+def run_cell(cell: Cell, cache_root: str) -> dict:
+    """Run one cell; returns its record."""
     start = time.perf_counter()
     pipeline = Pipeline.from_config(cell.config, None, ArtifactCache(cache_root))
     results = pipeline.run(include_original=cell.refiner == "original")
@@ -65,7 +65,7 @@ def run_cell(cell: Cell, cache_root: str | None, cells_dir: str) -> dict:
     if chosen.get("epoch"):  # the validation metrics of the kept epoch, for choosing options
         metrics["selection.epoch"] = float(chosen["epoch"])
         metrics.update(flat_metrics(chosen["validation"][chosen["epoch"] - 1], "val."))
-    record = {
+    return {
         "key": cell.key,
         "refiner": cell.refiner,
         "seed": cell.seed,
@@ -75,29 +75,11 @@ def run_cell(cell: Cell, cache_root: str | None, cells_dir: str) -> dict:
         "dataset": results.dataset,
         "backbone": results.backbone,
         "judge": results.judge,
+        "device": pipeline.device.type,
+        "threads": cell.threads,
         "seconds": round(time.perf_counter() - start, 2),
         "pid": os.getpid(),
     }
-    write_atomically(Path(cells_dir) / f"{cell.key}.json", json.dumps(record, indent=1) + "\n")
-    return record
-
-
-def _die_with(parent: int) -> None:
-    """End this worker as soon as ``parent`` (the study's process) is gone, even if it was killed
-    with SIGKILL and could not stop its workers: on Linux the kernel sends SIGKILL (``prctl``), and
-    everywhere a watcher thread checks the parent every half second."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass  # the watcher below still ends the worker
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 RECORD_FIELDS = {"key": str, "refiner": str, "seed": int, "axes": dict, "metrics": dict, "row": dict}
@@ -119,13 +101,6 @@ def read_record(path: Path) -> dict | None:
         return record
     console.print(f"warning: ignoring the damaged cell record {path} ({problem}); the cell runs again", style="yellow", markup=False, highlight=False, soft_wrap=True)
     return None
-
-
-def _init_worker(threads: int, parent: int) -> None:
-    _die_with(parent)
-    torch.set_num_threads(threads)
-    set_enabled(False)
-    console.quiet = True
 
 
 def results_csv(spec: StudySpec, records: dict[str, dict]) -> str:
@@ -159,39 +134,66 @@ def _pending_order(cells: list[Cell]) -> list[Cell]:
     return order
 
 
-def run_cells(
-    cells: list[Cell], cells_dir: Path, jobs: int, cache_root: str | Path | None, finished: Callable[[dict[str, dict]], None] = lambda records: None
-) -> tuple[dict[str, dict], list[str]]:
-    """Run every cell without a record in ``cells_dir`` in ``jobs`` worker processes; returns every
-    record by key and a line per failed cell. ``finished(records)`` is called with every record so
-    far as each cell ends."""
-    if jobs < 1:
-        raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
-    cells_dir.mkdir(parents=True, exist_ok=True)
+def _finished_records(cells_dir: Path, device: str) -> dict[str, dict]:
+    """The records in ``cells_dir`` by key, leaving out (with a warning) damaged ones and those
+    computed on another device, which run again."""
     records = {}
-    for path in cells_dir.glob("*.json"):
-        if (record := read_record(path)) is not None:
-            records[path.stem] = record
-    pending = [cell for cell in _pending_order(cells) if cell.key not in records]
-    total = len({cell.key for cell in cells})
-    console.print(f"{total} cells, {total - len(pending)} already done, {len(pending)} to run with {jobs} process(es)")
-    failures = []
-    with progress_bar("cells", total) as advance:
-        advance(total - len(pending))
-        root = None if cache_root is None else str(cache_root)
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
-            running = {pool.submit(run_cell, cell, root, str(cells_dir)): cell for cell in pending}
+    for path in sorted(cells_dir.glob("*.json")):
+        if (record := read_record(path)) is None:
+            continue
+        if record.get("device", device) != device:
+            console.print(f"warning: cell {path.stem} was computed on {record['device']} and this run is on {device}; it runs again", style="yellow", markup=False, highlight=False)
+            continue
+        records[path.stem] = record
+    return records
+
+
+def run_cells(
+    cells: list[Cell], cells_dir: Path, executor: Executor, cache_root: str | Path | None = None, finished: Callable[[dict[str, dict]], None] = lambda records: None
+) -> tuple[dict[str, dict], list[str]]:
+    """Run, on ``executor``, every cell without a record in ``cells_dir``: first each seed's shared
+    artefacts, then that seed's cells. Returns every record by key and a line per failed cell;
+    ``finished(records)`` is called with every record so far as each cell ends."""
+    root = Path(cache_root if cache_root is not None else default_cache_dir()).absolute()
+    with executor:
+        device = executor.device(cells[0].config.device)
+        cells = [cell.on(device) for cell in cells]
+        where = executor.start(root, device)
+        cells_dir.mkdir(parents=True, exist_ok=True)
+        records = _finished_records(cells_dir, device)
+        pending = [cell for cell in _pending_order(cells) if cell.key not in records]
+        total = len({cell.key for cell in cells})
+        console.print(f"{total} cells, {total - len(pending)} already done, {len(pending)} to run on {where}", highlight=False, soft_wrap=True)
+        by_seed: dict[int, list[Cell]] = {}
+        for cell in pending:
+            by_seed.setdefault(cell.seed, []).append(cell)
+        refiners = sorted({cell.refiner for cell in cells} - {"original"})
+        failures: list[str] = []
+        with progress_bar("cells", total) as advance:
+            advance(total - len(pending))
+            running: dict[Any, tuple[int, Cell | None]] = {}
+            for seed, seed_cells in by_seed.items():
+                running[executor.submit(prepare_shared, seed_cells[0].config, refiners, str(root))] = (seed, None)
             while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    cell = running.pop(future)
+                for handle in executor.wait(running):
+                    seed, cell = running.pop(handle)
                     try:
-                        record = future.result()
-                        records[record["key"]] = record
-                        finished(records)
-                    except Exception as error:  # noqa: BLE001 - a failed cell must not lose the others
-                        failures.append(f"{cell.refiner} seed {cell.seed} {cell.axes}: {type(error).__name__}: {error}")
+                        value, node = executor.result(handle)
+                    except Exception as error:  # noqa: BLE001 - a failed task must not lose the others
+                        if cell is None:
+                            failures.append(f"seed {seed}, its original model and shared artefacts ({len(by_seed[seed])} cell(s) not run): {type(error).__name__}: {error}")
+                            advance(len(by_seed[seed]))
+                        else:
+                            failures.append(f"{cell.refiner} seed {cell.seed} {cell.axes}: {type(error).__name__}: {error}")
+                            advance()
+                        continue
+                    if cell is None:  # the seed's artefacts are in the cache: its cells can start
+                        running.update({executor.submit(run_cell, c, str(root)): (seed, c) for c in by_seed[seed]})
+                        continue
+                    record = {**value, "node": node}
+                    write_atomically(cells_dir / f"{cell.key}.json", json.dumps(record, indent=1) + "\n")
+                    records[cell.key] = record
+                    finished(records)
                     advance()
     return records, failures
 
@@ -199,14 +201,17 @@ def run_cells(
 def check_cells(cells: list[Cell], where: str, cache_root: str | Path | None = None) -> None:
     """Build every distinct cell's components before any work: a bad option fails at once."""
     for cell in {c.key: c for c in cells}.values():
-        try:
-            Pipeline.from_config(cell.config, None, ArtifactCache(cache_root))
+        try:  # on the CPU: the executor checks the device, where the cells run
+            Pipeline.from_config(cell.on("cpu").config, None, ArtifactCache(cache_root))
         except CrayonError as error:
             raise ConfigError(f"{where}: {error}") from None
 
 
-def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root: str | Path | None = None) -> Path:
-    """Run every cell of the study at ``spec_path`` not yet finished in ``out``; returns
+def run_study(
+    spec_path: str | Path, out: str | Path, jobs: int | None = None, cache_root: str | Path | None = None, executor: str = "local", address: str | None = None
+) -> Path:
+    """Run every cell of the study at ``spec_path`` not yet finished in ``out`` on ``executor``
+    (``local``: ``jobs`` processes; ``ray``: the cluster at ``address``); returns
     ``out/results.csv``. Raises :class:`CrayonError` naming the cells that failed, after running the rest."""
     spec, out = load_spec(spec_path), Path(out)
     try:
@@ -215,12 +220,13 @@ def run_study(spec_path: str | Path, out: str | Path, jobs: int = 1, cache_root:
         raise base_error(Path(spec_path), error) from error
     cells = spec.cells()
     check_cells(cells, str(spec_path), cache_root)
+    runner = create_executor(executor, spec.threads, jobs, address)
     writable_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(spec_path, out / "spec.toml")
     csv_path = out / "results.csv"
     console.print(f"{spec.title}:")
-    records, failures = run_cells(cells, out / "cells", jobs, cache_root, lambda records: write_atomically(csv_path, results_csv(spec, records)))
+    records, failures = run_cells(cells, out / "cells", runner, cache_root, lambda records: write_atomically(csv_path, results_csv(spec, records)))
     write_atomically(csv_path, results_csv(spec, records))
     if failures:
         raise CrayonError(f"{len(failures)} cell(s) failed (finished cells are kept in {csv_path}; run again to retry):\n" + "\n".join(failures))

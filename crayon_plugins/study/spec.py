@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -84,12 +84,15 @@ class Grid(BaseModel):
 
 
 class StudySpec(BaseModel):
-    """A study: ``title``, the ``question`` it answers (shown in its report), a ``base`` run
-    configuration (the keys of ``crayon run --config``) and the ``grid``."""
+    """A study: ``title``, the ``question`` it answers (shown in its report), the torch ``threads``
+    of every cell, a ``base`` run configuration (the keys of ``crayon run --config``) and the
+    ``grid``. The threads are the study's, not the machine's: another thread count sums in another
+    order, so a cell's numbers would depend on where it ran."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     title: str = Field(min_length=1)
     question: str = ""
+    threads: int = Field(1, ge=1)
     base: RunConfig = RunConfig()
     grid: Grid = Grid()
 
@@ -111,12 +114,12 @@ class StudySpec(BaseModel):
     def cells(self) -> list[Cell]:
         """Every cell: per seed the original model, then every refiner × axis combination (a
         refiner-option axis only in the cells of its refiner)."""
-        out = [Cell("original", seed, {}, self._config(seed, "original", {})) for seed in self.seeds()]
+        out = [Cell("original", seed, {}, self._config(seed, "original", {}), self.threads) for seed in self.seeds()]
         for refiner in self.refiners():
             varied = [a for a in self.grid.varied() if not OPTION_AXIS.match(a) or OPTION_AXIS.match(a).group(1) == refiner]
             for seed, *values in itertools.product(self.seeds(), *(self.grid.values(a) for a in varied)):
                 axes = dict(zip(varied, values))
-                out.append(Cell(refiner, seed, axes, self._config(seed, refiner, axes)))
+                out.append(Cell(refiner, seed, axes, self._config(seed, refiner, axes), self.threads))
         return out
 
     def _config(self, seed: int, refiner: str, axes: dict[str, Any]) -> RunConfig:
@@ -145,20 +148,28 @@ class StudySpec(BaseModel):
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of a study: ``refiner`` (or ``"original"``) on ``seed`` with the ``axes`` values."""
+    """One run of a study: ``refiner`` (or ``"original"``) on ``seed`` with the ``axes`` values,
+    with ``threads`` torch threads."""
 
     refiner: str
     seed: int
     axes: dict[str, Any]
     config: RunConfig
+    threads: int = 1
 
     @property
     def key(self) -> str:
-        """Identifies the computation: cells with the same effective configuration share a key
-        (``[loading]`` is left out: how batches are read does not change results). Files the
-        configuration names (data, checkpoint, weights) are named, not hashed: a study over files
-        replaced in place needs a new ``--out``."""
-        return cache_key(artefact="study-cell", config=self.config.model_dump(mode="json", exclude={"loading"}), refiner=self.refiner)
+        """Identifies the computation: cells with the same effective configuration and threads
+        share a key (``[loading]`` is left out: how batches are read does not change results; the
+        device is in the cell's record, as the executor resolves ``auto``). Files the configuration
+        names (data, checkpoint, weights) are named, not hashed: a study over files replaced in
+        place needs a new ``--out``."""
+        config = self.config.model_dump(mode="json", exclude={"loading", "device"})
+        return cache_key(artefact="study-cell", config=config, refiner=self.refiner, threads=self.threads)
+
+    def on(self, device: str) -> Cell:
+        """This cell on ``device`` (``cpu`` or ``cuda``, as the executor resolved ``auto``)."""
+        return replace(self, config=self.config.model_copy(update={"device": device}))
 
 
 def _line_of(text: str, loc: tuple) -> int | None:
