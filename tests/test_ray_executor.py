@@ -1,6 +1,7 @@
 """``crayon study run --executor ray`` on a real two-node Ray cluster on this machine's loopback
 address (``ray start --head`` and ``ray start --address``, one CPU each), against ``--executor local``."""
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -249,3 +250,49 @@ def test_local_tasks_run_with_the_study_threads_in_another_process(tmp_path):
         (threads, pid), node = executor.result(handles[0])
     assert threads == 1 and pid != os.getpid() and node == socket.gethostname()
     assert LocalProcesses(threads=1).jobs == max(1, os.cpu_count() or 1)  # the cores fill with tasks of the study's threads
+
+
+class InOrder(LocalProcesses):
+    """Runs each task at once in this process, in submission order, and remembers what ran."""
+
+    def __init__(self) -> None:
+        super().__init__(threads=1, jobs=1)
+        self.ran: list[tuple[str, int]] = []
+
+    def start(self, cache_root, device):
+        return "this process"
+
+    def submit(self, fn, *args):
+        self.ran.append((fn.__name__, args[0].seed))
+        future = concurrent.futures.Future()
+        try:
+            future.set_result((fn(*args), "here"))
+        except Exception as error:  # noqa: BLE001 - the runner reads it from the future
+            future.set_exception(error)
+        return future
+
+
+def test_each_seed_shares_its_artefacts_once_before_its_cells_and_a_failure_names_the_seed(tmp_path, monkeypatch):
+    from crayon_plugins.study import runner
+
+    cells = load_spec(write_spec(tmp_path, GRID)).cells()
+
+    def prepare_shared(config, refiners, cache_root):
+        assert refiners == ["crayon-attention", "crayon-pruning"]
+        if config.seed == 1:
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(runner, "prepare_shared", prepare_shared)
+    monkeypatch.setattr(runner, "run_cell", lambda cell, cache_root: {"key": cell.key, "refiner": cell.refiner, "seed": cell.seed, "axes": cell.axes, "metrics": {"wga": 0.5}, "row": {}, "device": "cpu"})
+    stale = next(c for c in cells if c.seed == 0 and c.refiner == "crayon-pruning")
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / f"{stale.key}.json").write_text(json.dumps({"key": stale.key, "refiner": "crayon-pruning", "seed": 0, "axes": {}, "metrics": {"wga": 0.9}, "row": {}, "device": "cuda"}))
+    executor = InOrder()
+    records, failures = runner.run_cells(cells, tmp_path / "cells", executor, tmp_path / "cache")
+
+    seed_0 = [fn for fn, seed in executor.ran if seed == 0]
+    assert seed_0 == ["prepare_shared"] + ["<lambda>"] * 5  # once, before the seed's cells, the cuda record among them
+    assert [fn for fn, seed in executor.ran if seed == 1] == ["prepare_shared"]  # its cells never started
+    assert failures == ["seed 1, its original model and shared artefacts (5 cell(s) not run): RuntimeError: disk full"]
+    assert sorted(r["seed"] for r in records.values()) == [0] * 5 and records[stale.key]["metrics"]["wga"] == 0.5
+    assert json.loads((tmp_path / "cells" / f"{stale.key}.json").read_text())["node"] == "here"

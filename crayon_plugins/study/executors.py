@@ -184,7 +184,7 @@ class RayCluster(Executor):
             raise ConfigError("--executor ray: Ray is not installed; install it with: pip install 'crayon-plugins[ray]'", "executor") from None
         self.ray = ray
         self.address = address
-        self.gpus = 0
+        self.task: Any = None
 
     def __enter__(self) -> RayCluster:
         try:
@@ -205,16 +205,16 @@ class RayCluster(Executor):
         return configured if configured != "auto" else ("cuda" if has_gpu else "cpu")
 
     def start(self, cache_root: Path, device: str) -> str:
-        self.gpus = 1 if device == "cuda" else 0
-        need = {"CPU": self.threads, **({"GPU": 1} if self.gpus else {})}
+        gpus = 1 if device == "cuda" else 0
+        need = {"CPU": self.threads, **({"GPU": gpus} if gpus else {})}
         if not any(all(node["Resources"].get(k, 0) >= v for k, v in need.items()) for node in self.nodes):
             have = ", ".join(f"{node['NodeManagerAddress']}: {node['Resources'].get('CPU', 0):g} CPU, {node['Resources'].get('GPU', 0):g} GPU" for node in self.nodes)
             wanted = " and ".join(f"{v} {k}" for k, v in need.items())
             raise ConfigError(f"threads = {self.threads}: every task needs {wanted}, and no node of the Ray cluster has as much ({have})", "threads")
         self._check_nodes_see(cache_root)
-        cpus = sum(node["Resources"].get("CPU", 0) for node in self.nodes)
-        gpus = sum(node["Resources"].get("GPU", 0) for node in self.nodes)
-        where = f"Ray cluster of {len(self.nodes)} node(s), {cpus:g} CPU(s), {gpus:g} GPU(s); each task {self.threads} thread(s) on {device}"
+        self.task = self.ray.remote(in_worker).options(num_cpus=self.threads, num_gpus=gpus, max_retries=RAY_RETRIES, retry_exceptions=False)
+        total = {kind: sum(node["Resources"].get(kind, 0) for node in self.nodes) for kind in ("CPU", "GPU")}
+        where = f"Ray cluster of {len(self.nodes)} node(s), {total['CPU']:g} CPU(s), {total['GPU']:g} GPU(s); each task {self.threads} thread(s) on {device}"
         return where + (f"; Ray dashboard: http://{self.dashboard}" if self.dashboard else "")
 
     def _check_nodes_see(self, cache_root: Path) -> None:
@@ -245,8 +245,8 @@ class RayCluster(Executor):
             )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        task = self.ray.remote(in_worker).options(num_cpus=self.threads, num_gpus=self.gpus, max_retries=RAY_RETRIES, retry_exceptions=False)
-        return task.remote(self.threads, self.cwd, fn, *args)
+        assert self.task is not None, "start() first"
+        return self.task.remote(self.threads, self.cwd, fn, *args)
 
     def wait(self, handles: Collection[Any]) -> list[Any]:
         ready, _ = self.ray.wait(list(handles), num_returns=1)

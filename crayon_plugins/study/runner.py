@@ -118,22 +118,6 @@ def results_csv(spec: StudySpec, records: dict[str, dict]) -> str:
     return out.getvalue()
 
 
-def _pending_order(cells: list[Cell]) -> list[Cell]:
-    """Unique cells, originals first, then round-robin over seeds so parallel workers start on
-    different original models instead of waiting on one another's."""
-    unique = list({cell.key: cell for cell in cells}.values())
-    by_seed: dict[int, list[Cell]] = {}
-    for cell in unique:
-        by_seed.setdefault(cell.seed, []).append(cell)
-    queues = list(by_seed.values())
-    order = []
-    while any(queues):
-        for queue in queues:
-            if queue:
-                order.append(queue.pop(0))
-    return order
-
-
 def _finished_records(cells_dir: Path, device: str) -> dict[str, dict]:
     """The records in ``cells_dir`` by key, leaving out (with a warning) damaged ones and those
     computed on another device, which run again."""
@@ -161,7 +145,7 @@ def run_cells(
         where = executor.start(root, device)
         cells_dir.mkdir(parents=True, exist_ok=True)
         records = _finished_records(cells_dir, device)
-        pending = [cell for cell in _pending_order(cells) if cell.key not in records]
+        pending = [cell for cell in {c.key: c for c in cells}.values() if cell.key not in records]
         total = len({cell.key for cell in cells})
         console.print(f"{total} cells, {total - len(pending)} already done, {len(pending)} to run on {where}", highlight=False, soft_wrap=True)
         by_seed: dict[int, list[Cell]] = {}
