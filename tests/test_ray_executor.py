@@ -215,6 +215,19 @@ def test_threads_no_node_has_are_an_error_before_any_work(tmp_path, cluster):
     assert not (tmp_path / "out" / "cells").exists()
 
 
+@pytest.mark.slow
+def test_a_task_error_comes_back_as_itself_not_wrapped_by_ray(tmp_path, cluster, monkeypatch):
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    with create_executor("ray", 1, address=cluster.address) as executor:
+        executor.start(tmp_path / "cache", "cpu")
+        handle = executor.submit(Path.read_text, tmp_path / "no-such-file")
+        with pytest.raises(FileNotFoundError, match="no-such-file"):
+            executor.result(handle)
+        (text, node) = executor.result(executor.submit(Path.read_text, Path(__file__)))
+    assert text == Path(__file__).read_text() and node in {n["id"] for n in _nodes(cluster)}
+
+
 def _nodes(cluster: Cluster) -> list[dict]:
     script = "import json, ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); print(json.dumps([{'id': n['NodeID'], 'head': 'node:__internal_head__' in n['Resources']} for n in ray.nodes() if n['Alive']]))"
     return json.loads(subprocess.run([sys.executable, "-c", script, cluster.address], env=cluster.env, capture_output=True, text=True, check=True).stdout)
