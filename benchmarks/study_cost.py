@@ -5,8 +5,9 @@ Issue 5's target: the 25 cells cost at most twice one ``crayon run --refiners cr
 because they share the original model, maps, concepts, pooled features and panel answers through the
 cache. Issue 17: the same study on ``--executor ray`` (a Ray instance the study starts on this
 machine, as many CPUs as cores) against ``--executor local``, each cell with as many threads as
-cores (one seed: the first wave is one original model), so Ray's overhead per cell is known. All are timed from an empty cache of
-their own, one after the other, as the commands a user types, on the default benchmark.
+cores (one seed: the first wave is one original model), so Ray's overhead per cell is known. All
+are timed from an empty cache of their own, one after the other, as the commands a user types, on
+the default benchmark.
 
 Run with ``make bench`` (or ``python benchmarks/study_cost.py``).
 """
