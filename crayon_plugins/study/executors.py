@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import ConfigError
+from ..pipeline import resolve_device
 from ..progress import console, set_enabled
 
 RAY_RETRIES = 3
@@ -129,11 +130,7 @@ class LocalProcesses(Executor):
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     def device(self, configured: str) -> str:
-        if configured == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if configured == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device: 'cuda' requested but torch sees no CUDA device", "device")
-        return configured
+        return resolve_device(configured).type
 
     def start(self, cache_root: Path, device: str) -> str:
         self.pool = concurrent.futures.ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"), initializer=_die_with, initargs=(os.getpid(),))
