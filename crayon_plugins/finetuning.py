@@ -22,7 +22,7 @@ from torch import Tensor
 from .components import RefinementContext, Refiner
 from .config import Optimisation
 from .model import Classifier
-from .training import fit
+from .training import fit, to_device
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class FineTuning(Refiner):
         train, device = context.train, context.device
 
         def batch_loss(indices: Tensor, images: Tensor) -> Tensor:
-            batch = Batch(indices, images.to(device, non_blocking=True), train.labels[indices].to(device))
+            batch = Batch(indices, to_device(images, device), to_device(train.labels[indices], device))
             return self.loss(refined, batch, prepared)
 
         fit(refined, batch_loss, len(train), self.params, context.seed, f"refine {self.name}", sample_weights=weights, selection=context.selection, images=train.images)
@@ -86,5 +86,5 @@ class FineTuning(Refiner):
 
 def rows(values: Tensor, batch: Batch) -> Tensor:
     """The minibatch's rows of a per-item tensor, on the batch's device."""
-    return values[batch.indices.to(values.device)].to(batch.images.device)
+    return to_device(values[batch.indices.to(values.device)], batch.images.device)
 

@@ -110,16 +110,20 @@ def fit(
                 order = torch.multinomial(sample_weights.double(), n, replacement=True, generator=generator)
             chunks = order.split(optimisation.batch_size)
             minibatches = images.batches(order, optimisation.batch_size, augmentation) if images is not None else ((i, None) for i in chunks)
-            for step, (indices, batch) in enumerate(minibatches, start=1):
+            losses = []  # on the device: checked once per epoch, so no step waits for the GPU
+            for indices, batch in minibatches:
                 with torch.autocast(device, dtype=precision, enabled=precision is not None):
                     loss = batch_loss(indices, batch)
-                if not torch.isfinite(loss.detach()).all():
-                    raise TrainingError(f"{description}: the loss is {loss.detach().sum().item()} at epoch {epoch}, step {step}; {_DIVERGED}")
+                losses.append(loss.detach().float().reshape(1))
                 optimiser.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimiser)
                 scaler.update()
                 advance()
+            losses = torch.cat(losses).cpu() if losses else torch.zeros(0)
+            if not torch.isfinite(losses).all():
+                step = int((~torch.isfinite(losses)).nonzero()[0]) + 1
+                raise TrainingError(f"{description}: the loss is {losses[step - 1].item()} at epoch {epoch}, step {step}; {_DIVERGED}")
             if bad := non_finite_weights(model):
                 raise TrainingError(f"{description}: weight {bad!r} is not finite after epoch {epoch}; {_DIVERGED}")
             if selection is not None:
@@ -135,6 +139,14 @@ def fit(
         selection.curve = curve
     model.eval()
     return curve
+
+
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` on ``device``; a CPU tensor bound for a GPU goes through pinned memory without
+    waiting for the GPU (a copy from pageable memory waits for every kernel queued before it)."""
+    if tensor.device.type == "cpu" and device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 _DIVERGED = "training diverged, and nothing of it was cached or reported. Lower the learning rate or the loss weights."

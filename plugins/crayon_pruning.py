@@ -20,7 +20,7 @@ from crayon_plugins.data import Answer
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.hookspecs import hookimpl
 from crayon_plugins.model import Classifier
-from crayon_plugins.training import Selection, fit
+from crayon_plugins.training import Selection, fit, to_device
 
 from .crayon_attention import CrayonAttention
 
@@ -93,7 +93,8 @@ class CrayonPruning(Refiner):
         features, labels = features.to(device), labels.to(device)
 
         def batch_loss(indices: Tensor, _: None) -> Tensor:
-            return F.cross_entropy(model.classifier(features[indices]), labels[indices])
+            on_device = to_device(indices, device)
+            return F.cross_entropy(model.classifier(features[on_device]), labels[on_device])
 
         fit(model.classifier, batch_loss, len(features), self.params, seed, f"retrain classifier ({self.name})", selection=selection, evaluated=model)
 

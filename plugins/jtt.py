@@ -22,7 +22,7 @@ from crayon_plugins.config import Optimisation
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.hookspecs import hookimpl
 from crayon_plugins.model import Classifier
-from crayon_plugins.training import fit, predict
+from crayon_plugins.training import fit, predict, to_device
 
 
 def upsampled_weights(errors: Tensor, upweight: float) -> Tensor:
@@ -46,7 +46,7 @@ class JustTrainTwice(Refiner):
         train, device = context.train, context.device
 
         def batch_loss(indices: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(model(images.to(device, non_blocking=True)), train.labels[indices].to(device))
+            return F.cross_entropy(model(to_device(images, device)), to_device(train.labels[indices], device))
 
         n = len(train) if weights is None else round(float(weights.sum()))
         options = self.params.model_copy(update={"epochs": epochs})

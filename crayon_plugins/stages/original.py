@@ -17,7 +17,7 @@ from ..data import ImageSet
 from ..features import SharedFeatures
 from ..model import Classifier
 from ..plugins.group_metrics import GroupAccuracy, InDistributionAccuracy
-from ..training import Curve, Selection, fit, predict
+from ..training import Curve, Selection, fit, predict, to_device
 from .load import Load
 
 
@@ -96,8 +96,8 @@ class Original(Load):
 
         def train_erm() -> dict:
             def batch_loss(indices: Tensor, images: Tensor) -> Tensor:
-                logits = model(images.to(self.device, non_blocking=True))
-                return F.cross_entropy(logits, train.labels[indices].to(self.device))
+                logits = model(to_device(images, self.device))
+                return F.cross_entropy(logits, to_device(train.labels[indices], self.device))
 
             curve = fit(model, batch_loss, len(train), self.config.training, self.config.seed, "train original (ERM)", selection=self.selection(), images=train.images.augmented())
             return {"weights": {k: v.cpu() for k, v in model.state_dict().items()}, "curve": curve.as_dict()}
