@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench browser clean
+.PHONY: run test bench bench-gpu browser clean
 
 # The venv is (re)built whenever the dependency list or the pins change. constraints.txt pins
 # torch/torchvision to the only builds this machine can install.
@@ -33,6 +33,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/study_cost.py
 	$(BIN)/python benchmarks/validation_cost.py
 	$(BIN)/python benchmarks/streaming_memory.py
+
+# GPU figures (docs/gpu.md): the CUDA tests, the training step, throughput, loading and the CRAYON
+# setting at real size, at most 8 minutes on one GPU. `benchmarks/gpu.py --dry-run` is its CPU rehearsal.
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
