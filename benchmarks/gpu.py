@@ -128,13 +128,13 @@ def step_steps(sizes: Sizes, work: Path) -> dict:
 
     import torch
     import torch.nn.functional as F
+    from crayon_plugins.plugins.refiners.crayon_attention import CrayonAttention, Guidance
 
+    from crayon_plugins.annotation.records import Answer
+    from crayon_plugins.api.finetuning import Batch
     from crayon_plugins.config import Optimisation
-    from crayon_plugins.data import Answer
-    from crayon_plugins.finetuning import Batch
-    from crayon_plugins.items import Loading, TensorItems
-    from crayon_plugins.plugins.crayon_attention import CrayonAttention, Guidance
-    from crayon_plugins.training import fit
+    from crayon_plugins.data.items import Loading, TensorItems
+    from crayon_plugins.training.loop import fit
 
     device = torch.device(sizes.device)
     n = sizes.batch_size * sizes.timed_steps
@@ -209,7 +209,7 @@ def _profile(model, attention_loss, erm_loss, items, optimisation, sizes: Sizes)
 
     from torch.profiler import ProfilerActivity, profile
 
-    from crayon_plugins.training import fit
+    from crayon_plugins.training.loop import fit
 
     found = {}
     for name, loss in (("erm", erm_loss), ("crayon-attention", attention_loss)):
@@ -225,9 +225,9 @@ def step_gradia_pruning(sizes: Sizes, work: Path) -> dict:
     pruning's feature pass."""
     import torch
 
-    from crayon_plugins.features import pooled_features
-    from crayon_plugins.items import TensorItems
-    from crayon_plugins.plugins.gradcam import GradiaGradCam
+    from crayon_plugins.data.items import TensorItems
+    from crayon_plugins.model.features import pooled_features
+    from crayon_plugins.model.gradcam import GradiaGradCam
 
     device = torch.device(sizes.device)
     model = _model(sizes, device).train()
@@ -284,7 +284,7 @@ def step_folder(sizes: Sizes, work: Path) -> dict:
 
 def _pipeline(sizes: Sizes, work: Path, refiners: list[str]):
     from crayon_plugins import Pipeline, RunConfig
-    from crayon_plugins.cache import ArtifactCache
+    from crayon_plugins.run.cache import ArtifactCache
 
     fast = {"amp": "bf16", "batch_size": sizes.batch_size}
     config = RunConfig(
@@ -325,7 +325,6 @@ def step_loading(sizes: Sizes, work: Path) -> dict:
 
 def step_real_size(sizes: Sizes, work: Path) -> dict:
     """CRAYON's Waterbirds setting at real size: seconds and peak GPU memory of every stage."""
-    import torch
 
     pipeline = _pipeline(sizes, work, ["crayon-attention", "crayon-pruning"])
     device = pipeline.device

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import time
 
+from crayon_plugins.plugins.refiners.crayon_pruning import prune
+
 from crayon_plugins import Pipeline, RunConfig
-from crayon_plugins.plugins.crayon_pruning import prune
-from crayon_plugins.progress import console
-from crayon_plugins.training import predict
+from crayon_plugins.model.features import predict
+from crayon_plugins.utils.progress import console
 
 TARGET = 0.10
 

@@ -30,10 +30,10 @@ def measure(root: Path) -> dict:
     peak RSS (MiB) of this process and of its (finished) decoding workers."""
     import torch
 
-    from crayon_plugins.cache import ArtifactCache
     from crayon_plugins.config import RunConfig
-    from crayon_plugins.pipeline import Pipeline
-    from crayon_plugins.progress import set_enabled
+    from crayon_plugins.run.cache import ArtifactCache
+    from crayon_plugins.run.pipeline import Pipeline
+    from crayon_plugins.utils.progress import set_enabled
 
     set_enabled(False)
     config = RunConfig.model_validate(

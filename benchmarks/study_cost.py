@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from crayon_plugins.progress import console
 from crayon_plugins.study.spec import load_spec
+from crayon_plugins.utils.progress import console
 
 TARGET = 2.0
 CONFIG = 'refiners = ["crayon-pruning"]\nmetrics = ["accuracy", "group-accuracy"]\n'

@@ -20,8 +20,8 @@ import time
 import torch.nn.functional as F
 
 from crayon_plugins import Pipeline, RunConfig
-from crayon_plugins.progress import console
-from crayon_plugins.training import fit
+from crayon_plugins.training.loop import fit
+from crayon_plugins.utils.progress import console
 
 TARGET = 0.15
 

@@ -1,5 +1,5 @@
 """``python -m crayon_plugins``: the ``crayon`` command."""
 
-from .cli import main
+from crayon_plugins.cli import main
 
 main()

@@ -19,17 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .cache import ArtifactCache
-from .compare import markdown_table
-from .concept_sheets import render_sheets
-from .config import load_config
-from .data import Answer
-from .errors import CrayonError
-from .files import writable_folder
-from .pipeline import Pipeline
-from .progress import console
-from .registry import Registry, default_registry
-from .results import Results
+from crayon_plugins.annotation.records import Answer
+from crayon_plugins.annotation.sheets import render_sheets
+from crayon_plugins.config import load_config
+from crayon_plugins.errors import CrayonError
+from crayon_plugins.registry import Registry, default_registry
+from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.pipeline import Pipeline
+from crayon_plugins.run.results import Results
+from crayon_plugins.run.table import markdown_table
+from crayon_plugins.utils.files import writable_folder
+from crayon_plugins.utils.progress import console
 
 app = typer.Typer(
     help="Correct where image classifiers look, from yes / no judgements of their explanations.",
@@ -133,7 +133,7 @@ def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bo
     if chosen is None or len(chosen) == 1:
         results = pipeline.run(out)
     else:
-        from .seeds import run_seeds
+        from crayon_plugins.study.seeds import run_seeds
 
         results = run_seeds(run_config, names, chosen, out, jobs or min(len(chosen), os.cpu_count() or 1))
     stdout.print(results.table())
@@ -207,8 +207,8 @@ def check(
 ) -> None:
     """Build the registered component NAME and run its kind's contract check (crayon_plugins.testing):
     print each promise kept or broken, and exit 1 if any is broken."""
-    from .factory import create
-    from .testing import CHECKS, ContractError
+    from crayon_plugins.factory import create
+    from crayon_plugins.testing import CHECKS, ContractError
 
     key = kind.replace("-", "_")
     if key not in CHECKS:
@@ -245,7 +245,7 @@ def new_plugin(
 ) -> None:
     """Scaffold the plugin distribution crayon-NAME in DIR/NAME: a working refiner, its entry point, and
     a test running the kit's contract checks. Then: pip install -e 'NAME[test]' and pytest NAME."""
-    from .scaffold import new_plugin as scaffold
+    from crayon_plugins.testing.scaffold import new_plugin as scaffold
 
     registry = default_registry()
     if taken := [r for r in registry.all() if r.name == name]:
@@ -271,7 +271,7 @@ def study_run(
     """Run every cell of the study not yet finished in OUT (killed, it resumes where it stopped) and
     write OUT/results.csv: one row per cell and metric. Each cell runs with the study's `threads`,
     so results do not depend on the executor."""
-    from .study.runner import run_study
+    from crayon_plugins.study.runner import run_study
 
     path = run_study(spec, out or spec.with_suffix(""), jobs, executor=executor, address=address)
     console.print(f"wrote {path}")
@@ -282,7 +282,7 @@ def study_run(
 def study_report(directory: Annotated[Path, typer.Argument(help="A study's output directory (with results.csv and spec.toml).")]) -> None:
     """Write DIRECTORY/report.md with plots: WGA against budget, noise and measured agreement, mean and
     95% interval over seeds, and a short summary."""
-    from .study.report import write_report
+    from crayon_plugins.study.report import write_report
 
     console.print(f"wrote {write_report(directory)}")
 
@@ -296,7 +296,7 @@ QuestionOption = Annotated[str, typer.Option("--question", "-q", help="maps (yes
 def _task(config: Path | None, question: str, folder: Path | None):
     """The pipeline of ``config`` and the prepared annotation task of ``question`` in ``folder``
     (default ``annotation/QUESTION``)."""
-    from .annotation_task import prepare_task
+    from crayon_plugins.annotation.task import prepare_task
 
     pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
     folder = folder if folder is not None else Path("annotation") / question
@@ -319,8 +319,8 @@ def annotate_serve(
     TASK/answers.jsonl at once; a restart resumes where each person stopped."""
     import socket
 
-    from .annotation_server import serve
-    from .answers import ANNOTATOR_NAME
+    from crayon_plugins.annotation.answers import ANNOTATOR_NAME
+    from crayon_plugins.annotation.server import serve
 
     if annotator is not None and not ANNOTATOR_NAME.match(annotator):
         raise CrayonError(f"--annotator: {annotator!r} is not a name (letters, digits and _ . @ -, at most 64)")
@@ -347,7 +347,7 @@ def annotate_export(
     """Write QUESTION's task for Label Studio: the pictures, OUT/tasks.json (one task per item, with
     its id) and OUT/labeling-config.xml (yes / no / maybe). Serve OUT's parent as Label Studio's
     local-files document root, or pass --url-prefix."""
-    from .label_studio import ExportItem, write_tasks
+    from crayon_plugins.annotation.label_studio import ExportItem, write_tasks
 
     if format != "label-studio":
         raise CrayonError(f"--format: only label-studio is supported, not {format!r}")
@@ -371,8 +371,8 @@ def annotate_import(
 ) -> None:
     """Read Label Studio's JSON export (each annotation's choice, completed_by as the annotator;
     skipped tasks and cancelled annotations give no answer) into an answers file for the human source."""
-    from .answers import append
-    from .label_studio import read_export
+    from crayon_plugins.annotation.answers import append
+    from crayon_plugins.annotation.label_studio import read_export
 
     records = read_export(export, question)
     if out.exists():
@@ -394,8 +394,8 @@ def annotate_report(
 ) -> None:
     """Per annotator: answers, yes / no / maybe shares, seconds per answer, Cohen's κ with the others
     and with the oracle; and a figure of the answer mix beside the CRAYON paper's annotators'."""
-    from .annotation_report import answer_mix_figure, summarise, summary_table
-    from .answers import read_records
+    from crayon_plugins.annotation.answers import read_records
+    from crayon_plugins.annotation.report import answer_mix_figure, summarise, summary_table
 
     records = [r for path in answers for r in read_records(path) if r.question == question]
     if not records:
@@ -415,8 +415,8 @@ def _oracle_answers(pipeline: Pipeline, question: str, which: str) -> dict[str, 
     """The noise-free answers of the pipeline's ``which`` source (``annotator``, ``judge`` or
     ``neuron_annotator``) about the training split, item id → :class:`Answer` code; ``None`` (with a
     note) where it is not a simulated annotator."""
-    from .data import MapsToJudge, NeuronsToJudge
-    from .oracles.noise import NoiseParams, noise_free
+    from crayon_plugins.annotation.records import MapsToJudge, NeuronsToJudge
+    from crayon_plugins.oracles.noise import NoiseParams, noise_free
 
     source = getattr(pipeline, which)
     if not isinstance(source.params, NoiseParams):

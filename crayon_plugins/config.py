@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
-from .files import read_text
+from crayon_plugins.errors import ConfigError
+from crayon_plugins.utils.files import read_text
 
 
 def describe_validation_error(error: ValidationError, where: str, prefix: str = "") -> str:
@@ -119,7 +119,7 @@ class Budget(BaseModel):
 
     ``uniform``: a seeded random subset (the CRAYON paper's). ``loss-guided``: the items the original
     model's training loss rests on most: the images with the highest loss, the neurons whose removal
-    would change the loss most (first-order Taylor estimate). See :mod:`crayon_plugins.budget`.
+    would change the loss most (first-order Taylor estimate). See :mod:`crayon_plugins.annotation.budget`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import components
-from .config import ComponentSpec, describe_validation_error, reject_non_finite
-from .errors import ConfigError, CrayonError, PluginError
-from .registry import Registry, default_registry
+from crayon_plugins.api import components
+from crayon_plugins.config import ComponentSpec, describe_validation_error, reject_non_finite
+from crayon_plugins.errors import ConfigError, CrayonError, PluginError
+from crayon_plugins.registry import Registry, default_registry
 
 C = TypeVar("C", bound=components.Component)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError, UnknownComponentError
+from crayon_plugins.api import hookspecs
+from crayon_plugins.errors import PluginError, UnknownComponentError
 
 ENTRY_POINT_GROUP = "crayon"
 

@@ -1,10 +1,10 @@
 """Simulated annotators of neurons: is the concept a neuron responds to relevant to the label?
 
-Both judge the concepts of :class:`~crayon_plugins.data.NeuronConcepts` and answer *yes* (relevant)
+Both judge the concepts of :class:`~crayon_plugins.model.concepts.NeuronConcepts` and answer *yes* (relevant)
 or *no* (irrelevant) per neuron; then :func:`~crayon_plugins.oracles.noise.apply_noise` abstains
 (*maybe*) and flips with the same seeded model as the saliency oracle. Real annotators of the CRAYON
 paper found 49.5 % of a ResNet-50's neurons relevant on Waterbirds, 6.0 % on Biased CelebA and
-80.1 % on the Backgrounds Challenge (:data:`crayon_plugins.real_annotators.REAL_ANNOTATORS`).
+80.1 % on the Backgrounds Challenge (:data:`crayon_plugins.annotation.paper_mix.REAL_ANNOTATORS`).
 """
 
 from __future__ import annotations
@@ -13,17 +13,13 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
+from crayon_plugins.oracles.noise import NoiseParams, apply_noise
 from pydantic import Field
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from crayon_plugins.components import AnnotationSource
-from crayon_plugins.data import Annotations, Answer, NeuronsToJudge
-from crayon_plugins.errors import CrayonError
-from crayon_plugins.hookspecs import hookimpl
-from crayon_plugins.maps import grid_masks
+from crayon_plugins.api import Annotations, AnnotationSource, Answer, CrayonError, NeuronsToJudge, grid_masks, hookimpl
 
-from .noise import NoiseParams, apply_noise
 
 class NeuronOracle(AnnotationSource, ABC):
     """Noise-free :meth:`truth` per neuron, then the shared noise model, one annotator id per answer."""
@@ -32,7 +28,7 @@ class NeuronOracle(AnnotationSource, ABC):
 
     @abstractmethod
     def truth(self, items: NeuronsToJudge) -> Tensor:
-        """``(C,)`` noise-free :class:`~crayon_plugins.data.Answer` codes, *yes* or *no*."""
+        """``(C,)`` noise-free :class:`~crayon_plugins.annotation.records.Answer` codes, *yes* or *no*."""
 
     def annotate_neurons(self, items: NeuronsToJudge) -> Annotations:
         ids = items.concepts.neuron_ids

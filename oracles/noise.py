@@ -14,11 +14,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from crayon_plugins.components import Params
-from crayon_plugins.data import Answer
-from crayon_plugins.errors import CrayonError
-from crayon_plugins.real_annotators import REAL_ANNOTATORS
-
+from crayon_plugins.annotation.paper_mix import REAL_ANNOTATORS
+from crayon_plugins.api import Answer, CrayonError, Params
 
 MIX_TOLERANCE = 0.01
 """How far (in share of answers) a calibrated answer mix may miss the target when it cannot be exact."""

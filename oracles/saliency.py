@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from typing import Literal
 
 import numpy as np
+import torch
+from crayon_plugins.oracles.noise import NoiseParams, apply_noise, uniforms
+from crayon_plugins.oracles.regions import dilate, erode, shift
 from pydantic import Field, model_validator
 
-from crayon_plugins.components import AnnotationSource
-from crayon_plugins.data import Answer, Annotations, AttentionMaps, MapsToJudge
-from crayon_plugins.errors import CrayonError
-from crayon_plugins.hookspecs import hookimpl
-from crayon_plugins.maps import bounding_boxes, energy_on_mask
-
-from .noise import NoiseParams, apply_noise, uniforms
-from .regions import dilate, erode, shift
+from crayon_plugins.api import Annotations, AnnotationSource, Answer, AttentionMaps, CrayonError, MapsToJudge, bounding_boxes, energy_on_mask, hookimpl
 
 
 class SaliencyOracle(AnnotationSource):
@@ -47,7 +42,7 @@ class SaliencyOracle(AnnotationSource):
             return self
 
     def truth(self, items: MapsToJudge) -> torch.Tensor:
-        """Noise-free answers, ``(N,)`` :class:`~crayon_plugins.data.Answer` codes."""
+        """Noise-free answers, ``(N,)`` :class:`~crayon_plugins.annotation.records.Answer` codes."""
         if items.masks is None:
             raise CrayonError("saliency-oracle needs object masks, and this dataset has none")
         share = torch.cat([energy_on_mask(items.maps[indices], masks) for indices, masks in items.masks.batches()])  # streamed

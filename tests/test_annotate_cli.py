@@ -4,12 +4,11 @@ import json
 import socket
 from datetime import datetime, timedelta, timezone
 
+from test_annotation_page import CONFIG_TOML
 from typer.testing import CliRunner
 
-from crayon_plugins.answers import Record, append, read_records
+from crayon_plugins.annotation.answers import Record, append, read_records
 from crayon_plugins.cli import app
-
-from test_annotation_page import CONFIG_TOML
 
 runner = CliRunner()
 

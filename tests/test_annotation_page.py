@@ -10,19 +10,18 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score
+from test_pipeline import TINY
 from typer.testing import CliRunner
 
 from crayon_plugins import CrayonError, Pipeline
-from crayon_plugins.annotation_server import MAX_BODY, create_app
-from crayon_plugins.annotation_task import Task, prepare_task
-from crayon_plugins.answers import read_records
-from crayon_plugins.budget import image_losses, neuron_taylor_scores
-from crayon_plugins.cache import ArtifactCache
+from crayon_plugins.annotation.answers import read_records
+from crayon_plugins.annotation.budget import image_losses, neuron_taylor_scores
+from crayon_plugins.annotation.server import MAX_BODY, create_app
+from crayon_plugins.annotation.task import Task, prepare_task
 from crayon_plugins.cli import app
 from crayon_plugins.config import RunConfig
+from crayon_plugins.run.cache import ArtifactCache
 from crayon_plugins.testing.browser import headless_chromium, missing_browser, serving, wait_for
-
-from test_pipeline import TINY
 
 CONFIG = {**TINY, "budget": {"fraction": 0.25, "selection": "loss-guided"}, "refiners": ["crayon-attention"]}
 CONFIG_TOML = """\

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from PIL import Image
 
-from crayon_plugins.annotation_report import answer_mix_figure, summarise, summary_table
-from crayon_plugins.answers import Record
-from crayon_plugins.data import Answer
+from crayon_plugins.annotation.answers import Record
+from crayon_plugins.annotation.records import Answer
+from crayon_plugins.annotation.report import answer_mix_figure, summarise, summary_table
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 

@@ -17,20 +17,21 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from crayon_plugins.plugins.metrics.groups import GroupAccuracy
+from crayon_plugins.plugins.refiners.crayon_pruning import neuron_answers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crayon_plugins.cache import ArtifactCache, cache_key
-from crayon_plugins.components import Predictions
+from crayon_plugins.annotation.records import Answer
+from crayon_plugins.api.components import Predictions
 from crayon_plugins.config import parse_config
-from crayon_plugins.data import Answer, ImageSet
+from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import CrayonError
-from crayon_plugins.pipeline import Pipeline
-from crayon_plugins.stages.explain import fits_tensor
-from crayon_plugins.stages.original import fits_model
-from crayon_plugins.plugins.crayon_pruning import neuron_answers
-from crayon_plugins.plugins.group_metrics import GroupAccuracy
-from crayon_plugins.results import ResultRow, Results
+from crayon_plugins.run.cache import ArtifactCache, cache_key
+from crayon_plugins.run.pipeline import Pipeline
+from crayon_plugins.run.results import ResultRow, Results
+from crayon_plugins.run.stages.explain import fits_tensor
+from crayon_plugins.run.stages.original import fits_model
 
 TINY = "[dataset]\nn_train = 192\nn_val = 64\nn_test = 64\nimage_size = 32\n[training]\nepochs = 1\n"
 
@@ -243,7 +244,7 @@ def test_the_cache_key_depends_on_the_torch_and_timm_versions(monkeypatch):
 def test_a_run_waiting_on_a_lock_says_who_holds_it_and_takes_over_when_that_process_is_gone(tmp_path, capsys):
     (tmp_path / "maps").mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from crayon_plugins.cache import _locked; from pathlib import Path\n"
+        [sys.executable, "-c", "import sys, time; from crayon_plugins.run.cache import _locked; from pathlib import Path\n"
          "with _locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)", str(tmp_path / "maps" / "k.pt")],
         stdout=subprocess.PIPE, text=True,
     )

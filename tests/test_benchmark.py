@@ -4,7 +4,7 @@
 import pytest
 
 from crayon_plugins import Pipeline, RunConfig
-from crayon_plugins.cache import ArtifactCache
+from crayon_plugins.run.cache import ArtifactCache
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,24 @@ import csv
 import importlib.util
 import math
 import shutil
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
+from crayon_plugins.plugins.datasets import backgrounds_challenge, biased_celeba, waterbirds
+from crayon_plugins.plugins.metrics import backgrounds as background_metrics
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from crayon_plugins.components import Predictions
-from crayon_plugins.data import ImageSet
+from crayon_plugins.api.components import Predictions
+from crayon_plugins.api.folders import hold_out, read_csv
+from crayon_plugins.data.image_set import ImageSet
+from crayon_plugins.data.items import Loading
 from crayon_plugins.errors import CrayonError, DataError
 from crayon_plugins.factory import create
-from crayon_plugins.image_folders import hold_out, read_csv
-from crayon_plugins.items import Loading
-from crayon_plugins.plugins import background_metrics, backgrounds_challenge, biased_celeba, waterbirds
 from crayon_plugins.registry import build_registry
 from crayon_plugins.testing import PROMISES, check_dataset, check_metric
 from crayon_plugins.testing.benchmark_folders import (

@@ -3,13 +3,12 @@
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from crayon_plugins.budget import budget_size, image_losses, neuron_taylor_scores, selected
-from crayon_plugins.config import Budget, Panel
-from crayon_plugins.data import NOT_ANNOTATED, MapsToJudge
-from crayon_plugins.features import SharedFeatures
-
 from test_pipeline import tiny_pipeline
+
+from crayon_plugins.annotation.budget import budget_size, image_losses, neuron_taylor_scores, selected
+from crayon_plugins.annotation.records import NOT_ANNOTATED, MapsToJudge
+from crayon_plugins.config import Budget, Panel
+from crayon_plugins.model.features import SharedFeatures
 
 
 @settings(max_examples=50, deadline=None)

@@ -15,7 +15,7 @@ import torchvision
 from PIL import Image
 
 from crayon_plugins import ConfigError, create_backbone
-from crayon_plugins.checkpoints import file_digest, load_checkpoint
+from crayon_plugins.model.checkpoints import file_digest, load_checkpoint
 
 PLAUSIBLE = {
     698: "palace",

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from typer.testing import CliRunner
 
 from crayon_plugins.cli import app
@@ -15,7 +14,7 @@ def test_plugins_json_lists_kind_name_and_module():
     listing = json.loads(result.stdout)
     entry = next(c for c in listing["components"] if c["name"] == "crayon-attention")
     assert entry == {"kind": "refiner", "name": "crayon-attention", "plugin": "crayon-attention",
-                     "module": "crayon_plugins.plugins.crayon_attention"}
+                     "module": "crayon_plugins.plugins.refiners.crayon_attention"}
     assert listing["broken"] == [] and listing["conflicts"] == []
 
 

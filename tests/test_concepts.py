@@ -2,16 +2,15 @@
 
 import pytest
 import torch
+from crayon_plugins.plugins.concepts.top_patches import patch_boxes
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_pipeline import tiny_pipeline
 from typer.testing import CliRunner
 
 from crayon_plugins import create_concept_extractor, create_dataset
 from crayon_plugins.cli import app
 from crayon_plugins.errors import ConfigError
-from crayon_plugins.plugins.top_patches import patch_boxes
-
-from test_pipeline import tiny_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,26 @@ import re
 import numpy as np
 import pytest
 import torch
+from crayon_plugins.oracles.saliency import SaliencyOracle
+from crayon_plugins.plugins.concepts.top_patches import TopPatches
+from crayon_plugins.plugins.datasets.spurious_bars import SpuriousBars
+from crayon_plugins.plugins.interpreters.captum import CaptumSaliency
+from crayon_plugins.plugins.metrics.groups import GroupAccuracy
+from crayon_plugins.plugins.refiners.crayon_attention import CrayonAttention
+from crayon_plugins.plugins.refiners.finetune import FineTune
 from hypothesis import given, settings
 
-from crayon_plugins.components import AnnotationSource, Metric, Predictions
-from crayon_plugins.data import Answer, Annotations, ImageSet, NOT_ANNOTATED
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer
+from crayon_plugins.api.components import AnnotationSource, Metric, Predictions
+from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.factory import create
-from crayon_plugins.testing.benchmark_folders import write_backgrounds_challenge, write_biased_celeba, write_waterbirds
-from crayon_plugins.maps import normalise_maps
-from crayon_plugins.oracles.saliency import SaliencyOracle
-from crayon_plugins.plugins.captum_interpreters import CaptumSaliency
-from crayon_plugins.plugins.crayon_attention import CrayonAttention
-from crayon_plugins.plugins.finetune import FineTune
-from crayon_plugins.plugins.gradcam import GradCam
-from crayon_plugins.plugins.group_metrics import GroupAccuracy
-from crayon_plugins.plugins.spurious_bars import SpuriousBars
-from crayon_plugins.plugins.top_patches import TopPatches
+from crayon_plugins.model.gradcam import GradCam
+from crayon_plugins.model.maps import normalise_maps
 from crayon_plugins.registry import default_registry
 from crayon_plugins.testing import CHECKS, PROMISES, ContractError, TinyBackbone, TinyClassifier, strategies, tiny_answer_files
-from crayon_plugins.training import fit
+from crayon_plugins.testing.benchmark_folders import write_backgrounds_challenge, write_biased_celeba, write_waterbirds
+from crayon_plugins.training.loop import fit
+
 
 @pytest.fixture(scope="session")
 def small(tmp_path_factory):

@@ -12,18 +12,18 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from crayon_plugins.plugins.datasets.waterbirds import Waterbirds
+from crayon_plugins.plugins.interpreters.captum import CaptumGradCam
+from test_study import TINY_BASE
 
 from crayon_plugins import Pipeline, RunConfig
 from crayon_plugins.config import Optimisation
-from crayon_plugins.items import Loading
-from crayon_plugins.pipeline import resolve_device
-from crayon_plugins.plugins.captum_interpreters import CaptumGradCam
-from crayon_plugins.plugins.gradcam import GradCam
-from crayon_plugins.plugins.waterbirds import Waterbirds
+from crayon_plugins.data.items import Loading
+from crayon_plugins.model.gradcam import GradCam
+from crayon_plugins.run.pipeline import resolve_device
 from crayon_plugins.testing import tiny_image_set, tiny_model
 from crayon_plugins.testing.benchmark_folders import write_waterbirds
-from crayon_plugins.training import fit, non_finite_weights
-from test_study import TINY_BASE
+from crayon_plugins.training.loop import fit, non_finite_weights
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: torch.cuda.is_available() is False")]
 

@@ -1,7 +1,7 @@
 import torch
 
-from crayon_plugins.data import NOT_ANNOTATED, Answer
-from crayon_plugins.energy import attention_terms, crayon_normalise, energy_no, energy_yes
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Answer
+from crayon_plugins.training.energy import attention_terms, crayon_normalise, energy_no, energy_yes
 
 
 def test_energy_terms_match_hand_computed_values():

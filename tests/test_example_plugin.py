@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_study import crayon
 
 from crayon_plugins.registry import ENTRY_POINT_GROUP, build_registry
 from crayon_plugins.testing import CHECKS, PROMISES
-
-from test_study import crayon
 
 EXAMPLE = Path(__file__).parents[1] / "plugins" / "examples"
 

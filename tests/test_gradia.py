@@ -4,18 +4,17 @@ and the reasonability matrix."""
 import pytest
 import torch
 import torch.nn.functional as F
+from crayon_plugins.plugins.refiners.gradia import human_maps, quadrant_weights
+from crayon_plugins.plugins.refiners.map_guided import Drawings
+from test_metrics import split
 
 from crayon_plugins import create_metric, create_refiner
-from crayon_plugins.components import Predictions
-from crayon_plugins.data import NOT_ANNOTATED, Answer
-from crayon_plugins.finetuning import Batch
-from crayon_plugins.plugins.gradcam import GradiaGradCam
-from crayon_plugins.plugins.gradia import human_maps, quadrant_weights
-from crayon_plugins.plugins.map_guided import Drawings
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Answer
+from crayon_plugins.api.components import Predictions
+from crayon_plugins.api.finetuning import Batch
+from crayon_plugins.model.gradcam import GradiaGradCam
 from crayon_plugins.testing import check_interpreter
 from crayon_plugins.testing.tiny import tiny_image_set, tiny_model
-
-from test_metrics import split
 
 PUBLISHED = {"reasonable-accurate": (1.0, 0.0), "unreasonable-accurate": (0.4, 1.6), "reasonable-inaccurate": (0.8, 0.2), "unreasonable-inaccurate": (1.0, 1.0)}
 

@@ -9,19 +9,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_pipeline import TINY
 
 from crayon_plugins import ConfigError, Pipeline
-from crayon_plugins.answers import Record, append, latest, read_answers, read_published, read_records
-from crayon_plugins.cache import ArtifactCache
+from crayon_plugins.annotation.answers import Record, append, latest, read_answers, read_published, read_records
+from crayon_plugins.annotation.records import Answer, MapsToJudge
 from crayon_plugins.config import RunConfig
-from crayon_plugins.data import Answer, MapsToJudge
 from crayon_plugins.errors import DataError
 from crayon_plugins.factory import create
+from crayon_plugins.run.cache import ArtifactCache
 from crayon_plugins.testing import check_annotation_source
 from crayon_plugins.testing.contracts import _questions
 from crayon_plugins.testing.tiny import tiny_answer_files, tiny_image_set, tiny_model
-
-from test_pipeline import TINY
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
 

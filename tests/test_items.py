@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from crayon_plugins.data.items import FileImages, FileMasks, Loading, TensorItems
 from crayon_plugins.errors import DataError
-from crayon_plugins.items import FileImages, FileMasks, Loading, TensorItems
 
 
 @settings(max_examples=30, deadline=None)

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from crayon_plugins.answers import Record
+from crayon_plugins.annotation.answers import Record
+from crayon_plugins.annotation.label_studio import ExportItem, labeling_config, read_export, write_tasks
 from crayon_plugins.errors import DataError
-from crayon_plugins.label_studio import ExportItem, labeling_config, read_export, write_tasks
 
 T0 = datetime(2021, 3, 9, 22, 16, 8, 728353, tzinfo=timezone.utc)
 BOB = {"id": 8, "first_name": "Bob", "last_name": "", "email": "bob@lab.org"}

@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from crayon_plugins.plugins.refiners.dfr import balanced, balanced_half
+from crayon_plugins.plugins.refiners.jtt import upsampled_weights
+from crayon_plugins.plugins.refiners.map_baselines import box_energy, shuffle_outside
+from test_pipeline import original_and_context, tiny_pipeline
 
 from crayon_plugins import create_refiner
-from crayon_plugins.finetuning import Batch
-from crayon_plugins.plugins.dfr import balanced, balanced_half
-from crayon_plugins.plugins.jtt import upsampled_weights
-from crayon_plugins.plugins.map_baselines import box_energy, shuffle_outside
-
-from test_pipeline import original_and_context, tiny_pipeline
+from crayon_plugins.api.finetuning import Batch
 
 GUIDED = ["rrr", "gradmask", "actdiff", "bounding-box"]
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from crayon_plugins import create_metric
-from crayon_plugins.components import Predictions
-from crayon_plugins.data import ImageSet
+from crayon_plugins.api.components import Predictions
+from crayon_plugins.data.image_set import ImageSet
 
 
 def split(labels, spurious):

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from crayon_plugins.config import Optimisation
 from crayon_plugins.errors import ConfigError
-from crayon_plugins.plugins.gradcam import GradCam
+from crayon_plugins.model.gradcam import GradCam
 from crayon_plugins.testing import tiny_image_set, tiny_model
-from crayon_plugins.training import fit
+from crayon_plugins.training.loop import fit
 
 
 def test_bf16_grad_cam_and_its_weight_gradients_match_float32():

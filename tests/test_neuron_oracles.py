@@ -3,15 +3,16 @@
 import numpy as np
 import pytest
 import torch
+from crayon_plugins.plugins.concepts.top_patches import patch_boxes
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from test_oracle import assert_noise_rates
 
 from crayon_plugins import create_annotation_source
-from crayon_plugins.data import Answer, ImageSet, NeuronConcepts, NeuronsToJudge
+from crayon_plugins.annotation.records import Answer, NeuronsToJudge
+from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import CrayonError
-from crayon_plugins.plugins.top_patches import patch_boxes
-
-from test_oracle import assert_noise_rates
+from crayon_plugins.model.concepts import NeuronConcepts
 
 GRID, SIZE = (4, 4), (16, 16)
 

@@ -5,12 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from test_example_plugin import install
+from test_study import crayon
 from typer.testing import CliRunner
 
 from crayon_plugins.cli import app
-
-from test_example_plugin import install
-from test_study import crayon
 
 runner = CliRunner()
 

@@ -1,13 +1,12 @@
+import pytest
 import torch
+from crayon_plugins.oracles.noise import NoiseParams, apply_noise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crayon_plugins import create_annotation_source
-from crayon_plugins.data import Answer, MapsToJudge
+from crayon_plugins.annotation.records import Answer, MapsToJudge
 from crayon_plugins.errors import ConfigError, CrayonError
-from crayon_plugins.oracles.noise import NoiseParams, apply_noise
-
-import pytest
 
 
 def items_with_share(shares):

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from crayon_plugins import ConfigError, Pipeline, PluginError
-from crayon_plugins.cache import ArtifactCache
-from crayon_plugins.components import AnnotationSource, ConceptExtractor, Refiner
+from crayon_plugins.api.components import AnnotationSource, ConceptExtractor, Refiner
 from crayon_plugins.config import RunConfig
 from crayon_plugins.factory import create_refiner
 from crayon_plugins.registry import Registration, default_registry
+from crayon_plugins.run.cache import ArtifactCache
 
 TINY = {
     "dataset": {"name": "spurious-bars", "n_train": 192, "n_test": 64, "image_size": 32},

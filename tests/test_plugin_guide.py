@@ -5,10 +5,9 @@ import runpy
 from pathlib import Path
 
 import pytest
+from test_contracts import MutatesTheOriginal
 
 from crayon_plugins.testing import PROMISES, ContractError, check_refiner
-
-from test_contracts import MutatesTheOriginal
 
 GUIDE = Path(__file__).parents[1] / "docs" / "plugins.md"
 TEXT = GUIDE.read_text()

@@ -5,20 +5,19 @@ import io
 
 import pytest
 import torch
+from crayon_plugins.plugins.backbones.timm import TimmStageClassifier
+from crayon_plugins.plugins.refiners.crayon_pruning import prune
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_pipeline import original_and_context, tiny_pipeline
 
 from crayon_plugins import create_backbone, create_refiner
-from crayon_plugins.data import NOT_ANNOTATED, Answer
-from crayon_plugins.components import NeuronJudgements
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Answer
+from crayon_plugins.api.components import NeuronJudgements
 from crayon_plugins.errors import CrayonError
-from crayon_plugins.features import backbone_digest
-from crayon_plugins.plugins.crayon_pruning import prune
-from crayon_plugins.plugins.gradcam import GradCam
-from crayon_plugins.plugins.timm_backbone import TimmStageClassifier
+from crayon_plugins.model.features import backbone_digest
+from crayon_plugins.model.gradcam import GradCam
 from crayon_plugins.testing.tiny import annotations_of
-
-from test_pipeline import original_and_context, tiny_pipeline
 
 IMAGES = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 CHANNELS = 128

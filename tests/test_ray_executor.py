@@ -16,11 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 import ray  # noqa: F401 - `make test` installs the [ray] extra: a missing Ray fails here, it is not skipped
+from test_study import crayon, write_spec
 
 from crayon_plugins.errors import ConfigError
 from crayon_plugins.study.executors import LocalProcesses, create_executor
 from crayon_plugins.study.spec import load_spec
-from test_study import crayon, write_spec
 
 RAY = str(Path(sys.executable).with_name("ray"))
 GRID = 'refiner = ["crayon-pruning", "crayon-attention"]\nseed = [0, 1]\nbudget = [0.2, 1.0]'  # 2 × (1 + 2 × 2) = 10 cells

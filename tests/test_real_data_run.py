@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from crayon_plugins.cache import ArtifactCache
 from crayon_plugins.config import RunConfig
-from crayon_plugins.pipeline import Pipeline
+from crayon_plugins.model.features import predict
+from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.pipeline import Pipeline
 from crayon_plugins.testing.benchmark_folders import write_backgrounds_challenge, write_waterbirds
-from crayon_plugins.training import predict
 
 
 @pytest.mark.slow

@@ -4,18 +4,18 @@ quadrant weights and RRR's input-gradient penalty, on the testing kit's strategi
 import pytest
 import torch
 import torch.nn.functional as F
+from crayon_plugins.plugins.refiners.map_baselines import RightForTheRightReasons
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from crayon_plugins import create_refiner
-from crayon_plugins.data import NOT_ANNOTATED, Answer
-from crayon_plugins.energy import attention_terms, crayon_normalise, degenerate_yes, energy_no, energy_yes
-from crayon_plugins.finetuning import Batch
-from crayon_plugins.maps import normalise_maps
-from crayon_plugins.plugins.map_baselines import RightForTheRightReasons
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Answer
+from crayon_plugins.api.finetuning import Batch
+from crayon_plugins.model.maps import normalise_maps
 from crayon_plugins.testing.strategies import answer_codes, map_shapes, object_masks, saliency_maps
 from crayon_plugins.testing.tiny import TinyClassifier, tiny_context, tiny_image_set, tiny_model
+from crayon_plugins.training.energy import attention_terms, crayon_normalise, degenerate_yes, energy_no, energy_yes
 
 FAST = settings(max_examples=80, deadline=None)
 SLOW = settings(max_examples=8, deadline=None)  # each example runs a tiny model

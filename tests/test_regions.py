@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from crayon_plugins.oracles.regions import dilate, erode, shift
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crayon_plugins import create_annotation_source
-from crayon_plugins.data import MapsToJudge
-from crayon_plugins.maps import bounding_boxes, region_maps
-from crayon_plugins.oracles.regions import dilate, erode, shift
+from crayon_plugins.annotation.records import MapsToJudge
+from crayon_plugins.model.maps import bounding_boxes, region_maps
 
 masks_strategy = st.integers(1, 4).flatmap(
     lambda n: st.lists(st.lists(st.booleans(), min_size=12 * 12, max_size=12 * 12), min_size=n, max_size=n)
@@ -81,7 +81,7 @@ def test_abstaining_annotators_leave_images_without_a_drawing(abstain, seed):
 
 
 def test_answers_and_drawings_are_placed_by_item_id_and_refuse_repeats_and_strangers():
-    from crayon_plugins.data import NOT_ANNOTATED, Annotations, AttentionMaps
+    from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, AttentionMaps
 
     ids = ("a", "b", "c")
     answers = Annotations(("c", "a"), torch.tensor([1, 0]), ("x", "x"))

@@ -4,7 +4,7 @@ import types
 import pytest
 
 from crayon_plugins import hookimpl
-from crayon_plugins.components import Metric
+from crayon_plugins.api.components import Metric
 from crayon_plugins.errors import PluginError, UnknownComponentError
 from crayon_plugins.factory import create
 from crayon_plugins.registry import ENTRY_POINT_GROUP, build_registry, default_registry
@@ -36,7 +36,7 @@ def test_builtins_register_through_entry_points():
         ("refiner", "group-balanced"), ("refiner", "finetune"), ("metric", "accuracy"), ("metric", "group-accuracy"),
     }
     assert expected <= {(r.kind, r.name) for r in registry.all()}
-    assert registry.get("refiner", "crayon-attention").module == "crayon_plugins.plugins.crayon_attention"
+    assert registry.get("refiner", "crayon-attention").module == "crayon_plugins.plugins.refiners.crayon_attention"
 
 
 def test_a_name_registered_twice_names_both_plugins():

@@ -6,12 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crayon_plugins.compare import best_row, markdown_table
 from crayon_plugins.config import Optimisation
-from crayon_plugins.results import ResultRow, Results
-from crayon_plugins.seeds import aggregate
+from crayon_plugins.run.results import ResultRow, Results
+from crayon_plugins.run.table import best_row, markdown_table
+from crayon_plugins.study.seeds import aggregate
 from crayon_plugins.testing.tiny import tiny_image_set, tiny_model
-from crayon_plugins.training import Selection, choose_epoch, fit
+from crayon_plugins.training.loop import fit
+from crayon_plugins.training.selection import Selection, choose_epoch
 
 CURVE = [{"wga": 0.2, "plain_accuracy": 0.9}, {"wga": 0.6, "plain_accuracy": 0.8}, {"wga": 0.6, "plain_accuracy": 0.95}, {"wga": 0.4, "plain_accuracy": 0.7}]
 

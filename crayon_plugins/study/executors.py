@@ -30,9 +30,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import ConfigError
-from ..pipeline import resolve_device
-from ..progress import console, set_enabled
+from crayon_plugins.errors import ConfigError
+from crayon_plugins.run.pipeline import resolve_device
+from crayon_plugins.utils.progress import console, set_enabled
 
 RAY_RETRIES = 3
 """How many times Ray runs a task again whose worker or node died (an error a task raises is not retried)."""

@@ -17,9 +17,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from ..errors import CrayonError  # noqa: E402
-from .runner import read_record  # noqa: E402
-from .spec import NOISE_AXES, StudySpec, load_spec  # noqa: E402
+from crayon_plugins.errors import CrayonError  # noqa: E402
+from crayon_plugins.study.runner import read_record  # noqa: E402
+from crayon_plugins.study.spec import NOISE_AXES, StudySpec, load_spec  # noqa: E402
 
 NEAR_PEAK = 0.02
 """"Near peak": within two points of WGA of the best mean."""

@@ -22,15 +22,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..cache import ArtifactCache, default_cache_dir
-from ..components import DRAWINGS, Need
-from ..config import RunConfig
-from ..errors import ConfigError, CrayonError
-from ..files import writable_folder, write_atomically
-from ..pipeline import Pipeline
-from ..progress import console, progress_bar
-from .executors import Executor, create_executor
-from .spec import Cell, StudySpec, base_error, load_spec
+from crayon_plugins.api.components import DRAWINGS, Need
+from crayon_plugins.config import RunConfig
+from crayon_plugins.errors import ConfigError, CrayonError
+from crayon_plugins.run.cache import ArtifactCache, default_cache_dir
+from crayon_plugins.run.pipeline import Pipeline
+from crayon_plugins.study.executors import Executor, create_executor
+from crayon_plugins.study.spec import Cell, StudySpec, base_error, load_spec
+from crayon_plugins.utils.files import writable_folder, write_atomically
+from crayon_plugins.utils.progress import console, progress_bar
 
 
 def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:

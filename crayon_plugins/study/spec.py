@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import itertools
 import re
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..cache import cache_key
-from ..config import RunConfig, describe_validation_error, non_finite
-from ..errors import ConfigError, CrayonError
-from ..files import read_text
+from crayon_plugins.config import RunConfig, describe_validation_error, non_finite
+from crayon_plugins.errors import ConfigError, CrayonError
+from crayon_plugins.run.cache import cache_key
+from crayon_plugins.utils.files import read_text
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
 Rate = Annotated[float, Field(ge=0, le=1)]

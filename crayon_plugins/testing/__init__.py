@@ -7,8 +7,8 @@ promise its kind makes (:data:`PROMISES`) and raises :class:`ContractError` nami
 contexts the checks use. See ``docs/plugins.md``.
 """
 
-from . import strategies
-from .contracts import (
+from crayon_plugins.testing import strategies
+from crayon_plugins.testing.contracts import (
     CHECKS,
     PROMISES,
     BrokenPromise,
@@ -22,7 +22,7 @@ from .contracts import (
     check_metric,
     check_refiner,
 )
-from .tiny import TinyBackbone, TinyClassifier, mixed_answers, tiny_answer_files, tiny_context, tiny_image_set, tiny_model
+from crayon_plugins.testing.tiny import TinyBackbone, TinyClassifier, mixed_answers, tiny_answer_files, tiny_context, tiny_image_set, tiny_model
 
 __all__ = [
     "CHECKS",

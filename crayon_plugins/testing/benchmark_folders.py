@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from crayon_plugins.plugins.spurious_bars import SpuriousBars
-from crayon_plugins.progress import progress_bar
+from crayon_plugins.plugins.datasets.spurious_bars import SpuriousBars
+from crayon_plugins.utils.progress import progress_bar
 
 WATERBIRDS_COLUMNS = ("img_id", "img_filename", "y", "split", "place", "place_filename")
 """The columns of the release's ``metadata.csv``."""

@@ -21,14 +21,15 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor
 
-from crayon_plugins import components
-from crayon_plugins.components import Need
-from crayon_plugins.data import NOT_ANNOTATED, AttentionMaps, Annotations, Answer, ImageSet, MapsToJudge, NeuronConcepts, NeuronsToJudge
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer, AttentionMaps, MapsToJudge, NeuronsToJudge
+from crayon_plugins.api import components
+from crayon_plugins.api.components import Need
+from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import CrayonError
-from crayon_plugins.model import Classifier
-from crayon_plugins.progress import silenced
-
-from .tiny import mixed_answers, tiny_context, tiny_image_set, tiny_model
+from crayon_plugins.model.classifier import Classifier
+from crayon_plugins.model.concepts import NeuronConcepts
+from crayon_plugins.testing.tiny import mixed_answers, tiny_context, tiny_image_set, tiny_model
+from crayon_plugins.utils.progress import silenced
 
 OPTIONS = {"options-are-validated": "``Params`` is a pydantic model that rejects unknown options, and ``params`` is an instance of it"}
 
@@ -388,7 +389,7 @@ def _by_item(found: Annotations | AttentionMaps) -> dict[tuple[str, str], Any]:
 @silenced()
 def check_annotation_source(source: components.AnnotationSource, model: Classifier | None = None, train: ImageSet | None = None) -> Report:
     """Check ``source`` against :data:`PROMISES` ``["annotation_source"]`` on every question it
-    :meth:`~crayon_plugins.components.AnnotationSource.judges`, asked about ``model`` (default: a seeded
+    :meth:`~crayon_plugins.api.components.AnnotationSource.judges`, asked about ``model`` (default: a seeded
     tiny model) and ``train`` (24 tiny images with object masks)."""
     contract = _Contract("annotation_source", source)
     contract.check_options()

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import Tensor
 
-from crayon_plugins.data import NOT_ANNOTATED, Annotations, Answer, ImageSet
-
-from .tiny import TinyBackbone, tiny_image_set
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer
+from crayon_plugins.data.image_set import ImageSet
+from crayon_plugins.testing.tiny import TinyBackbone, tiny_image_set
 
 Shape = tuple[int, int, int]
 
@@ -83,8 +83,8 @@ ANSWERS = (int(Answer.NO), int(Answer.YES), int(Answer.MAYBE))
 
 @st.composite
 def answer_codes(draw, n: int | None = None, unannotated: bool = True) -> Tensor:
-    """``(n,)`` int64 :class:`~crayon_plugins.data.Answer` codes, one per item: mixed, all *maybe*,
-    or (with ``unannotated``) with :data:`~crayon_plugins.data.NOT_ANNOTATED` items, up to all of them."""
+    """``(n,)`` int64 :class:`~crayon_plugins.annotation.records.Answer` codes, one per item: mixed, all *maybe*,
+    or (with ``unannotated``) with :data:`~crayon_plugins.annotation.records.NOT_ANNOTATED` items, up to all of them."""
     n = draw(st.integers(0, 12)) if n is None else n
     codes = ANSWERS + ((NOT_ANNOTATED,) if unannotated else ())
     if draw(st.booleans()):
@@ -97,7 +97,7 @@ def answer_codes(draw, n: int | None = None, unannotated: bool = True) -> Tensor
 def annotation_sets(
     draw, item_ids: tuple[str, ...] | None = None, question: str = "maps", max_annotators: int = 3
 ) -> Annotations:
-    """:class:`~crayon_plugins.data.Annotations` about ``item_ids`` (default: drawn), from up to
+    """:class:`~crayon_plugins.annotation.records.Annotations` about ``item_ids`` (default: drawn), from up to
     ``max_annotators`` annotators who each answer a subset of the items: yes / no / maybe for
     ``question="maps"`` (ids ``item-…``), relevant / irrelevant / maybe for ``"neurons"`` (ids
     ``neuron-…``, the same codes). Includes the empty set and sets that are all *maybe*."""
@@ -116,7 +116,7 @@ def annotation_sets(
 
 @st.composite
 def tiny_image_sets(draw, masks: bool | None = None) -> ImageSet:
-    """Tiny :class:`~crayon_plugins.data.ImageSet` s: 2–16 images of 8–16 pixels, 2–3 classes, with
+    """Tiny :class:`~crayon_plugins.data.image_set.ImageSet` s: 2–16 images of 8–16 pixels, 2–3 classes, with
     object masks or (when ``masks`` is ``None``, sometimes) without."""
     return tiny_image_set(
         n=draw(st.integers(2, 16)),

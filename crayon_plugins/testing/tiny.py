@@ -10,11 +10,12 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from crayon_plugins.components import Backbone, DrawnRegions, NeuronJudgements, Params, RefinementContext
-from crayon_plugins.data import NOT_ANNOTATED, Annotations, Answer, ImageSet
-from crayon_plugins.model import Classifier
-from crayon_plugins.plugins.gradcam import GradCam
-from crayon_plugins.plugins.top_patches import TopPatches
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer
+from crayon_plugins.api.components import Backbone, DrawnRegions, NeuronJudgements, Params, RefinementContext
+from crayon_plugins.data.image_set import ImageSet
+from crayon_plugins.model.classifier import Classifier
+from crayon_plugins.model.gradcam import GradCam
+from crayon_plugins.plugins.concepts.top_patches import TopPatches
 
 
 class TinyClassifier(Classifier):
@@ -82,15 +83,15 @@ def tiny_image_set(
 
 
 def mixed_answers(n: int, seed: int = 0) -> Tensor:
-    """``(n,)`` seeded :class:`~crayon_plugins.data.Answer` codes, every kind (and
-    :data:`~crayon_plugins.data.NOT_ANNOTATED`) present once ``n ≥ 4``."""
+    """``(n,)`` seeded :class:`~crayon_plugins.annotation.records.Answer` codes, every kind (and
+    :data:`~crayon_plugins.annotation.records.NOT_ANNOTATED`) present once ``n ≥ 4``."""
     codes = torch.tensor([Answer.NO, Answer.YES, Answer.MAYBE, NOT_ANNOTATED])
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return codes[order % len(codes)]
 
 
 def annotations_of(ids: tuple[str, ...], answers: Tensor, annotator: str = "tiny") -> Annotations:
-    """The :class:`~crayon_plugins.data.Annotations` behind per-item ``answers`` (unannotated items left out)."""
+    """The :class:`~crayon_plugins.annotation.records.Annotations` behind per-item ``answers`` (unannotated items left out)."""
     given = (answers != NOT_ANNOTATED).nonzero().flatten().tolist()
     return Annotations(tuple(ids[i] for i in given), answers[given].clone(), (annotator,) * len(given))
 
@@ -116,7 +117,7 @@ def tiny_context(
     drawings: bool = True,
     seed: int = 0,
 ) -> RefinementContext:
-    """A complete :class:`~crayon_plugins.components.RefinementContext` for ``model`` on ``train``.
+    """A complete :class:`~crayon_plugins.api.components.RefinementContext` for ``model`` on ``train``.
 
     Maps are ``model``'s Grad-CAM unless ``original_maps`` is given; answers default to
     :func:`mixed_answers`; concepts come from ``top-patches`` (k = 4); the drawings are the object
@@ -148,13 +149,13 @@ def tiny_context(
 
 
 def tiny_answer_files(folder: Path, model: Classifier | None = None, train: ImageSet | None = None) -> list[Path]:
-    """Answers files (:mod:`crayon_plugins.answers`) about ``train`` (default :func:`tiny_image_set`)
+    """Answers files (:mod:`crayon_plugins.annotation.answers`) about ``train`` (default :func:`tiny_image_set`)
     and the neurons of ``model`` (default :func:`tiny_model`), as people would have written them:
     ``maps.jsonl`` (alice every other image, bob every third), ``neurons.jsonl`` (alice, every
     neuron) and ``attention.jsonl`` (alice drew the object masks of images 0 and 5, PNGs beside it)."""
     from PIL import Image
 
-    from crayon_plugins.answers import Record, append
+    from crayon_plugins.annotation.answers import Record, append
 
     model = model if model is not None else tiny_model()
     train = train if train is not None else tiny_image_set()

@@ -1,11 +1,11 @@
 """The example plugin's components keep every promise of their kinds, and its loss does what it says."""
 
 import torch
-
-from crayon_plugins.data import Answer
-from crayon_plugins.testing import check_interpreter, check_refiner
 from crayon_example.cosine_attention import CosineAttention, cosine_attention_loss
 from crayon_example.gradient_input import GradientTimesInput
+
+from crayon_plugins.api import Answer
+from crayon_plugins.testing import check_interpreter, check_refiner
 
 
 def test_gradient_x_input_keeps_the_interpreter_contract():

@@ -6,11 +6,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.components import Need, RefinementContext
-from crayon_plugins.data import Answer
-from crayon_plugins.finetuning import Batch, FineTuning, rows
-from crayon_plugins.model import Classifier
-from crayon_plugins.plugins.gradcam import GradCam
+from crayon_plugins.api import Answer, Batch, Classifier, FineTuning, GradCam, Need, RefinementContext, rows
 
 
 def cosine_attention_loss(current: Tensor, original: Tensor, answers: Tensor) -> Tensor:
@@ -30,7 +26,7 @@ class CosineAttention(FineTuning):
     Where CRAYON-Attention's energy loss weighs *no* answers by how much attention stays on the
     original's region, this loss compares the maps' shapes: a *no* image is pushed toward a map
     orthogonal to the original's, a *yes* image toward the same map. *maybe* adds nothing. The loop,
-    validation and model selection are :class:`~crayon_plugins.finetuning.FineTuning`'s.
+    validation and model selection are :class:`~crayon_plugins.api.finetuning.FineTuning`'s.
     """
 
     needs = frozenset({Need.MAP_ANSWERS})

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crayon_plugins.components import Interpreter
-from crayon_plugins.maps import normalise_maps
-from crayon_plugins.model import Classifier
+from crayon_plugins.api import Classifier, Interpreter, normalise_maps
 
 
 class GradientTimesInput(Interpreter):

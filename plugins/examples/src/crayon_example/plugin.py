@@ -1,6 +1,6 @@
 """The entry point's module: one hook implementation per component kind the plugin adds."""
 
-from crayon_plugins import hookimpl
+from crayon_plugins.api import hookimpl
 
 from .cosine_attention import CosineAttention
 from .gradient_input import GradientTimesInput

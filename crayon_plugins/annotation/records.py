@@ -1,0 +1,148 @@
+"""What annotators are asked and what they answer: answer codes, the items to judge, and the answers
+of a panel, one row per (item, annotator)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+from torch import Tensor
+
+from crayon_plugins.data.image_set import ImageSet
+from crayon_plugins.data.items import Items, as_items
+from crayon_plugins.model.concepts import NeuronConcepts
+
+
+class Answer(IntEnum):
+    """A judgement of a saliency map (does it look at the right thing?) or of a neuron (is its concept
+    relevant?): *yes* / relevant, *no* / irrelevant, or *maybe*, an abstention."""
+
+    NO = 0
+    YES = 1
+    MAYBE = 2
+
+
+NOT_ANNOTATED = -1
+"""Code used in per-item answer tensors for items nobody annotated."""
+
+
+@dataclass(frozen=True)
+class MapsToJudge:
+    """What an annotation source sees when it judges saliency maps.
+
+    Attributes:
+        ids: item ids, one per map.
+        images: ``(N, 3, H, W)`` the images the maps explain (:class:`~crayon_plugins.data.items.Items`).
+        maps: ``(N, h, w)`` non-negative, max-normalised saliency maps (``h, w`` the model's grid).
+        labels / spurious: ``(N,)`` ground truth and group metadata (oracles may use them).
+        masks: ``(N, H, W)`` bool object masks (:class:`~crayon_plugins.data.items.Items`, read on
+            demand), or ``None``.
+    """
+
+    ids: tuple[str, ...]
+    images: Items
+    maps: Tensor
+    labels: Tensor
+    spurious: Tensor
+    masks: Items | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", as_items(self.images))
+        if self.masks is not None:
+            object.__setattr__(self, "masks", as_items(self.masks))
+
+    @classmethod
+    def of(cls, split: ImageSet, maps: Tensor) -> MapsToJudge:
+        """``maps`` of the images of ``split``, with its labels, group metadata and masks."""
+        return cls(split.ids, split.images, maps, split.labels, split.spurious, split.masks)
+
+
+def positions(item_ids: tuple[str, ...], ids: tuple[str, ...]) -> list[int]:
+    """Where each of ``item_ids`` sits in ``ids``.
+
+    Raises:
+        ValueError: an item appears twice (several annotators: aggregate the panel first) or is not
+            in ``ids``.
+    """
+    position = {item: i for i, item in enumerate(ids)}
+    if len(set(item_ids)) != len(item_ids):
+        repeated = next(item for item in item_ids if item_ids.count(item) > 1)
+        raise ValueError(f"item {repeated!r} has several answers: aggregate the panel first")
+    if unknown := [item for item in item_ids if item not in position]:
+        raise ValueError(f"annotation for unknown item {unknown[0]!r}")
+    return [position[item] for item in item_ids]
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """Answers about items (saliency maps, or neurons), one row per (item, annotator).
+
+    Attributes:
+        item_ids: the item (image id, or neuron id) each answer is about.
+        answers: ``(M,)`` int64 :class:`Answer` codes.
+        annotators: who gave each answer.
+    """
+
+    item_ids: tuple[str, ...]
+    answers: Tensor
+    annotators: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not (len(self.item_ids) == len(self.answers) == len(self.annotators)):
+            raise ValueError("item_ids, answers and annotators must have one entry per answer")
+        if len(self.answers) and not bool(((self.answers >= 0) & (self.answers <= 2)).all()):
+            raise ValueError("answers must be Answer codes 0 (no), 1 (yes) or 2 (maybe)")
+
+    def counts(self) -> dict[str, int]:
+        """Number of answers of each kind, keyed by ``"yes"``, ``"no"``, ``"maybe"``."""
+        return {a.name.lower(): int((self.answers == a).sum()) for a in (Answer.YES, Answer.NO, Answer.MAYBE)}
+
+    def aligned(self, ids: tuple[str, ...]) -> Tensor:
+        """``(len(ids),)`` answer per item in ``ids`` order, :data:`NOT_ANNOTATED` where none.
+
+        Raises:
+            ValueError: an item has answers from several annotators (aggregate them first).
+        """
+        out = torch.full((len(ids),), NOT_ANNOTATED, dtype=torch.int64)
+        out[positions(self.item_ids, ids)] = self.answers
+        return out
+
+
+@dataclass(frozen=True)
+class NeuronsToJudge:
+    """What an annotation source sees when it judges neurons: their concepts, and the training split
+    those concepts index (images, labels, group metadata, masks if any)."""
+
+    concepts: NeuronConcepts
+    train: ImageSet
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """Where annotators say a model should look: one drawn region per (item, annotator).
+
+    Attributes:
+        item_ids: the image each region is about.
+        regions: ``(M, H, W)`` bool, ``True`` where the model should look (image resolution).
+        annotators: who drew each region.
+    """
+
+    item_ids: tuple[str, ...]
+    regions: Tensor
+    annotators: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not (len(self.item_ids) == len(self.regions) == len(self.annotators)):
+            raise ValueError("item_ids, regions and annotators must have one entry per region")
+
+    def aligned(self, ids: tuple[str, ...], size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """``(regions (N, H, W) bool, drawn (N,) bool)`` in ``ids`` order; items without a region (or
+        with an empty one) are all ``False`` with ``drawn`` ``False``.
+
+        Raises:
+            ValueError: an item has several regions, or a region is about an unknown item.
+        """
+        regions = torch.zeros(len(ids), *size, dtype=torch.bool)
+        regions[positions(self.item_ids, ids)] = self.regions
+        return regions, regions.flatten(1).any(dim=1)

@@ -1,0 +1,147 @@
+"""An annotation task: the items a person judges, in the order the budget takes them, with their
+pictures, in one folder the annotation page serves and Label Studio imports.
+
+``<folder>/task.json`` lists the items; ``images/``, ``overlays/`` (maps and attention) or
+``sheets/`` (neurons) hold the pictures; ``answers.jsonl`` collects the answers
+(:mod:`crayon_plugins.annotation.answers`) and ``drawings/<annotator>/`` the painted masks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from crayon_plugins.annotation.budget import annotation_order, budget_size, image_losses, neuron_taylor_scores
+from crayon_plugins.annotation.sheets import render_sheet
+from crayon_plugins.errors import CrayonError, DataError
+from crayon_plugins.utils.files import write_atomically
+from crayon_plugins.utils.progress import progress_bar
+
+QUESTIONS = ("maps", "neurons", "attention")
+
+PROMPTS = {
+    "maps": "Is the highlighted region the right thing to look at to recognise the class “{label}”?",
+    "neurons": "Is the concept this neuron responds to (its strongest patches) relevant to the labels?",
+    "attention": "Paint the region a model should look at to recognise the class “{label}”.",
+}
+"""The question as a person reads it (``{label}``: the image's class)."""
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    """One item: its id, the class a person should think of, and its pictures (paths relative to
+    the task folder, keyed ``image`` / ``overlay`` or ``sheet``)."""
+
+    item: str
+    label: str | None
+    files: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Task:
+    """The items of one question, in annotation order, and the folder that holds them."""
+
+    folder: Path
+    question: str
+    key: str
+    image_size: tuple[int, int]
+    items: tuple[TaskItem, ...]
+
+    @property
+    def answers(self) -> Path:
+        return self.folder / "answers.jsonl"
+
+    def prompt(self, item: TaskItem) -> str:
+        return PROMPTS[self.question].format(label=item.label)
+
+    def write(self) -> None:
+        data = {"question": self.question, "key": self.key, "image_size": list(self.image_size), "items": [asdict(i) for i in self.items]}
+        write_atomically(self.folder / "task.json", json.dumps(data, indent=1))
+
+    @classmethod
+    def read(cls, folder: Path) -> Task:
+        path = folder / "task.json"
+        try:
+            data = json.loads(path.read_text())
+            items = tuple(TaskItem(**i) for i in data["items"])
+            return cls(folder, data["question"], data["key"], tuple(data["image_size"]), items)
+        except FileNotFoundError:
+            raise DataError(f"{path}: no annotation task here (crayon annotate serve or export prepares one)") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise DataError(f"{path}: not an annotation task ({type(error).__name__}: {error})") from None
+
+
+def overlay(image: torch.Tensor, saliency: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
+    """``(H, W, 3)`` uint8: the image with the saliency map, upsampled to it, blended in as a jet heat map."""
+    height, width = image.shape[-2:]
+    upsampled = F.interpolate(saliency[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
+    heat = matplotlib.colormaps["jet"](upsampled.numpy())[..., :3]
+    blended = (1 - alpha) * image.permute(1, 2, 0).numpy() + alpha * heat
+    return (blended.clip(0, 1) * 255).round().astype(np.uint8)
+
+
+def _png(pixels: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def prepare_task(pipeline, question: str, folder: Path) -> Task:
+    """Train or load ``pipeline``'s original model (cached as usual), explain it and write the
+    task of ``question`` to ``folder``: the items the configured ``[budget]`` takes, first those
+    its ``selection`` ranks first. A folder holding answers about another model is an error."""
+    if question not in QUESTIONS:
+        raise CrayonError(f"--question: one of {', '.join(QUESTIONS)}, not {question!r}")
+    config = pipeline.config
+    train = pipeline.load("train")
+    model, _, _ = pipeline.original_model(train)
+    features = pipeline.shared_features(model, train, "train")
+    if question == "neurons":
+        concepts, _ = pipeline.concepts(model, train)
+        key, total = pipeline.concepts_key(), len(concepts)
+        scores = lambda: neuron_taylor_scores(model, features, train.labels)  # noqa: E731
+    else:
+        maps, _ = pipeline.original_maps(model, train)
+        key, total = pipeline.maps_key(), len(train)
+        scores = lambda: image_losses(model, features, train.labels)  # noqa: E731
+    chosen = annotation_order(total, config.budget.selection, config.seed, scores)[: budget_size(total, config.budget.fraction)].tolist()
+    _refuse_other_models_answers(folder, key)
+
+    items = []
+    with progress_bar(f"render {question} task", len(chosen)) as advance:
+        for index in chosen:
+            if question == "neurons":
+                item = TaskItem(concepts.neuron_ids[index], None, {"sheet": f"sheets/{concepts.neuron_ids[index]}.png"})
+                if not (folder / item.files["sheet"]).exists():
+                    (folder / "sheets").mkdir(parents=True, exist_ok=True)
+                    render_sheet(concepts, train, index, folder / item.files["sheet"])
+            else:
+                label = train.class_names[int(train.labels[index])]
+                item = TaskItem(train.ids[index], label, {"image": f"images/{index:06d}.png", "overlay": f"overlays/{index:06d}.png"})
+                if not (folder / item.files["overlay"]).exists():
+                    image = train.images[index]
+                    _png((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), folder / item.files["image"])
+                    _png(overlay(image, maps[index]), folder / item.files["overlay"])
+            items.append(item)
+            advance()
+    task = Task(folder, question, key, train.image_size, tuple(items))
+    task.write()
+    return task
+
+
+def _refuse_other_models_answers(folder: Path, key: str) -> None:
+    if not (folder / "task.json").exists():
+        return
+    previous = Task.read(folder)
+    if previous.key != key and previous.answers.exists() and previous.answers.stat().st_size:
+        raise CrayonError(f"{folder}: holds answers about another model's {previous.question} (task {previous.key}, this configuration's is {key}); choose another --task folder")
+    if previous.key != key:  # pictures of another model: drawn afresh
+        for sub in ("images", "overlays", "sheets"):
+            for path in (folder / sub).glob("*.png"):
+                path.unlink()

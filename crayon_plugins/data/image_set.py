@@ -1,0 +1,86 @@
+"""One split of a dataset: per-item metadata in memory, images and masks read on demand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+from crayon_plugins.data.items import Items, Loading, as_items
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One split of a dataset: per-item metadata in memory, images and masks read on demand.
+
+    Attributes:
+        images: ``(N, 3, H, W)`` float32 in ``[0, 1]`` (models normalise internally), as
+            :class:`~crayon_plugins.data.items.Items` (a tensor is wrapped): ``images[indices]`` stacks some,
+            :meth:`~crayon_plugins.data.items.Items.batches` streams them.
+        labels: ``(N,)`` int64 class indices.
+        spurious: ``(N,)`` int64 spurious-attribute indices (Waterbirds' ``place``).
+        masks: ``(N, H, W)`` bool object masks, likewise, or ``None`` where the dataset has none.
+        ids: ``N`` stable, unique item ids (annotations refer to items by id).
+        class_names / spurious_names: display names; groups are ``label × spurious``.
+        skipped: items the dataset left out because their files could not be read (reported).
+    """
+
+    images: Items
+    labels: Tensor
+    spurious: Tensor
+    masks: Items | None
+    ids: tuple[str, ...]
+    class_names: tuple[str, ...]
+    spurious_names: tuple[str, ...]
+    skipped: int = field(default=0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", as_items(self.images))
+        if self.masks is not None:
+            object.__setattr__(self, "masks", as_items(self.masks))
+        n = len(self.ids)
+        shape = self.images.shape
+        if len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got {shape}")
+        for name in ("images", "labels", "spurious", "masks"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} items but ids has {n}")
+        if self.masks is not None and self.masks.shape[1:] != shape[2:]:
+            raise ValueError(f"masks {self.masks.shape} do not match images {shape}")
+        if len(set(self.ids)) != n:
+            raise ValueError("ids must be unique")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images."""
+        return tuple(self.images.shape[-2:])
+
+    def with_loading(self, loading: Loading) -> ImageSet:
+        """The split read with ``loading`` (workers, pinned memory)."""
+        masks = None if self.masks is None else self.masks.with_loading(loading)
+        return replace(self, images=self.images.with_loading(loading), masks=masks)
+
+    @property
+    def groups(self) -> Tensor:
+        """``(N,)`` group index ``label * len(spurious_names) + spurious``."""
+        return self.labels * len(self.spurious_names) + self.spurious
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """Names of the groups, indexed like :attr:`groups`: ``"label/attribute"``."""
+        return tuple(f"{c}/{s}" for c in self.class_names for s in self.spurious_names)
+
+    def missing_groups(self) -> list[str]:
+        """The names of the groups with no item in this split."""
+        counts = torch.bincount(self.groups, minlength=len(self.group_names)).tolist()
+        return [name for name, count in zip(self.group_names, counts) if count == 0]
+
+    def group_shares(self) -> Tensor:
+        """``(G,)`` share of each group in this split (float64, sums to 1)."""
+        counts = torch.bincount(self.groups, minlength=len(self.group_names)).double()
+        return counts / counts.sum()

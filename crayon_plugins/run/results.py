@@ -1,0 +1,131 @@
+"""The results of a run: ``results.json`` and the printed table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.table import Table
+
+from crayon_plugins.run.figures import curves_figure, reasonability_figure
+from crayon_plugins.utils.files import write_atomically
+
+
+class ResultRow(BaseModel):
+    """One method's numbers (fractions in ``[0, 1]``); ``details`` holds what else it reports.
+
+    With several seeds, ``metrics`` holds the mean over seeds and ``std`` the sample standard
+    deviation of every number, and ``seeds`` each seed's own metrics. ``selection`` holds per seed
+    the selection rule, the epoch its weights came from (``None`` for a refiner that does not train
+    by epochs) and the validation curve.
+    """
+
+    method: str
+    metrics: dict[str, Any]
+    std: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+    selection: list[dict[str, Any]] = Field(default_factory=list)
+    seeds: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Results(BaseModel):
+    """What ``crayon run`` writes to ``DIR/results.json``."""
+
+    dataset: str
+    backbone: str
+    seed: int
+    seeds: list[int] = Field(default_factory=list)
+    judge: str | None = Field(default=None, description="who judged the test maps for the reasonability metric")
+    annotations: dict[str, int] = Field(default_factory=dict)
+    neuron_annotations: dict[str, int] = Field(default_factory=dict)
+    annotation_stats: dict[str, dict[str, float]] = Field(default_factory=dict)
+    skipped: dict[str, int] = Field(default_factory=dict, description="per split, items left out because their image files could not be read")
+    rows: list[ResultRow] = Field(default_factory=list)
+
+    def row(self, method: str) -> ResultRow:
+        return next(r for r in self.rows if r.method == method)
+
+    def write(self, directory: str | Path) -> Path:
+        """Write ``directory/results.json`` atomically, ``reasonability-<method>.png`` for each row
+        with a reasonability matrix (the first seed's, with several) and ``curves-<method>.png`` for each with a validation curve;
+        returns the JSON's path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for row in self.rows:
+            for selection in row.selection:
+                if selection.get("validation"):
+                    name = f"curves-{row.method}" + (f"-seed{selection['seed']}" if len(row.selection) > 1 else "")
+                    curves_figure(selection, f"{row.method} · seed {selection['seed']} · validation", directory / f"{name}.png")
+            first = row.seeds[0] if row.seeds else {"seed": self.seed, "metrics": row.metrics}
+            if "reasonability_counts" in first["metrics"]:
+                title = f"{row.method} · test split" + (f" · seed {first['seed']}" if row.seeds else "")
+                reasonability_figure(first["metrics"]["reasonability_counts"], title, directory / f"reasonability-{row.method}.png")
+        path = directory / "results.json"
+        write_atomically(path, json.dumps(strict(self.model_dump()), indent=2, allow_nan=False) + "\n")
+        return path
+
+    def columns(self) -> list[str]:
+        """The :data:`COLUMNS` some row has a value for."""
+        return [c for c, path in COLUMNS.items() if any(value_at(r.metrics, path) is not None for r in self.rows)]
+
+    def groups_note(self) -> str | None:
+        """A sentence when WGA and MGA were taken over fewer groups than ``class × attribute`` has."""
+        counts = {(r.metrics.get("groups_measured"), r.metrics.get("groups_total")) for r in self.rows if "groups_total" in r.metrics}
+        partial = sorted((m, t) for m, t in counts if m is not None and t is not None and m < t)
+        if not partial:
+            return None
+        measured, total = partial[0]
+        return f"WGA and MGA over {measured:g} of {total:g} groups: the test split has no item of the others."
+
+    def table(self) -> Table:
+        """Method, WGA, MGA and accuracy in % (mean ± standard deviation over seeds when there are
+        several), one row per method; the reasonable-accurate (RA) and unreasonable-accurate (UA)
+        shares if measured; neurons pruned if any were."""
+        title = " · ".join(part.split("(", 1)[0] for part in (self.dataset, self.backbone))
+        seeds = f"seeds {', '.join(map(str, self.seeds))}" if len(self.seeds) > 1 else f"seed {self.seed}"
+        table = Table(title=f"{title} · {seeds}", caption=self.groups_note())
+        table.add_column("method")
+        columns = self.columns()
+        for column in columns:
+            table.add_column(column, justify="right")
+        pruned = any(row.details.get("neurons_pruned") for row in self.rows)
+        if pruned:
+            table.add_column("pruned", justify="right")
+        for row in self.rows:
+            texts = [percent(value_at(row.metrics, COLUMNS[c]), value_at(row.std, COLUMNS[c])) for c in columns]
+            table.add_row(row.method, *texts, *([str(row.details.get("neurons_pruned", "—"))] if pruned else []))
+        return table
+
+
+COLUMNS = {"WGA": ("wga",), "MGA": ("mga",), "accuracy": ("accuracy",), "RA": ("reasonability", "reasonable-accurate"), "UA": ("reasonability", "unreasonable-accurate")}
+"""Table column → where its value sits in a row's metrics; all are shares shown in %."""
+
+
+def strict(value: Any) -> Any:
+    """``value`` with every inf and nan as ``None``, for strict JSON readers (``JSON.parse``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
+def value_at(metrics: dict, path: tuple[str, ...]) -> float | None:
+    """The number at ``path`` in nested ``metrics``, or ``None``."""
+    for key in path:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def percent(mean: float | None, std: float | None = None) -> str:
+    """``"95.80"``, ``"95.80 ± 1.20"`` with a standard deviation, ``"—"`` for nothing."""
+    if mean is None:
+        return "—"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")

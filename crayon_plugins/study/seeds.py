@@ -1,0 +1,73 @@
+"""One run over several seeds: each (method, seed) is a cell of the study runner, in parallel worker
+processes and resumable, and the table shows mean ± standard deviation over the seeds."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from crayon_plugins.config import RunConfig
+from crayon_plugins.errors import CrayonError
+from crayon_plugins.run.results import ResultRow, Results
+from crayon_plugins.study.executors import LocalProcesses
+from crayon_plugins.study.runner import check_cells, run_cells
+from crayon_plugins.study.spec import Grid, StudySpec
+from crayon_plugins.utils.progress import console
+
+
+def aggregate(found: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and sample standard deviation of every number in the nested metrics ``found`` (one dict
+    per seed, same keys); a number missing or NaN in any seed gives NaN, a key whose values are not
+    numbers is left out, and with one seed there is no deviation."""
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    for key, value in found[0].items():
+        values = [metrics.get(key) for metrics in found]
+        if isinstance(value, dict):
+            if all(isinstance(v, dict) for v in values):
+                mean[key], std[key] = aggregate(values)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers = [float(v) if isinstance(v, (int, float)) else math.nan for v in values]
+            if any(math.isnan(n) for n in numbers):
+                mean[key] = std[key] = math.nan
+            else:
+                mean[key] = statistics.fmean(numbers)
+                if len(numbers) > 1:  # one value has no deviation, not a deviation of 0
+                    std[key] = statistics.stdev(numbers)
+    return mean, std
+
+
+def run_seeds(config: RunConfig, refiners: list[str], seeds: list[int], out: Path, jobs: int = 1) -> Results:
+    """Run the original model and ``refiners`` for every seed (``dataset.seed`` stays the
+    configuration's: every seed sees the same data); write ``out/results.json`` with mean ± std over
+    seeds and each seed's metrics and selection, keeping each cell's record in ``out/cells``."""
+    spec = StudySpec(title="seeds", base=config.model_copy(update={"refiners": refiners}), grid=Grid(refiner=refiners or None, seed=seeds))
+    cells = spec.cells()
+    check_cells(cells, "--seeds")
+    records, failures = run_cells(cells, out / "cells", LocalProcesses(spec.threads, jobs))
+    by_cell = {(cell.refiner, cell.seed): records.get(cell.key) for cell in cells}
+    first = next((r for r in by_cell.values() if r), None)
+    results = Results(dataset=first["dataset"] if first else "", backbone=first["backbone"] if first else "", seed=seeds[0], seeds=seeds, judge=first.get("judge") if first else None)
+    for method in ["original", *refiners]:
+        rows = [(seed, by_cell[method, seed]) for seed in seeds if by_cell.get((method, seed))]
+        if len(rows) < len(seeds):
+            continue  # a failed cell: reported below, never averaged over fewer seeds silently
+        per_seed = [record["row"] for _, record in rows]
+        mean, std = aggregate([row["metrics"] for row in per_seed])
+        mean.pop("reasonability_counts", None)
+        std.pop("reasonability_counts", None)
+        details = {
+            "annotation": per_seed[0]["details"]["annotation"],
+            "seconds": round(statistics.fmean(row["details"]["seconds"] for row in per_seed), 1),
+            "neurons_pruned": per_seed[0]["details"]["neurons_pruned"] if len({row["details"]["neurons_pruned"] for row in per_seed}) == 1 else [row["details"]["neurons_pruned"] for row in per_seed],
+        }
+        selection = [entry for row in per_seed for entry in row["selection"]]
+        seeds_metrics = [{"seed": seed, "metrics": record["row"]["metrics"]} for seed, record in rows]
+        results.rows.append(ResultRow(method=method, metrics=mean, std=std, details=details, selection=selection, seeds=seeds_metrics))
+    results.write(out)
+    if failures:
+        raise CrayonError(f"{len(failures)} cell(s) failed; the methods with every seed are in {out / 'results.json'} (run again to retry the rest):\n" + "\n".join(failures))
+    console.print(f"{len(seeds)} seeds: {', '.join(map(str, seeds))}")
+    return results

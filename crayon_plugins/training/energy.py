@@ -1,0 +1,70 @@
+"""CRAYON-Attention's energy loss, as the public CRAYON code computes it (DESIGN.md, "The methods").
+
+``P`` is the original model's map of an image, ``E`` the current model's, each normalised as the
+code does, ``(ε + x) / max(ε + x)`` with ``ε`` = :data:`EPS_BEFORE_MAX`: an all-zero map becomes all
+ones, so a model cannot escape the loss by switching its Grad-CAM off. For an image annotated *no*,
+``L_no = Σ(E·P) / Σ(P)`` (attention still where the original looked); for *yes*,
+``L_yes = Σ(E·(1−P)) / Σ(1−P)`` (attention outside where it looked); *maybe* adds nothing. Both terms
+lie in ``[0, 1]``. The minibatch loss (``crayon-attention``'s) is the summed cross-entropy plus ``α/N_no · Σ L_no`` and
+``β/N_yes · Σ L_yes`` over its images, where ``N_no`` and ``N_yes`` count the answers of the **whole**
+annotation set (``w_no / num_no`` in the code's ``src/solver/solver_waterbirds.py``).
+
+A *yes* image whose original map is all zero has ``P ≡ 1`` and ``Σ(1−P) = 0``: the public code would
+divide by zero; its ``L_yes`` is left out (:func:`degenerate_yes` counts such images for the run's
+statistics).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from crayon_plugins.annotation.records import Answer
+
+EPS_BEFORE_MAX = 1e-10
+"""CRAYON's ε, added to a map before dividing by its maximum."""
+
+
+def crayon_normalise(maps: Tensor) -> Tensor:
+    """``(B, h, w)`` non-negative maps → ``(ε + x) / max(ε + x)`` per map (all-zero → all ones)."""
+    shifted = maps + EPS_BEFORE_MAX
+    return shifted / shifted.amax(dim=(-2, -1), keepdim=True)
+
+
+def energy_no(current: Tensor, original: Tensor) -> Tensor:
+    """``(B,)`` ``L_no = Σ(E·P)/Σ(P)`` per image for ``(B, h, w)`` maps normalised as CRAYON does."""
+    return (current * original).sum(dim=(-2, -1)) / original.sum(dim=(-2, -1))
+
+
+def energy_yes(current: Tensor, original: Tensor) -> Tensor:
+    """``(B,)`` ``L_yes = Σ(E·(1−P))/Σ(1−P)`` per image; ``0`` where ``Σ(1−P) = 0`` (an all-zero
+    original map), which adds no term."""
+    outside = 1.0 - original
+    total = outside.sum(dim=(-2, -1))
+    held = total > 0
+    return (current * outside).sum(dim=(-2, -1)) / total.where(held, 1.0) * held
+
+
+def degenerate_yes(original: Tensor, answers: Tensor) -> int:
+    """How many *yes* images have an all-zero original map (their ``L_yes`` is left out)."""
+    zero = original.flatten(1).amax(dim=1) <= 0
+    return int((zero & (answers == Answer.YES)).sum())
+
+
+def attention_terms(
+    current: Tensor, original: Tensor, answers: Tensor, alpha: float, beta: float, n_no: int, n_yes: int
+) -> Tensor:
+    """``α/N_no · Σ L_no + β/N_yes · Σ L_yes`` over one minibatch.
+
+    ``current`` and ``original`` are ``(B, h, w)`` non-negative maps (normalised here);
+    ``answers`` holds an :class:`~crayon_plugins.annotation.records.Answer` code per image (any other code, such
+    as *not annotated*, adds nothing); ``n_no`` and ``n_yes`` count the *no* and *yes* answers of the
+    whole annotation set (a term whose count is zero adds nothing).
+    """
+    current, original = crayon_normalise(current), crayon_normalise(original)
+    no, yes = answers == Answer.NO, answers == Answer.YES
+    total = current.new_zeros(())
+    if n_no and no.any():
+        total = total + alpha / n_no * energy_no(current[no], original[no]).sum()
+    if n_yes and yes.any():
+        total = total + beta / n_yes * energy_yes(current[yes], original[yes]).sum()
+    return total

@@ -1,0 +1,114 @@
+"""The one training loop every trainer and refiner uses."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from crayon_plugins.config import Optimisation
+from crayon_plugins.data.items import Items
+from crayon_plugins.errors import ConfigError, TrainingError
+from crayon_plugins.model.classifier import Classifier
+from crayon_plugins.training.selection import Curve, Selection, choose_epoch
+from crayon_plugins.utils.progress import progress_bar
+
+
+def fit(
+    model: nn.Module,
+    batch_loss: Callable[[Tensor, Tensor | None], Tensor],
+    n: int,
+    optimisation: Optimisation,
+    seed: int,
+    description: str,
+    sample_weights: Tensor | None = None,
+    parameters: list[nn.Parameter] | None = None,
+    selection: Selection | None = None,
+    evaluated: Classifier | None = None,
+    images: Items | None = None,
+) -> Curve | None:
+    """Train ``model`` in place with Adam; ``batch_loss(indices, images)`` returns a minibatch's loss,
+    ``images`` the minibatch's images (on CPU, streamed from ``images``) or ``None`` without them.
+
+    Each epoch visits ``n`` items: a permutation, or, with ``sample_weights``, ``n`` draws with
+    replacement in proportion to them. ``parameters`` defaults to all of the model's. With
+    ``selection``, ``evaluated`` (default ``model``; the whole classifier when ``model`` is a part of
+    it) is evaluated on validation after every epoch, ``model`` ends with the weights of the epoch
+    the rule picks, and the :class:`Curve` is returned and kept in ``selection.curve``. The model is
+    left in ``eval`` mode.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    augmentation = torch.Generator().manual_seed(seed + 1)
+    optimiser = torch.optim.Adam(
+        parameters if parameters is not None else model.parameters(),
+        lr=optimisation.lr,
+        weight_decay=optimisation.weight_decay,
+    )
+    device = next(model.parameters()).device.type
+    if optimisation.amp == "fp16" and device != "cuda":
+        raise ConfigError(f"{description}: amp = 'fp16' needs a CUDA device (training runs on {device}); use 'bf16' or 'none'", "training.amp")
+    precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(optimisation.amp)
+    scaler = torch.amp.GradScaler(device, enabled=optimisation.amp == "fp16")
+    batches = -(-n // optimisation.batch_size)
+    curve = Curve(selection.rule) if selection is not None else None
+    kept: dict[str, Tensor] | None = None
+    model.train()
+    with progress_bar(description, optimisation.epochs * batches) as advance:
+        for epoch in range(1, optimisation.epochs + 1):
+            if sample_weights is None:
+                order = torch.randperm(n, generator=generator)
+            else:
+                order = torch.multinomial(sample_weights.double(), n, replacement=True, generator=generator)
+            chunks = order.split(optimisation.batch_size)
+            minibatches = images.batches(order, optimisation.batch_size, augmentation) if images is not None else ((i, None) for i in chunks)
+            losses = []  # on the device: checked once per epoch, so no step waits for the GPU
+            for indices, batch in minibatches:
+                with torch.autocast(device, dtype=precision, enabled=precision is not None):
+                    loss = batch_loss(indices, batch)
+                losses.append(loss.detach().float().reshape(1))
+                optimiser.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
+                advance()
+            losses = torch.cat(losses).cpu() if losses else torch.zeros(0)
+            if not torch.isfinite(losses).all():
+                step = int((~torch.isfinite(losses)).nonzero()[0]) + 1
+                raise TrainingError(f"{description}: the loss is {losses[step - 1].item()} at epoch {epoch}, step {step}; {_DIVERGED}")
+            if bad := non_finite_weights(model):
+                raise TrainingError(f"{description}: weight {bad!r} is not finite after epoch {epoch}; {_DIVERGED}")
+            if selection is not None:
+                model.eval()
+                curve.epochs.append(selection.evaluate(evaluated if evaluated is not None else model))
+                model.train()
+                if choose_epoch(curve.rule, curve.epochs) == len(curve.epochs) and curve.rule != "last":
+                    kept = copy.deepcopy(model.state_dict())
+    if curve is not None:
+        curve.chosen = choose_epoch(curve.rule, curve.epochs)
+        if kept is not None and curve.chosen != len(curve.epochs):
+            model.load_state_dict(kept)
+        selection.curve = curve
+    model.eval()
+    return curve
+
+
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` on ``device``; a CPU tensor bound for a GPU goes through pinned memory without
+    waiting for the GPU (a copy from pageable memory waits for every kernel queued before it)."""
+    if tensor.device.type == "cpu" and device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+_DIVERGED = "training diverged, and nothing of it was cached or reported. Lower the learning rate or the loss weights."
+
+
+def non_finite_weights(model: nn.Module) -> str | None:
+    """The name of ``model``'s first parameter or buffer holding inf or nan, or ``None``."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return name
+    return None

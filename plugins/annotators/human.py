@@ -1,0 +1,121 @@
+"""``human``: people's answers, read from files (see :mod:`crayon_plugins.annotation.answers`).
+
+Configure it where a simulated annotator would go::
+
+    [annotator]
+    name = "human"
+    answers = ["annotation/maps/answers.jsonl", "annotation/attention/answers.jsonl"]
+
+    [neuron_annotator]
+    name = "human"
+    answers = "waterbirds_neuron.json"     # a published list is read unchanged
+
+It answers the questions its files hold (an answers file names each line's question; a published
+list of strings answers maps, of booleans neurons). Each person in the files is one panel member,
+so aggregation, agreement and budgets work as with oracles (keep ``[panel] size = 1``: the panel
+comes from the files). Items nobody answered are unanswered, not *maybe*. Relative paths are
+relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import Field, field_validator
+
+from crayon_plugins.annotation import answers as answer_files
+from crayon_plugins.api import Annotations, AnnotationSource, AttentionMaps, DataError, MapsToJudge, NeuronsToJudge, Params, hookimpl
+from crayon_plugins.model.checkpoints import file_digest
+
+
+class HumanAnswers(AnnotationSource):
+    """Answers people gave, from answers files (JSON lines, several annotators each) or the CRAYON
+    authors' published lists (whole split, in order). An answer about an item outside the split, or
+    a published list of another length, is a :class:`~crayon_plugins.errors.DataError` naming the
+    file and the first offending entry."""
+
+    whole_split = True
+
+    class Params(Params):
+        answers: list[str] = Field(min_length=1, description="answers files (JSON lines, from the annotation page or crayon annotate import) or published lists")
+
+        @field_validator("answers", mode="before")
+        @classmethod
+        def _one_or_many(cls, value: str | list[str]) -> list[str]:
+            return [value] if isinstance(value, str) else value
+
+    @cached_property
+    def _questions(self) -> dict[Path, set[str]]:
+        """Each file and the questions it answers (read once; a missing file is an error)."""
+        paths = [Path(p) for p in self.params.answers]
+        if missing := [p for p in paths if not p.is_file()]:
+            raise DataError(f"human: answers file {missing[0]} does not exist (a relative path is relative to the working directory, {Path.cwd()})", "answers")
+        return {path: answer_files.questions_in(path) for path in paths}
+
+    def judges(self) -> frozenset[str]:
+        return frozenset(q for found in self._questions.values() for q in found)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path in self._questions:
+            digest.update(f"{path}={file_digest(path)};".encode())
+        return digest.hexdigest()
+
+    def _files(self, question: str) -> list[Path]:
+        return [path for path, found in self._questions.items() if question in found]
+
+    def _answers(self, ids: tuple[str, ...], question: str) -> Annotations:
+        parts = []
+        for path in self._files(question):
+            if answer_files.is_published_list(path):
+                parts.append(answer_files.read_published(path, ids, question))
+            else:
+                parts.append(answer_files.annotations(answer_files.read_answers(path, ids, question)))
+        pairs = [(item, who) for found in parts for item, who in zip(found.item_ids, found.annotators)]
+        if len(set(pairs)) != len(pairs):
+            seen = set()
+            item, who = next(p for p in pairs if p in seen or seen.add(p))
+            raise DataError(f"human: annotator {who!r} answered item {item!r} in more than one of {', '.join(self.params.answers)}", "answers")
+        return Annotations(
+            tuple(item for found in parts for item in found.item_ids),
+            torch.cat([found.answers for found in parts]) if parts else torch.zeros(0, dtype=torch.int64),
+            tuple(who for found in parts for who in found.annotators),
+        )
+
+    def annotate_maps(self, items: MapsToJudge) -> Annotations:
+        return self._answers(items.ids, "maps")
+
+    def annotate_neurons(self, items: NeuronsToJudge) -> Annotations:
+        return self._answers(items.concepts.neuron_ids, "neurons")
+
+    def annotate_attention(self, items: MapsToJudge) -> AttentionMaps:
+        size = tuple(items.images[0].shape[-2:]) if len(items.ids) else (0, 0)
+        found, regions = [], []
+        for path in self._files("attention"):
+            for record in answer_files.read_answers(path, items.ids, "attention"):
+                regions.append(read_mask(path.parent / record.drawing, size))
+                found.append(record)
+        stacked = torch.stack(regions) if regions else torch.zeros(0, *size, dtype=torch.bool)
+        return AttentionMaps(tuple(r.item for r in found), stacked, tuple(r.annotator for r in found))
+
+
+def read_mask(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """A drawn region: ``(H, W)`` bool, true where the PNG is brighter than mid-grey; its size must be the image's."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: not a readable PNG mask ({error})") from None
+    if pixels.shape != tuple(size):
+        raise DataError(f"{path}: the mask is {pixels.shape[0]}×{pixels.shape[1]}, the image is {size[0]}×{size[1]}")
+    return torch.from_numpy(pixels > 127)
+
+
+@hookimpl
+def crayon_annotation_sources():
+    return {"human": HumanAnswers}

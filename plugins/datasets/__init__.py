@@ -1,0 +1,1 @@
+"""Built-in datasets: the embedded benchmark and the real benchmarks' on-disk formats."""

@@ -1,0 +1,1 @@
+"""Built-in interpreters: Captum's attribution methods and the differentiable Grad-CAMs."""
