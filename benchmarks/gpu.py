@@ -303,11 +303,13 @@ def step_loading(sizes: Sizes, work: Path) -> dict:
     ERM reads it (augmented) and as the other stages read it."""
     import torch
 
+    from crayon_plugins.run.stages.load import load, loading
+
     pipeline = _pipeline(sizes, work, [])
     device = pipeline.device
-    train = pipeline.load("train")
-    loading = pipeline.loading()
-    figures = {"workers": loading.num_workers, "pin_memory": loading.pin_memory}
+    train = load(pipeline, "train")
+    options = loading(pipeline)
+    figures = {"workers": options.num_workers, "pin_memory": options.pin_memory}
     for name, images in (("augmented", train.images.augmented()), ("plain", train.images)):
         count = 0
 
@@ -319,16 +321,21 @@ def step_loading(sizes: Sizes, work: Path) -> dict:
 
         seconds, _ = _timed(device, read)
         figures[f"loading_{name}_images_per_s"] = count / seconds
-        print(f"  {name} training images from disk, {loading.num_workers} workers, pinned {loading.pin_memory}: {count / seconds:.0f} images/s", flush=True)
+        print(f"  {name} training images from disk, {options.num_workers} workers, pinned {options.pin_memory}: {count / seconds:.0f} images/s", flush=True)
     return figures
 
 
 def step_real_size(sizes: Sizes, work: Path) -> dict:
     """CRAYON's Waterbirds setting at real size: seconds and peak GPU memory of every stage."""
+    from crayon_plugins.run.stages.evaluate import evaluate
+    from crayon_plugins.run.stages.explain import concepts, original_maps, shared_features
+    from crayon_plugins.run.stages.load import load
+    from crayon_plugins.run.stages.original import original_model
+    from crayon_plugins.run.stages.refine import refine, refinement_context
 
     pipeline = _pipeline(sizes, work, ["crayon-attention", "crayon-pruning"])
     device = pipeline.device
-    train, val, test = (pipeline.load(name) for name in ("train", "val", "test"))
+    train, val, test = (load(pipeline, name) for name in ("train", "val", "test"))
     stages: dict[str, dict] = {}
 
     def stage(name: str, work):
@@ -339,18 +346,18 @@ def step_real_size(sizes: Sizes, work: Path) -> dict:
         print(f"  {name:<38} {seconds:8.1f} s{peak}", flush=True)
         return result
 
-    model, _, _ = stage(f"ERM ({sizes.erm_epochs} epochs)", lambda: pipeline.original_model(train))
-    stage("explanation (Grad-CAM of train)", lambda: pipeline.original_maps(model, train))
-    features = stage("pooled features (train, val, test)", lambda: {n: pipeline.shared_features(model, s, n) for n, s in (("train", train), ("val", val), ("test", test))})
-    stage("concepts (top patches)", lambda: pipeline.concepts(model, train))
-    context = stage("answers (maps and neurons)", lambda: pipeline.refinement_context(model, train))
+    model = stage(f"ERM ({sizes.erm_epochs} epochs)", lambda: original_model(pipeline, train)).model
+    stage("explanation (Grad-CAM of train)", lambda: original_maps(pipeline, model, train))
+    features = stage("pooled features (train, val, test)", lambda: {n: shared_features(pipeline, model, s, n) for n, s in (("train", train), ("val", val), ("test", test))})
+    stage("concepts (top patches)", lambda: concepts(pipeline, model, train))
+    context = stage("answers (maps and neurons)", lambda: refinement_context(pipeline, model, train))
     shares = train.group_shares()
     refined = {}
     for name in pipeline.refiners:
         epochs = getattr(pipeline.refiners[name].params, "epochs", None)
-        refined[name] = stage(f"{name} ({epochs} epochs)", lambda: pipeline.refine(name, model, context, None))
+        refined[name] = stage(f"{name} ({epochs} epochs)", lambda: refine(pipeline, name, model, context, None))
     for name, net in {"original": model, **refined}.items():
-        stage(f"evaluation of {name}", lambda: pipeline.evaluate(net, features["test"], test, shares, {}))
+        stage(f"evaluation of {name}", lambda: evaluate(pipeline, net, features["test"], test, shares, {}))
     return {"stages": stages, "splits": [len(train), len(val), len(test)]}
 
 

@@ -16,6 +16,8 @@ from crayon_plugins.plugins.refiners.crayon_pruning import prune
 
 from crayon_plugins import Pipeline, RunConfig
 from crayon_plugins.model.features import predict
+from crayon_plugins.run.stages.original import original_model
+from crayon_plugins.run.stages.refine import refinement_context
 from crayon_plugins.utils.progress import console
 
 TARGET = 0.10
@@ -30,8 +32,8 @@ def seconds(work) -> tuple[float, object]:
 def main() -> None:
     pipeline = Pipeline.from_config(RunConfig(refiners=["crayon-pruning", "crayon-attention"]))
     train = pipeline.dataset.load("train")
-    model, _, _ = pipeline.original_model(train)
-    context = pipeline.refinement_context(model, train)
+    model = original_model(pipeline, train).model
+    context = refinement_context(pipeline, model, train)
     pruning, attention = pipeline.refiners["crayon-pruning"], pipeline.refiners["crayon-attention"]
 
     pruned = prune(model, context.neuron_answers).to(context.device)

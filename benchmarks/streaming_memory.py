@@ -21,6 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from crayon_plugins.run.stages.evaluate import evaluate
+from crayon_plugins.run.stages.explain import original_maps, shared_features
+from crayon_plugins.run.stages.load import load
+from crayon_plugins.run.stages.original import original_model
+
 TARGET = 1.3
 BACKBONE = {"name": "timm", "model": "mobilenetv3_small_050", "feature_stage": "whole"}
 
@@ -48,14 +53,14 @@ def measure(root: Path) -> dict:
     )
     with tempfile.TemporaryDirectory() as cache:
         pipeline = Pipeline.from_config(config, cache=ArtifactCache(cache))
-        train, val, test = pipeline.load("train"), pipeline.load("val"), pipeline.load("test")
+        train, val, test = load(pipeline, "train"), load(pipeline, "val"), load(pipeline, "test")
         start = time.perf_counter()
-        model, _, _ = pipeline.original_model(train)
+        model = original_model(pipeline, train).model
         trained = time.perf_counter()
-        maps, _ = pipeline.original_maps(model, train)
+        maps = original_maps(pipeline, model, train)
         explained = time.perf_counter()
-        features = pipeline.shared_features(model, test, "test")
-        metrics = pipeline.evaluate(model, features, test, train.group_shares(), {})
+        features = shared_features(pipeline, model, test, "test")
+        metrics = evaluate(pipeline, model, features, test, train.group_shares(), {})
         evaluated = time.perf_counter()
     assert maps.shape[0] == len(train) and torch.isfinite(maps).all()
     mib = lambda who: resource.getrusage(who).ru_maxrss / 1024  # noqa: E731  (KiB on Linux)

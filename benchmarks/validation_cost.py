@@ -20,6 +20,9 @@ import time
 import torch.nn.functional as F
 
 from crayon_plugins import Pipeline, RunConfig
+from crayon_plugins.run.stages.load import load
+from crayon_plugins.run.stages.original import new_model, original_model, selection
+from crayon_plugins.run.stages.refine import refinement_context
 from crayon_plugins.training.loop import fit
 from crayon_plugins.utils.progress import console
 
@@ -34,20 +37,20 @@ def seconds(work) -> float:
 
 def main() -> None:
     pipeline = Pipeline.from_config(RunConfig(refiners=["crayon-attention", "crayon-pruning"]))
-    train = pipeline.load("train")
-    model, _, _ = pipeline.original_model(train)
-    context = pipeline.refinement_context(model, train)
+    train = load(pipeline, "train")
+    model = original_model(pipeline, train).model
+    context = refinement_context(pipeline, model, train)
     blind = dataclasses.replace(context, selection=None)
 
     def erm(selection) -> None:
-        fresh = pipeline.new_model(len(train.class_names))
+        fresh = new_model(pipeline, len(train.class_names))
 
         def batch_loss(indices):
             return F.cross_entropy(fresh(train.images[indices].to(pipeline.device)), train.labels[indices].to(pipeline.device))
 
         fit(fresh, batch_loss, len(train), pipeline.config.training, pipeline.config.seed, "ERM", selection=selection)
 
-    rows = [("original (ERM)", lambda: erm(None), lambda: erm(pipeline.selection()))]
+    rows = [("original (ERM)", lambda: erm(None), lambda: erm(selection(pipeline)))]
     for name, refiner in pipeline.refiners.items():
         rows.append((name, lambda r=refiner: r.refine(model, blind), lambda r=refiner: r.refine(model, context)))
     totals = [0.0, 0.0]

@@ -27,6 +27,9 @@ from crayon_plugins.registry import Registry, default_registry
 from crayon_plugins.run.cache import ArtifactCache
 from crayon_plugins.run.pipeline import Pipeline
 from crayon_plugins.run.results import Results
+from crayon_plugins.run.stages import explain
+from crayon_plugins.run.stages.load import load
+from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.run.table import markdown_table
 from crayon_plugins.utils.files import writable_folder
 from crayon_plugins.utils.progress import console
@@ -183,9 +186,9 @@ def concepts(
     [concepts]) and render one PNG sheet per neuron plus OUT/index.md, for a person to judge."""
     pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
     writable_folder(out, "--out")
-    train = pipeline.load("train")
-    model, _, _ = pipeline.original_model(train)
-    found, _ = pipeline.concepts(model, train)
+    train = load(pipeline, "train")
+    model = original_model(pipeline, train).model
+    found = explain.concepts(pipeline, model, train)
     chosen = None
     if neurons is not None:
         try:
@@ -416,20 +419,17 @@ def _oracle_answers(pipeline: Pipeline, question: str, which: str) -> dict[str, 
     ``neuron_annotator``) about the training split, item id → :class:`Answer` code; ``None`` (with a
     note) where it is not a simulated annotator."""
     from crayon_plugins.annotation.records import MapsToJudge, NeuronsToJudge
-    from crayon_plugins.oracles.noise import NoiseParams, noise_free
-
     source = getattr(pipeline, which)
-    if not isinstance(source.params, NoiseParams):
+    truthful = source.noise_free()
+    if truthful is None:
         console.print(f"note: {which} {source.name!r} is not a simulated annotator; no oracle to compare with", highlight=False)
         return None
-    truthful = noise_free(source)
-    train = pipeline.load("train")
-    model, _, _ = pipeline.original_model(train)
+    train = load(pipeline, "train")
+    model = original_model(pipeline, train).model
     if question == "neurons":
-        concepts, _ = pipeline.concepts(model, train)
-        found = truthful.annotate_neurons(NeuronsToJudge(concepts, train))
+        found = truthful.annotate_neurons(NeuronsToJudge(explain.concepts(pipeline, model, train), train))
     else:
-        maps, _ = pipeline.original_maps(model, train)
+        maps = explain.original_maps(pipeline, model, train)
         found = truthful.annotate_maps(MapsToJudge.of(train, maps))
     return dict(zip(found.item_ids, found.answers.tolist()))
 

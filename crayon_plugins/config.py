@@ -105,7 +105,7 @@ class Panel(BaseModel):
 
     The panel is ``size`` copies of ``annotator`` (and of ``neuron_annotator``), each with its own id
     and noise: annotator i's flip and abstention rates are the configured ones times a factor evenly
-    spaced in ``[1 − spread, 1 + spread]``. See :mod:`crayon_plugins.oracles.panel`.
+    spaced in ``[1 − spread, 1 + spread]``. See :mod:`crayon_plugins.annotation.panel`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

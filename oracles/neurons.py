@@ -13,18 +13,16 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
-from crayon_plugins.oracles.noise import NoiseParams, apply_noise
+from crayon_plugins.oracles.noise import NoiseParams, SimulatedAnnotator, apply_noise
 from pydantic import Field
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from crayon_plugins.api import Annotations, AnnotationSource, Answer, CrayonError, NeuronsToJudge, grid_masks, hookimpl
+from crayon_plugins.api import Annotations, Answer, CrayonError, NeuronsToJudge, grid_masks, hookimpl
 
 
-class NeuronOracle(AnnotationSource, ABC):
+class NeuronOracle(SimulatedAnnotator, ABC):
     """Noise-free :meth:`truth` per neuron, then the shared noise model, one annotator id per answer."""
-
-    Params = NoiseParams
 
     @abstractmethod
     def truth(self, items: NeuronsToJudge) -> Tensor:

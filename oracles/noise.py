@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from crayon_plugins.annotation.paper_mix import REAL_ANNOTATORS
-from crayon_plugins.api import Answer, CrayonError, Params
+from crayon_plugins.api import AnnotationSource, Answer, CrayonError, Params
 
 MIX_TOLERANCE = 0.01
 """How far (in share of answers) a calibrated answer mix may miss the target when it cannot be exact."""
@@ -26,7 +26,7 @@ class NoiseParams(Params):
 
     Each answer, in turn: abstains (*maybe*) with ``abstain_rate``; else, with ``|yes_bias|``, answers
     *yes* (``yes_bias`` > 0) or *no* (< 0) without looking; else gives the truthful answer, a *yes* or
-    *no* flipped with ``flip_rate``. ``answer_mix`` names a dataset of DESIGN.md's table and sets
+    *no* flipped with ``flip_rate``. ``answer_mix`` names a dataset whose real annotators' answers are known (:data:`~crayon_plugins.annotation.paper_mix.REAL_ANNOTATORS`) and sets
     ``abstain_rate`` and ``yes_bias`` so that the expected shares of yes / maybe / no on the items
     judged are the real annotators' (see :func:`calibrate`).
     """
@@ -108,7 +108,29 @@ def apply_noise(truth: Tensor, item_ids: tuple[str, ...], params: NoiseParams, q
     return torch.where(draw("abstain") < params.abstain_rate, torch.full_like(truth, Answer.MAYBE), noisy)
 
 
-def noise_free(source):
-    """A copy of the simulated annotator ``source`` (its params a :class:`NoiseParams`) without
-    flips, abstentions, yes-bias or answer mix: the truth its noisy answers depart from."""
-    return type(source)(source.params.model_copy(update={"flip_rate": 0.0, "abstain_rate": 0.0, "yes_bias": 0.0, "answer_mix": None}))
+class SimulatedAnnotator(AnnotationSource):
+    """The base of simulated annotators: options of :class:`NoiseParams`, so copies of one make a
+    panel and its noise-free twin is the truth its answers depart from."""
+
+    Params = NoiseParams
+
+    def panel(self, size: int, spread: float) -> list[AnnotationSource]:
+        """This annotator for a panel of one without spread, else copies of it with ids ``<id>-1`` …
+        ``<id>-n`` whose flip and abstention rates are the configured ones times a factor evenly
+        spaced in ``[1 − spread, 1 + spread]`` (mean factor 1)."""
+        if size == 1 and spread == 0:
+            return [self]
+        p = self.params
+        factors = np.linspace(1 - spread, 1 + spread, size) if size > 1 else np.ones(1)
+        return [
+            type(self)(p.model_copy(update={
+                "annotator": f"{p.annotator}-{i + 1}",
+                "flip_rate": min(1.0, p.flip_rate * factor),
+                "abstain_rate": min(1.0, p.abstain_rate * factor),
+            }))
+            for i, factor in enumerate(factors)
+        ]
+
+    def noise_free(self) -> AnnotationSource:
+        """A copy without flips, abstentions, yes-bias or answer mix."""
+        return type(self)(self.params.model_copy(update={"flip_rate": 0.0, "abstain_rate": 0.0, "yes_bias": 0.0, "answer_mix": None}))

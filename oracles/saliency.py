@@ -6,14 +6,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-from crayon_plugins.oracles.noise import NoiseParams, apply_noise, uniforms
+from crayon_plugins.oracles.noise import NoiseParams, SimulatedAnnotator, apply_noise, uniforms
 from crayon_plugins.oracles.regions import dilate, erode, shift
 from pydantic import Field, model_validator
 
-from crayon_plugins.api import Annotations, AnnotationSource, Answer, AttentionMaps, CrayonError, MapsToJudge, bounding_boxes, energy_on_mask, hookimpl
+from crayon_plugins.api import Annotations, Answer, AttentionMaps, CrayonError, MapsToJudge, bounding_boxes, energy_on_mask, hookimpl
 
 
-class SaliencyOracle(AnnotationSource):
+class SaliencyOracle(SimulatedAnnotator):
     """A simulated annotator that looks at the object mask.
 
     The truthful answer for a map is *yes* when its share of energy on the feature-grid cells the

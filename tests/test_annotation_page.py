@@ -21,6 +21,9 @@ from crayon_plugins.annotation.task import Task, prepare_task
 from crayon_plugins.cli import app
 from crayon_plugins.config import RunConfig
 from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.stages.explain import concepts, shared_features
+from crayon_plugins.run.stages.load import load
+from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.testing.browser import headless_chromium, missing_browser, serving, wait_for
 
 CONFIG = {**TINY, "budget": {"fraction": 0.25, "selection": "loss-guided"}, "refiners": ["crayon-attention"]}
@@ -69,9 +72,9 @@ def fresh(task: Task, tmp_path, question=None) -> Task:
 
 def test_the_task_holds_the_budgets_items_most_useful_first(maps_task, cache):
     p = pipeline(cache)
-    train = p.load("train")
-    model, _, _ = p.original_model(train)
-    losses = image_losses(model, p.shared_features(model, train, "train"), train.labels)
+    train = load(p, "train")
+    model = original_model(p, train).model
+    losses = image_losses(model, shared_features(p, model, train, "train"), train.labels)
     expected = [train.ids[i] for i in torch.sort(losses, descending=True, stable=True).indices[:48].tolist()]
     assert [i.item for i in maps_task.items] == expected  # 25 % of 192, highest loss first
     first = maps_task.items[0]
@@ -83,13 +86,13 @@ def test_the_task_holds_the_budgets_items_most_useful_first(maps_task, cache):
 
 def test_the_neuron_task_shows_concept_sheets_of_the_neurons_pruning_would_change_most_first(cache, tmp_path):
     p = pipeline(cache)
-    train = p.load("train")
-    model, _, _ = p.original_model(train)
-    concepts, _ = p.concepts(model, train)
+    train = load(p, "train")
+    model = original_model(p, train).model
+    found = concepts(p, model, train)
     task = prepare_task(p, "neurons", tmp_path / "neurons")
-    scores = neuron_taylor_scores(model, p.shared_features(model, train, "train"), train.labels)
+    scores = neuron_taylor_scores(model, shared_features(p, model, train, "train"), train.labels)
     ranked = torch.sort(scores, descending=True, stable=True).indices[: len(task.items)].tolist()
-    assert len(task.items) == round(0.25 * len(concepts)) and [i.item for i in task.items] == [concepts.neuron_ids[n] for n in ranked]
+    assert len(task.items) == round(0.25 * len(found)) and [i.item for i in task.items] == [found.neuron_ids[n] for n in ranked]
     assert all((task.folder / i.files["sheet"]).is_file() for i in task.items)
     with pytest.raises(CrayonError, match="holds answers about another model's neurons"):
         TestClient(create_app(task)).post("/api/answer", json={"annotator": "alice", "item": task.items[0].item, "answer": "no"})

@@ -1,6 +1,7 @@
 """Bad input, broken caches, killed runs and degenerate answers: a clear error (exit 2, naming the file,
-field or plugin), nothing non-finite or partial written, nothing computed lost. One test per case of
-issue 14; the CLI cases run ``crayon`` as a subprocess, as a user would."""
+field or plugin), nothing non-finite or partial written, nothing computed lost. One test per kind of
+bad input; the CLI cases run ``crayon`` in this process through typer's runner, and the cases
+about killed processes and locks in processes of their own."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,9 +22,11 @@ import torch
 from crayon_plugins.plugins.metrics.groups import GroupAccuracy
 from crayon_plugins.plugins.refiners.crayon_pruning import neuron_answers
 from hypothesis import HealthCheck, given, settings
+from typer.testing import CliRunner
 from hypothesis import strategies as st
 
 from crayon_plugins.annotation.records import Answer
+from crayon_plugins.cli import app
 from crayon_plugins.api.components import Predictions
 from crayon_plugins.config import parse_config
 from crayon_plugins.data.image_set import ImageSet
@@ -36,9 +40,20 @@ from crayon_plugins.run.stages.original import fits_model
 TINY = "[dataset]\nn_train = 192\nn_val = 64\nn_test = 64\nimage_size = 32\n[training]\nepochs = 1\n"
 
 
-def crayon(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CRAYON_CACHE_DIR": str(tmp_path / "cache"), "CRAYON_PROGRESS": "0", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "crayon_plugins", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+def crayon(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """``crayon ARGS`` run in this process (typer's runner) from ``tmp_path``, with its own cache: the
+    exit status and output a user would see; an exception that escaped the command is its traceback."""
+    env = {"CRAYON_CACHE_DIR": str(tmp_path / "cache"), "CRAYON_PROGRESS": "0", "COLUMNS": "200"}
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = CliRunner().invoke(app, list(args), env=env)
+    finally:
+        os.chdir(here)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["crayon", *args], result.exit_code, result.stdout, stderr)
 
 
 def config(tmp_path: Path, text: str, name: str = "run.toml") -> str:
@@ -333,7 +348,7 @@ def test_new_plugin_at_a_file_or_a_missing_folder_is_an_error_and_warns_of_a_tak
     user_error(crayon(tmp_path, "new-plugin", "mine", "--dir", "file"), "--dir file is a file, not a folder")
     user_error(crayon(tmp_path, "new-plugin", "mine", "--dir", "missing"), "--dir missing does not exist")
     taken = crayon(tmp_path, "new-plugin", "crayon-attention", "--dir", ".")
-    assert taken.returncode == 0 and "warning: 'crayon-attention' is already registered (refiner of plugin 'crayon-attention')" in taken.stderr
+    assert taken.returncode == 0 and "warning: 'crayon-attention' is already registered (refiner of plugin 'crayon_plugins.plugins.refiners.crayon_attention')" in taken.stderr
 
 
 def study_folder(tmp_path: Path) -> Path:

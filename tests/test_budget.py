@@ -9,6 +9,10 @@ from crayon_plugins.annotation.budget import budget_size, image_losses, neuron_t
 from crayon_plugins.annotation.records import NOT_ANNOTATED, MapsToJudge
 from crayon_plugins.config import Budget, Panel
 from crayon_plugins.model.features import SharedFeatures
+from crayon_plugins.run.stages.explain import original_maps, shared_features
+from crayon_plugins.run.stages.load import load
+from crayon_plugins.run.stages.original import original_model
+from crayon_plugins.run.stages.refine import refinement_context
 
 
 @settings(max_examples=50, deadline=None)
@@ -28,9 +32,9 @@ def test_budgets_have_their_size_and_a_smaller_one_is_inside_a_larger_one(n, sma
 
 def test_the_pipeline_annotates_only_the_budget_and_loss_guided_takes_the_hardest_images(tmp_path):
     pipeline = tiny_pipeline(tmp_path, budget={"fraction": 0.1, "selection": "loss-guided"}, refiners=["crayon-pruning", "crayon-attention"])
-    train = pipeline.load("train")
-    model, _, _ = pipeline.original_model(train)
-    context = pipeline.refinement_context(model, train)
+    train = load(pipeline, "train")
+    model = original_model(pipeline, train).model
+    context = refinement_context(pipeline, model, train)
     annotated = context.map_answers != NOT_ANNOTATED
     assert int(annotated.sum()) == budget_size(len(train), 0.1) == context.annotation_stats["maps"]["annotated"]
     losses = image_losses(model, context.features, train.labels)
@@ -40,9 +44,9 @@ def test_the_pipeline_annotates_only_the_budget_and_loss_guided_takes_the_hardes
 
 def test_a_dead_neuron_has_no_taylor_importance_and_a_used_one_has_some(tmp_path):
     pipeline = tiny_pipeline(tmp_path)
-    train = pipeline.load("train")
-    model, _, _ = pipeline.original_model(train)
-    features = pipeline.shared_features(model, train, "train")
+    train = load(pipeline, "train")
+    model = original_model(pipeline, train).model
+    features = shared_features(pipeline, model, train, "train")
     zeroed = features.pooled.clone()
     zeroed[:, 3] = 0
     dead = SharedFeatures(train.images, zeroed, features.digest, features.device)
@@ -56,9 +60,9 @@ def test_a_dead_neuron_has_no_taylor_importance_and_a_used_one_has_some(tmp_path
 
 def test_a_panel_of_three_reports_its_agreement_and_error(tmp_path):
     pipeline = tiny_pipeline(tmp_path, panel=Panel(size=3, spread=0.5).model_dump(), annotator={"name": "saliency-oracle", "flip_rate": 0.2})
-    train = pipeline.load("train")
-    model, _, _ = pipeline.original_model(train)
-    stats = pipeline.refinement_context(model, train).annotation_stats["maps"]
+    train = load(pipeline, "train")
+    model = original_model(pipeline, train).model
+    stats = refinement_context(pipeline, model, train).annotation_stats["maps"]
     assert 0 < stats["cohen_kappa"] < 1 and 0 < stats["krippendorff_alpha"] < 1
     assert 0 < stats["error_rate"] < 0.2 and stats["yes"] + stats["no"] + stats["maybe"] == 1
 
@@ -71,10 +75,10 @@ def test_a_panel_draws_where_most_of_its_annotators_drew_within_the_budget(tmp_p
         annotator={"name": "saliency-oracle", "region": "shift", "region_pixels": 3},
         budget={"fraction": 0.5},
     )
-    train = pipeline.load("train")
-    model, _, _ = pipeline.original_model(train)
-    context = pipeline.refinement_context(model, train)
-    maps, _ = pipeline.original_maps(model, train)
+    train = load(pipeline, "train")
+    model = original_model(pipeline, train).model
+    context = refinement_context(pipeline, model, train)
+    maps = original_maps(pipeline, model, train)
     size = tuple(train.images.shape[-2:])
     votes = sum(source.annotate_attention(MapsToJudge.of(train, maps)).aligned(train.ids, size)[0].int() for source in pipeline.map_panel)
     chosen = context.map_answers != NOT_ANNOTATED

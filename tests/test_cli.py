@@ -13,7 +13,7 @@ def test_plugins_json_lists_kind_name_and_module():
     assert result.exit_code == 0, result.output
     listing = json.loads(result.stdout)
     entry = next(c for c in listing["components"] if c["name"] == "crayon-attention")
-    assert entry == {"kind": "refiner", "name": "crayon-attention", "plugin": "crayon-attention",
+    assert entry == {"kind": "refiner", "name": "crayon-attention", "plugin": "crayon_plugins.plugins.refiners.crayon_attention",
                      "module": "crayon_plugins.plugins.refiners.crayon_attention"}
     assert listing["broken"] == [] and listing["conflicts"] == []
 

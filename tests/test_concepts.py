@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from crayon_plugins import create_concept_extractor, create_dataset
 from crayon_plugins.cli import app
 from crayon_plugins.errors import ConfigError
+from crayon_plugins.run.stages.explain import concepts
+from crayon_plugins.run.stages.original import original_model
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +53,15 @@ def test_patch_boxes_hold_their_cell_and_stay_inside_the_image(data, h, w, scale
         assert bottom - top == right - left == (2 * context + 1) * scale
 
 
-def test_concepts_are_cached_with_the_model(tmp_path):
+def test_concepts_are_cached_with_the_model(tmp_path, monkeypatch):
     pipeline = tiny_pipeline(tmp_path)
     train = pipeline.dataset.load("train")
-    model, _, _ = pipeline.original_model(train)
-    first, cached = pipeline.concepts(model, train)
-    second, cached_again = tiny_pipeline(tmp_path).concepts(model, train)
-    assert (cached, cached_again) == (False, True)
+    model = original_model(pipeline, train).model
+    first = concepts(pipeline, model, train)
+    again = tiny_pipeline(tmp_path)
+    monkeypatch.setattr(again.concept_extractor, "extract", lambda *_: pytest.fail("extracted again instead of loading from the cache"))
+    second = concepts(again, model, train)
+    assert len(list(pipeline.cache.root.rglob("concepts/*.pt"))) == 1
     assert torch.equal(first.top_images, second.top_images) and first.neuron_ids == second.neuron_ids
 
 

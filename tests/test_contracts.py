@@ -418,7 +418,7 @@ def test_crayon_check_names_the_broken_promise_of_a_registered_component_and_exi
     from crayon_plugins.registry import build_registry
 
     plugin = SimpleNamespace(crayon_refiners=hookimpl(lambda: {"mutates": MutatesTheOriginal}))
-    registry = build_registry(extra_plugins={"careless": plugin})
+    registry = build_registry(extra_plugins={"careless": plugin}, builtins=True)
     monkeypatch.setattr(crayon_plugins.factory, "default_registry", lambda: registry)
     result = CliRunner().invoke(app, ["check", "refiner", "mutates"])
     assert result.exit_code == 1

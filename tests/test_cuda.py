@@ -21,6 +21,8 @@ from crayon_plugins.config import Optimisation
 from crayon_plugins.data.items import Loading
 from crayon_plugins.model.gradcam import GradCam
 from crayon_plugins.run.pipeline import resolve_device
+from crayon_plugins.run.stages.load import load
+from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.testing import tiny_image_set, tiny_model
 from crayon_plugins.testing.benchmark_folders import write_waterbirds
 from crayon_plugins.training.loop import fit, non_finite_weights
@@ -51,7 +53,7 @@ def test_every_stage_of_a_run_works_on_cuda_in_bf16():
     for row in results.rows:
         for name in ("wga", "mga", "accuracy"):
             assert 0 <= row.metrics[name] <= 1, (row.method, name, row.metrics[name])
-    model, _, _ = pipeline.original_model(pipeline.load("train"))
+    model = original_model(pipeline, load(pipeline, "train")).model
     assert all(p.device.type == "cuda" for p in model.parameters())
 
 

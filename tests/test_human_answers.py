@@ -18,6 +18,8 @@ from crayon_plugins.config import RunConfig
 from crayon_plugins.errors import DataError
 from crayon_plugins.factory import create
 from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.stages.explain import original_maps
+from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.testing import check_annotation_source
 from crayon_plugins.testing.contracts import _questions
 from crayon_plugins.testing.tiny import tiny_answer_files, tiny_image_set, tiny_model
@@ -182,8 +184,8 @@ def test_drawings_people_painted_guide_gradia_exactly_as_the_same_regions_from_t
         records.append(record(item, None, "oracle", question="attention", drawing=f"{i}.png"))
     drawings = write(tmp_path / "attention.jsonl", *records)
     p = Pipeline.from_config(RunConfig.model_validate(base), cache=ArtifactCache(tmp_path / "c"))
-    model, _, _ = p.original_model(train)
-    maps, _ = p.original_maps(model, train)
+    model = original_model(p, train).model
+    maps = original_maps(p, model, train)
     truth = oracle_answers.annotate_maps(MapsToJudge.of(train, maps))
     answers = write(tmp_path / "maps.jsonl", *[record(item, ("no", "yes", "maybe")[a], "oracle") for item, a in zip(truth.item_ids, truth.answers.tolist())])
 

@@ -5,12 +5,11 @@ import math
 import pytest
 import torch
 from crayon_plugins.oracles.noise import MIX_TOLERANCE, NoiseParams, apply_noise
-from crayon_plugins.oracles.panel import members
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from crayon_plugins import create_annotation_source
-from crayon_plugins.annotation.panel import aggregate, agreement
+from crayon_plugins.annotation.panel import aggregate, agreement, members
 from crayon_plugins.annotation.paper_mix import REAL_ANNOTATORS
 from crayon_plugins.annotation.records import Annotations, Answer
 from crayon_plugins.api.components import AnnotationSource

@@ -12,6 +12,9 @@ from crayon_plugins.config import RunConfig
 from crayon_plugins.factory import create_refiner
 from crayon_plugins.registry import Registration, default_registry
 from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.stages.load import load
+from crayon_plugins.run.stages.original import original_model
+from crayon_plugins.run.stages.refine import refinement_context
 
 TINY = {
     "dataset": {"name": "spurious-bars", "n_train": 192, "n_test": 64, "image_size": 32},
@@ -33,8 +36,8 @@ def tiny_pipeline(cache_dir, **overrides):
 def original_and_context(pipeline):
     """The original model and the context a refiner gets, as ``Pipeline.run`` builds them."""
     train = pipeline.dataset.load("train")
-    model, _, _ = pipeline.original_model(train)
-    return model, pipeline.refinement_context(model, train)
+    model = original_model(pipeline, train).model
+    return model, refinement_context(pipeline, model, train)
 
 
 def test_run_writes_results_json(tmp_path):
@@ -58,8 +61,7 @@ def test_same_seed_same_numbers_and_the_second_run_reuses_the_cache(tmp_path):
     assert [p.parts[1] for p in files] == ["answers", "features", "features", "features", "maps", "models"]  # features: train, val and test
     stamps = [p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.pt")]
     second = tiny_pipeline(tmp_path / "cache")
-    model, cached, _ = second.original_model(second.dataset.load("train"))
-    assert cached
+    assert original_model(second, second.dataset.load("train")).loaded
     b = second.run()
     assert [r.metrics for r in a.rows] == [r.metrics for r in b.rows] and a.annotations == b.annotations
     assert stamps == [p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.pt")]  # nothing rewritten
@@ -103,9 +105,9 @@ def test_a_failing_refiner_is_named_and_earlier_results_are_kept(tmp_path, explo
 def test_training_from_scratch_is_deterministic(tmp_path):
     def train_once(cache):
         pipeline = tiny_pipeline(cache)
-        model, cached, _ = pipeline.original_model(pipeline.dataset.load("train"))
-        assert not cached
-        return model.state_dict()
+        original = original_model(pipeline, pipeline.dataset.load("train"))
+        assert not original.loaded
+        return original.model.state_dict()
 
     torch.rand(7)  # whatever the global random state was before, the model is the same
     a = train_once(tmp_path / "a")
@@ -194,13 +196,13 @@ def test_map_based_refiners_need_an_annotator_that_draws(tmp_path):
 
 def test_a_run_starts_from_the_users_checkpoint_and_its_content_keys_the_cache(tmp_path):
     trained = tiny_pipeline(tmp_path / "cache")
-    train = trained.load("train")
-    model, _, _ = trained.original_model(train)
+    train = load(trained, "train")
+    model = original_model(trained, train).model
     path = tmp_path / "model.pt"
     torch.save(model.state_dict(), path)
     pipeline = tiny_pipeline(tmp_path / "cache", original={"checkpoint": str(path)})
-    loaded, _, curve = pipeline.original_model(train)
-    assert curve is None and all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    loaded = original_model(pipeline, train)
+    assert loaded.curve is None and all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), model.state_dict().values()))
     results = pipeline.run(tmp_path / "out")
     assert results.row("original").metrics["wga"] == trained.run().row("original").metrics["wga"]
     with torch.no_grad():

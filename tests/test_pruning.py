@@ -17,6 +17,7 @@ from crayon_plugins.api.components import NeuronJudgements
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.model.features import backbone_digest
 from crayon_plugins.model.gradcam import GradCam
+from crayon_plugins.run.stages.explain import concepts
 from crayon_plugins.testing.tiny import annotations_of
 
 IMAGES = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -75,8 +76,8 @@ def test_answers_must_match_the_neurons(tiny_model):
 
 def context_with_neuron_answers(pipeline, answers):
     model, context = original_and_context(pipeline)
-    concepts, _ = pipeline.concepts(model, context.train)
-    neurons = NeuronJudgements(concepts, answers, annotations_of(concepts.neuron_ids, answers))
+    found = concepts(pipeline, model, context.train)
+    neurons = NeuronJudgements(found, answers, annotations_of(found.neuron_ids, answers))
     return model, dataclasses.replace(context, neurons=neurons)
 
 

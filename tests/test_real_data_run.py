@@ -13,6 +13,8 @@ from crayon_plugins.config import RunConfig
 from crayon_plugins.model.features import predict
 from crayon_plugins.run.cache import ArtifactCache
 from crayon_plugins.run.pipeline import Pipeline
+from crayon_plugins.run.stages.load import load
+from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.testing.benchmark_folders import write_backgrounds_challenge, write_waterbirds
 
 
@@ -63,10 +65,10 @@ def test_backgrounds_challenge_results_carry_mr_and_bg_gap_of_the_models_predict
     )
     pipeline = Pipeline.from_config(config, cache=ArtifactCache(tmp_path / "cache"))
     results = pipeline.run(tmp_path / "out")
-    model, _, _ = pipeline.original_model(pipeline.load("train"))
+    model = original_model(pipeline, load(pipeline, "train")).model
     accuracy = {}
     for name in ("mixed_same", "mixed_rand"):
-        split = pipeline.load(name)
+        split = load(pipeline, name)
         assert len(split) == 18  # 9 classes × 2
         accuracy[name] = float((predict(model, split.images, pipeline.device).argmax(dim=1) == split.labels).double().mean())
     original = results.row("original").metrics

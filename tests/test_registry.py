@@ -1,3 +1,4 @@
+import importlib
 import importlib.metadata as metadata
 import types
 
@@ -7,7 +8,7 @@ from crayon_plugins import hookimpl
 from crayon_plugins.api.components import Metric
 from crayon_plugins.errors import PluginError, UnknownComponentError
 from crayon_plugins.factory import create
-from crayon_plugins.registry import ENTRY_POINT_GROUP, build_registry, default_registry
+from crayon_plugins.registry import ENTRY_POINT_GROUP, ESSENTIAL, build_registry, builtin_modules, default_registry
 
 
 class Constant(Metric):
@@ -23,11 +24,7 @@ def plugin(**hooks):
     return namespace
 
 
-def builtin_entry_points():
-    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-
-
-def test_builtins_register_through_entry_points():
+def test_builtins_are_the_modules_of_the_builtin_packages_each_its_own_plugin():
     registry = default_registry()
     assert not registry.broken and not registry.conflicts
     expected = {
@@ -37,6 +34,32 @@ def test_builtins_register_through_entry_points():
     }
     assert expected <= {(r.kind, r.name) for r in registry.all()}
     assert registry.get("refiner", "crayon-attention").module == "crayon_plugins.plugins.refiners.crayon_attention"
+    assert registry.get("refiner", "crayon-attention").plugin == "crayon_plugins.plugins.refiners.crayon_attention"
+    assert registry.get("annotation_source", "saliency-oracle").plugin == "crayon_plugins.oracles.saliency"
+    modules = builtin_modules()
+    assert set(ESSENTIAL) <= set(modules) and not [m for m in modules if ".examples" in m]
+    assert {r.plugin for r in registry.all()} <= set(modules) | {"example"}
+    assert not [e for e in metadata.entry_points(group=ENTRY_POINT_GROUP) if e.value.startswith("crayon_plugins.")]  # built-ins need no entry point
+
+
+def test_a_broken_builtin_is_isolated_and_an_essential_one_is_an_error(monkeypatch):
+    real_import = importlib.import_module
+
+    def failing(broken):
+        def load(name, *args):
+            if name == broken:
+                raise ImportError(f"{name} is damaged")
+            return real_import(name, *args)
+        return load
+
+    monkeypatch.setattr(importlib, "import_module", failing("crayon_plugins.plugins.refiners.jtt"))
+    registry = build_registry(builtins=True)
+    assert [b.plugin for b in registry.broken] == ["crayon_plugins.plugins.refiners.jtt"]
+    assert "built-in module crayon_plugins.plugins.refiners.jtt" in registry.broken[0].describe()
+    assert registry.get("refiner", "crayon-attention")
+    monkeypatch.setattr(importlib, "import_module", failing("crayon_plugins.oracles.saliency"))
+    with pytest.raises(PluginError, match=r"essential built-in plugin is broken.*crayon_plugins.oracles.saliency"):
+        build_registry(builtins=True)
 
 
 def test_a_name_registered_twice_names_both_plugins():
@@ -49,7 +72,7 @@ def test_a_name_registered_twice_names_both_plugins():
 
 def test_a_plugin_that_fails_to_import_is_named_and_the_others_still_work():
     broken = metadata.EntryPoint("shiny", "no_such_module_for_crayon:thing", ENTRY_POINT_GROUP)
-    registry = build_registry([broken, *builtin_entry_points()])
+    registry = build_registry([broken], builtins=True)
     assert [b.plugin for b in registry.broken] == ["shiny"]
     assert "shiny = no_such_module_for_crayon:thing" in registry.broken[0].describe()
     assert "ModuleNotFoundError" in registry.broken[0].error

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from crayon_plugins.annotation.records import Annotations, Answer
+from crayon_plugins.config import Panel
 from crayon_plugins.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crayon_plugins.api.components import AnnotationSource
 
 CATEGORIES = (int(Answer.NO), int(Answer.YES), int(Answer.MAYBE))
 
@@ -92,3 +97,12 @@ def agreement(annotations: Annotations) -> dict[str, float]:
             "fleiss_kappa": float(fleiss_kappa(counts)) if counts is not None else float("nan"),
             "krippendorff_alpha": float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal", value_domain=list(CATEGORIES))),
         }
+
+
+def members(source: AnnotationSource, panel: Panel, where: str) -> list[AnnotationSource]:
+    """The annotators of the configured ``panel`` of ``source`` (:meth:`AnnotationSource.panel`);
+    errors name the configuration field ``where``."""
+    try:
+        return source.panel(panel.size, panel.spread)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}", where) from None

@@ -21,6 +21,9 @@ from PIL import Image
 from crayon_plugins.annotation.budget import annotation_order, budget_size, image_losses, neuron_taylor_scores
 from crayon_plugins.annotation.sheets import render_sheet
 from crayon_plugins.errors import CrayonError, DataError
+from crayon_plugins.run.stages.explain import concepts, concepts_key, maps_key, original_maps, shared_features
+from crayon_plugins.run.stages.load import load
+from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.utils.files import write_atomically
 from crayon_plugins.utils.progress import progress_bar
 
@@ -99,16 +102,16 @@ def prepare_task(pipeline, question: str, folder: Path) -> Task:
     if question not in QUESTIONS:
         raise CrayonError(f"--question: one of {', '.join(QUESTIONS)}, not {question!r}")
     config = pipeline.config
-    train = pipeline.load("train")
-    model, _, _ = pipeline.original_model(train)
-    features = pipeline.shared_features(model, train, "train")
+    train = load(pipeline, "train")
+    model = original_model(pipeline, train).model
+    features = shared_features(pipeline, model, train, "train")
     if question == "neurons":
-        concepts, _ = pipeline.concepts(model, train)
-        key, total = pipeline.concepts_key(), len(concepts)
+        found = concepts(pipeline, model, train)
+        key, total = concepts_key(pipeline), len(found)
         scores = lambda: neuron_taylor_scores(model, features, train.labels)  # noqa: E731
     else:
-        maps, _ = pipeline.original_maps(model, train)
-        key, total = pipeline.maps_key(), len(train)
+        maps = original_maps(pipeline, model, train)
+        key, total = maps_key(pipeline), len(train)
         scores = lambda: image_losses(model, features, train.labels)  # noqa: E731
     chosen = annotation_order(total, config.budget.selection, config.seed, scores)[: budget_size(total, config.budget.fraction)].tolist()
     _refuse_other_models_answers(folder, key)
@@ -117,10 +120,10 @@ def prepare_task(pipeline, question: str, folder: Path) -> Task:
     with progress_bar(f"render {question} task", len(chosen)) as advance:
         for index in chosen:
             if question == "neurons":
-                item = TaskItem(concepts.neuron_ids[index], None, {"sheet": f"sheets/{concepts.neuron_ids[index]}.png"})
+                item = TaskItem(found.neuron_ids[index], None, {"sheet": f"sheets/{found.neuron_ids[index]}.png"})
                 if not (folder / item.files["sheet"]).exists():
                     (folder / "sheets").mkdir(parents=True, exist_ok=True)
-                    render_sheet(concepts, train, index, folder / item.files["sheet"])
+                    render_sheet(found, train, index, folder / item.files["sheet"])
             else:
                 label = train.class_names[int(train.labels[index])]
                 item = TaskItem(train.ids[index], label, {"image": f"images/{index:06d}.png", "overlay": f"overlays/{index:06d}.png"})

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from crayon_plugins.annotation.records import Annotations, AttentionMaps, MapsToJudge, NeuronsToJudge
 from crayon_plugins.data.image_set import ImageSet
-from crayon_plugins.errors import CrayonError
+from crayon_plugins.errors import ConfigError, CrayonError
 from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.model.concepts import NeuronConcepts
 from crayon_plugins.model.features import SharedFeatures, predict
@@ -51,6 +51,11 @@ class Component:
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
+
+    def describe(self) -> str:
+        """``name(option=value, …)``, as results and errors name a configured component."""
+        options = ", ".join(f"{k}={v}" for k, v in self.params.model_dump().items())
+        return f"{self.name}({options})" if options else self.name
 
 
 class Backbone(Component, ABC):
@@ -175,6 +180,19 @@ class AnnotationSource(Component):
 
     def annotate_attention(self, items: MapsToJudge) -> AttentionMaps:
         raise NotImplementedError(f"{type(self).__name__} does not draw attention maps")
+
+    def panel(self, size: int, spread: float) -> list[AnnotationSource]:
+        """The members of a panel of ``size`` annotators like this one, their noise rates spread by
+        ``spread`` (``[panel]``). By default this source alone; a larger panel is a
+        :class:`~crayon_plugins.errors.ConfigError`: only a simulated annotator can be copied."""
+        if size == 1 and spread == 0:
+            return [self]
+        raise ConfigError(f"a panel of {size} needs a simulated annotator with noise options, and {type(self).__name__} has none")
+
+    def noise_free(self) -> AnnotationSource | None:
+        """This source without its noise: the truth its answers depart from, against which a run
+        measures its error rate; ``None`` for a source without a noise model (people)."""
+        return None
 
     def judges(self) -> frozenset[str]:
         """What this source answers: any of ``"maps"``, ``"neurons"`` and ``"attention"`` (by

@@ -80,26 +80,3 @@ def crayon_refiners() -> Mapping[str, type[components.Refiner]]:
 def crayon_metrics() -> Mapping[str, type[components.Metric]]:
     """Metrics: ``compute(predictions)`` returns named numbers for the results table; a metric that
     ``needs`` ``map-answers`` gets the annotator's judgement of the model's map of each image."""
-
-
-KINDS: dict[str, type[components.Component]] = {
-    "backbone": components.Backbone,
-    "dataset": components.Dataset,
-    "interpreter": components.Interpreter,
-    "concept_extractor": components.ConceptExtractor,
-    "annotation_source": components.AnnotationSource,
-    "refiner": components.Refiner,
-    "metric": components.Metric,
-}
-"""Component kind → the contract its components subclass."""
-
-HOOKS: dict[str, str] = {
-    "backbone": "crayon_backbones",
-    "dataset": "crayon_datasets",
-    "interpreter": "crayon_interpreters",
-    "concept_extractor": "crayon_concept_extractors",
-    "annotation_source": "crayon_annotation_sources",
-    "refiner": "crayon_refiners",
-    "metric": "crayon_metrics",
-}
-"""Component kind → the hook that registers it."""

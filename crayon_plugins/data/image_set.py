@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -84,3 +85,29 @@ class ImageSet:
         """``(G,)`` share of each group in this split (float64, sums to 1)."""
         counts = torch.bincount(self.groups, minlength=len(self.group_names)).double()
         return counts / counts.sum()
+
+    def group_accuracies(self, predicted: Tensor) -> dict[str, float | None]:
+        """Accuracy of ``predicted`` classes per group, keyed by group name; ``None`` for a group
+        with no item in this split."""
+        correct = (predicted == self.labels).double()
+        groups = self.groups
+        return {name: float(correct[groups == i].mean()) if (groups == i).any() else None for i, name in enumerate(self.group_names)}
+
+    def group_summary(self, predicted: Tensor) -> dict[str, float | int | dict[str, float | None]]:
+        """``wga`` (worst-group) and ``mga`` (mean-group) accuracy of ``predicted`` over the groups
+        this split has (NaN without any), each group's accuracy under ``groups``, and over how many
+        groups they were taken (``groups_measured`` of ``groups_total``)."""
+        accuracies = self.group_accuracies(predicted)
+        values = torch.tensor([v for v in accuracies.values() if v is not None], dtype=torch.float64)
+        wga, mga = (float(values.min()), float(values.mean())) if len(values) else (math.nan, math.nan)
+        return {"wga": wga, "mga": mga, "groups": accuracies, "groups_measured": len(values), "groups_total": len(accuracies)}
+
+    def in_distribution_accuracy(self, predicted: Tensor, train_shares: Tensor) -> float:
+        """Σ_g (training share of g) × (accuracy on g) over the groups this split has, divided by their
+        total share (the Group DRO convention; NaN when they have none)."""
+        accuracies = {i: v for i, v in enumerate(self.group_accuracies(predicted).values()) if v is not None}
+        weight = sum(float(train_shares[i]) for i in accuracies)
+        if weight == 0:
+            return math.nan
+        return sum(float(train_shares[i]) * accuracy for i, accuracy in accuracies.items()) / weight
+

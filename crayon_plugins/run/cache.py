@@ -23,6 +23,8 @@ import timm
 import torch
 from filelock import FileLock, Timeout
 
+from crayon_plugins.api.components import Component
+from crayon_plugins.config import ComponentSpec
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.utils.files import publish
 from crayon_plugins.utils.progress import console
@@ -40,6 +42,11 @@ _warned: set[tuple[Path, str]] = set()
 def default_cache_dir() -> Path:
     """``$CRAYON_CACHE_DIR``, else the user's cache folder (``~/.cache/crayon-plugins`` on Linux)."""
     return Path(os.environ.get("CRAYON_CACHE_DIR") or platformdirs.user_cache_dir("crayon-plugins"))
+
+
+def component_key(component: Component, spec: ComponentSpec) -> dict:
+    """A configured component's part of a cache key: its name and validated options."""
+    return {"name": spec.name, "params": component.params.model_dump(mode="json")}
 
 
 def cache_key(**parts: Any) -> str:

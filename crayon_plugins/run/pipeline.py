@@ -1,27 +1,38 @@
 """The run: load → original model → explain → annotate → refine → evaluate → report.
 
-:class:`Pipeline` builds every component of a configuration up front (so a bad option fails before
-any work) and runs the stages of :mod:`crayon_plugins.run.stages`, which it inherits in data-flow order.
+:class:`Pipeline` is a run's record: its configuration and every component built from it up front
+(so a bad option fails before any work), its cache and device. :meth:`Pipeline.run` calls the stage
+functions of :mod:`crayon_plugins.run.stages` in data-flow order and tells its observers
+(:class:`~crayon_plugins.run.stages.report.RunObserver`) what it did.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
 from crayon_plugins import factory
+from crayon_plugins.annotation import panel
 from crayon_plugins.api import components
 from crayon_plugins.api.components import DRAWINGS, Need
 from crayon_plugins.config import ComponentSpec, RunConfig
 from crayon_plugins.errors import ConfigError, CrayonError
-from crayon_plugins.oracles import panel
 from crayon_plugins.registry import Registry, default_registry
 from crayon_plugins.run.cache import ArtifactCache
 from crayon_plugins.run.results import Results
-from crayon_plugins.run.stages.report import Report
+from crayon_plugins.run.stages.evaluate import evaluation_splits
+from crayon_plugins.run.stages.explain import concepts, original_maps, shared_features
+from crayon_plugins.run.stages.load import load, warn_missing_groups
+from crayon_plugins.run.stages.original import model_key, original_model
+from crayon_plugins.run.stages.refine import refine, refinement_context
+from crayon_plugins.run.stages.report import ConsoleReport, ResultsFile, RunObserver, new_results, record_annotations, result_row
+
+SPLITS = ("train", "val", "test")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -33,9 +44,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@dataclass
-class Pipeline(Report):
+@dataclass(frozen=True)
+class Pipeline:
     """Every component of a run, built and validated up front, before any expensive work."""
+
+    config: RunConfig
+    registry: Registry
+    dataset: components.Dataset
+    backbone: components.Backbone
+    interpreter: components.Interpreter
+    annotator: components.AnnotationSource
+    concept_extractor: components.ConceptExtractor
+    neuron_annotator: components.AnnotationSource
+    judge: components.AnnotationSource
+    refiners: dict[str, components.Refiner]
+    metrics: list[components.Metric]
+    cache: ArtifactCache
+    device: torch.device
+    map_panel: list[components.AnnotationSource]
+    neuron_panel: list[components.AnnotationSource]
 
     def __post_init__(self) -> None:
         if self.needs(*DRAWINGS) and "attention" not in self.annotator.judges():
@@ -93,43 +120,69 @@ class Pipeline(Report):
             neuron_panel=panel.members(neuron_annotator, config.panel, "neuron_annotator"),
         )
 
+    @cached_property
+    def model_key(self) -> str:
+        """The original model's cache key (:func:`~crayon_plugins.run.stages.original.model_key`),
+        computed once: it reads the dataset's fingerprint."""
+        return model_key(self)
+
+    def needing(self, *needs: Need) -> list[str]:
+        """The refiners that need any of ``needs``."""
+        return [name for name, refiner in self.refiners.items() if refiner.needs & set(needs)]
+
+    def needs(self, *needs: Need) -> bool:
+        """Whether some refiner needs any of ``needs``."""
+        return bool(self.needing(*needs))
+
+    def metrics_need(self, need: Need) -> bool:
+        """Whether some metric needs ``need``."""
+        return any(need in metric.needs for metric in self.metrics)
+
     def prepare_shared(self) -> None:
         """Compute and cache what every refiner of this configuration shares: the original model,
         its maps of the training split, its pooled features of every split and, when a refiner
         needs neuron answers, its neurons' concepts. A study's first wave, once per seed."""
-        train = self.load("train")
-        model, _, _ = self.original_model(train)
-        self.original_maps(model, train)
-        for name in ("train", "val", "test"):
-            self.shared_features(model, self.load(name), name)
-        self.evaluation_splits(model)
+        train = load(self, "train")
+        model = original_model(self, train).model
+        original_maps(self, model, train)
+        for name in SPLITS:
+            shared_features(self, model, load(self, name), name)
+        evaluation_splits(self, model)
         if self.needs(Need.NEURON_ANSWERS):
-            self.concepts(model, train)
+            concepts(self, model, train)
 
-    def run(self, out: str | Path | None = None, include_original: bool = True) -> Results:
-        """Run every stage; with ``out``, ``results.json`` is rewritten after every method. Without
-        ``include_original`` the original model is not evaluated (a study evaluates it once per seed)."""
-        train, val, test = self.load("train"), self.load("val"), self.load("test")
-        self.warn_missing_groups(train, test)
-        results = self.new_results()
+    def run(self, out: str | Path | None = None, include_original: bool = True, observers: Sequence[RunObserver] | None = None) -> Results:
+        """Run every stage in data-flow order. ``observers`` default to printing the run and, with
+        ``out``, rewriting ``out/results.json`` after every method. Without ``include_original`` the
+        original model is not evaluated (a study evaluates it once per seed)."""
+        if observers is None:
+            observers = [ConsoleReport(), *([ResultsFile(out)] if out is not None else [])]
+        train, val, test = (load(self, name) for name in SPLITS)
+        warn_missing_groups(train, test)
         start = time.perf_counter()
-        model, cached, curve = self.original_model(train)
-        self.report_original(cached)
-        context = self.refinement_context(model, train)
-        evaluated = (test, self.shared_features(model, test, "test"))
-        others = self.evaluation_splits(model)
-        self.report_annotations(results, context, {"train": train, "val": val, "test": test, **{n: s for n, (s, _) in others.items()}})
+        original = original_model(self, train)
+        for observer in observers:
+            observer.on_original(self, original)
+        model = original.model
+        context = refinement_context(self, model, train)
+        tested = (test, shared_features(self, model, test, "test"))
+        others = evaluation_splits(self, model)
+        results = new_results(self)
+        record_annotations(results, context, {"train": train, "val": val, "test": test, **{n: s for n, (s, _) in others.items()}})
+        for observer in observers:
+            observer.on_annotations(self, results, context)
         shares = train.group_shares()
 
-        def record(method: str, refined, seconds: float, selected, needs: frozenset[str] = frozenset()) -> None:
-            results.rows.append(self.result_row(method, refined, seconds, selected, needs, evaluated, others, shares))
-            if out is not None:
-                results.write(out)
+        def record(method: str, refined, seconds: float, curve, needs: frozenset[str] = frozenset()) -> None:
+            row = result_row(self, method, refined, seconds, curve, needs, tested, others, shares)
+            results.rows.append(row)
+            for observer in observers:
+                observer.on_method_end(self, results, row)
 
         if include_original:
-            record("original", model, time.perf_counter() - start, curve)
+            record("original", model, time.perf_counter() - start, original.curve)
         for name, refiner in self.refiners.items():
             start = time.perf_counter()
-            refined = self.refine(name, model, context, out)
+            refined = refine(self, name, model, context, out)
             record(name, refined, time.perf_counter() - start, context.selection.curve, refiner.needs)
         return results

@@ -21,6 +21,7 @@ from crayon_plugins.testing.contracts import (
     check_interpreter,
     check_metric,
     check_refiner,
+    registered,
 )
 from crayon_plugins.testing.tiny import TinyBackbone, TinyClassifier, mixed_answers, tiny_answer_files, tiny_context, tiny_image_set, tiny_model
 
@@ -40,6 +41,7 @@ __all__ = [
     "check_metric",
     "check_refiner",
     "mixed_answers",
+    "registered",
     "tiny_answer_files",
     "strategies",
     "tiny_context",

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from crayon_plugins.plugins.datasets.spurious_bars import SpuriousBars
+from crayon_plugins.factory import create_dataset
 from crayon_plugins.utils.progress import progress_bar
 
 WATERBIRDS_COLUMNS = ("img_id", "img_filename", "y", "split", "place", "place_filename")
@@ -65,7 +65,7 @@ def _groups(n: int, correlated: bool, correlation: float, g: torch.Generator) ->
 
 def _rendered(labels: Tensor, spurious: Tensor, image_size: int, seed: int, chunk: int, description: str, bars: dict[str, Any]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """``(index, image (H, W, 3) uint8, mask (H, W) bool)`` of each item, rendered ``chunk`` at a time."""
-    renderer = SpuriousBars(SpuriousBars.Params(seed=seed, image_size=image_size, **bars))
+    renderer = create_dataset("spurious-bars", {"seed": seed, "image_size": image_size, **bars})
     g = torch.Generator().manual_seed(seed)
     with progress_bar(description, len(labels)) as advance:
         for start in range(0, len(labels), chunk):

@@ -28,6 +28,7 @@ from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.model.concepts import NeuronConcepts
+from crayon_plugins.registry import KINDS, Registration, default_registry
 from crayon_plugins.testing.tiny import mixed_answers, tiny_context, tiny_image_set, tiny_model
 from crayon_plugins.utils.progress import silenced
 
@@ -648,13 +649,12 @@ def check_metric(metric: components.Metric, predictions: components.Predictions 
     return contract.report()
 
 
-CHECKS: dict[str, Callable[..., Report]] = {
-    "refiner": check_refiner,
-    "interpreter": check_interpreter,
-    "annotation_source": check_annotation_source,
-    "concept_extractor": check_concept_extractor,
-    "backbone": check_backbone,
-    "dataset": check_dataset,
-    "metric": check_metric,
-}
-"""Component kind → its check."""
+CHECKS: dict[str, Callable[..., Report]] = {name: globals()[kind.check] for name, kind in KINDS.items()}
+"""Component kind → its check (named in :data:`crayon_plugins.registry.KINDS`)."""
+
+
+def registered(kind: str, name: str) -> Registration:
+    """How the installed plugins register ``name`` of ``kind`` (its class, module and plugin), as
+    ``crayon list`` shows it: a plugin's own test checks its entry point with it."""
+    return default_registry().get(kind, name)
+

@@ -119,8 +119,7 @@ class $cls(FineTuning):
 TEST = Template('''\
 """$cls keeps every promise of a refiner, and the installed plugin registers it."""
 
-from crayon_plugins.registry import default_registry
-from crayon_plugins.testing import check_refiner
+from crayon_plugins.testing import check_refiner, registered
 
 from $package.refiner import $cls
 
@@ -130,7 +129,7 @@ def test_the_refiner_keeps_the_refiner_contract():
 
 
 def test_the_installed_plugin_registers_the_refiner():
-    registration = default_registry().get("refiner", "$name")
+    registration = registered("refiner", "$name")
     assert registration.component is $cls and registration.plugin == "$name"
 ''')
 

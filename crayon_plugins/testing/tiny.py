@@ -11,11 +11,11 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer
-from crayon_plugins.api.components import Backbone, DrawnRegions, NeuronJudgements, Params, RefinementContext
+from crayon_plugins.api.components import Backbone, ConceptExtractor, DrawnRegions, NeuronJudgements, Params, RefinementContext
 from crayon_plugins.data.image_set import ImageSet
+from crayon_plugins.factory import create_concept_extractor
 from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.model.gradcam import GradCam
-from crayon_plugins.plugins.concepts.top_patches import TopPatches
 
 
 class TinyClassifier(Classifier):
@@ -127,7 +127,7 @@ def tiny_context(
     if original_maps is None:
         original_maps = GradCam()(model, train.images.all(), train.labels)
     map_answers = mixed_answers(len(train), seed) if map_answers is None else map_answers
-    concepts = TopPatches(TopPatches.Params(k=min(4, len(train)))).extract(model, train)
+    concepts = _top_patches(train).extract(model, train)
     neuron_answers = mixed_answers(len(concepts), seed + 1) if neuron_answers is None else neuron_answers
     size = train.image_size
     if drawings and train.masks is not None:
@@ -172,7 +172,7 @@ def tiny_answer_files(folder: Path, model: Classifier | None = None, train: Imag
         Record(item=train.ids[i], answer=words[i % 3], annotator=who, time=when + timedelta(seconds=i))
         for who, step in (("alice", 2), ("bob", 3)) for i in range(0, len(train), step)
     ])
-    neurons = TopPatches(TopPatches.Params(k=min(4, len(train)))).extract(model, train).neuron_ids
+    neurons = _top_patches(train).extract(model, train).neuron_ids
     judged = write("neurons.jsonl", [
         Record(item=n, question="neurons", answer=words[i % 2], annotator="alice", time=when + timedelta(seconds=i)) for i, n in enumerate(neurons)
     ])
@@ -181,3 +181,9 @@ def tiny_answer_files(folder: Path, model: Classifier | None = None, train: Imag
         Image.fromarray(train.masks[i].numpy().astype("uint8") * 255).save(folder / f"drawing-{i}.png")
         drawn.append(Record(item=train.ids[i], question="attention", drawing=f"drawing-{i}.png", annotator="alice", time=when))
     return [maps, judged, write("attention.jsonl", drawn)]
+
+
+def _top_patches(train: ImageSet) -> ConceptExtractor:
+    """The registered ``top-patches`` concept extractor, with at most 4 images per neuron."""
+    return create_concept_extractor("top-patches", {"k": min(4, len(train))})
+

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from torch import Tensor
+
+from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.model.classifier import Classifier
 
 Rule = Literal["last", "val-wga", "val-accuracy"]
@@ -52,3 +55,13 @@ class Selection:
     rule: Rule
     evaluate: Callable[[Classifier], dict[str, float]]
     curve: Curve | None = None
+
+
+def validation_metrics(val: ImageSet, predicted: Tensor, train_shares: Tensor) -> dict[str, float]:
+    """``wga``, ``mga`` and ``accuracy`` (in-distribution: group accuracies weighted by the training
+    set's group shares), which use the validation group labels, and ``plain_accuracy``, which does
+    not, of ``predicted`` classes of the validation split."""
+    summary = val.group_summary(predicted)
+    plain = float((predicted == val.labels).double().mean())
+    return {"wga": summary["wga"], "mga": summary["mga"], "accuracy": val.in_distribution_accuracy(predicted, train_shares), "plain_accuracy": plain}
+

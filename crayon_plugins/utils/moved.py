@@ -72,6 +72,7 @@ MODULES = {
         "progress": "utils.progress",
     }.items()},
     **{f"{P}.plugins.{old}": f"{P}.plugins.{new}" for old, new in _PLUGINS.items()},
+    f"{P}.oracles.panel": f"{P}.annotation.panel",
 }
 """Old module path → the module that holds it now."""
 

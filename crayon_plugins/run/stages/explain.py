@@ -4,7 +4,7 @@ of each split and its neurons' concepts, each computed once and cached."""
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -12,13 +12,16 @@ from torch import Tensor
 from crayon_plugins.api import components
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.data.items import Items
-from crayon_plugins.errors import PluginError
+from crayon_plugins.errors import PluginError, call_plugin
 from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.model.concepts import NeuronConcepts
 from crayon_plugins.model.features import SharedFeatures, backbone_digest, pooled_features, pools_channelwise
-from crayon_plugins.run.cache import Check, cache_key
-from crayon_plugins.run.stages.original import Original
+from crayon_plugins.run.cache import Check, cache_key, component_key
 from crayon_plugins.utils.progress import progress_bar
+
+if TYPE_CHECKING:
+    from crayon_plugins.run.pipeline import Pipeline
+
 
 
 def explain_all(
@@ -65,38 +68,43 @@ def fits_fields(names: set[str], sized: tuple[str, ...] = ()) -> Check:
     return check
 
 
-class Explain(Original):
-    def maps_key(self) -> str:
-        """Cache key of the original model's maps of the training split."""
-        return cache_key(artefact="maps", model=self.model_key, interpreter=self._key(self.interpreter, self.config.interpreter), split="train")
+def maps_key(pipeline: Pipeline) -> str:
+    """Cache key of the original model's maps of the training split."""
+    return cache_key(artefact="maps", model=pipeline.model_key, interpreter=component_key(pipeline.interpreter, pipeline.config.interpreter), split="train")
 
-    def concepts_key(self) -> str:
-        """Cache key of the original model's neuron concepts."""
-        return cache_key(artefact="concepts", model=self.model_key, extractor=self._key(self.concept_extractor, self.config.concepts))
 
-    def original_maps(self, model: Classifier, train: ImageSet) -> tuple[Tensor, bool]:
-        """The original model's maps of the training set for its true labels (cached)."""
-        compute = lambda: explain_all(self.interpreter, model, train.images, train.labels, self.device, "explain original")  # noqa: E731
-        return self.cache.get_or_compute("maps", self.maps_key(), compute, fits_tensor(len(train), 3))
+def concepts_key(pipeline: Pipeline) -> str:
+    """Cache key of the original model's neuron concepts."""
+    return cache_key(artefact="concepts", model=pipeline.model_key, extractor=component_key(pipeline.concept_extractor, pipeline.config.concepts))
 
-    def shared_features(self, model: Classifier, split: ImageSet, name: str) -> SharedFeatures:
-        """The original model's pooled features of ``split`` (cached), for models that share its
-        backbone (none where its pooling is not channel-wise)."""
-        if not pools_channelwise(model):
-            return SharedFeatures(split.images, None, backbone_digest(model), self.device)
-        key = cache_key(artefact="pooled-features", model=self.model_key, split=name)
-        pooled, _ = self.cache.get_or_compute("features", key, lambda: pooled_features(model, split.images, self.device), fits_tensor(len(split), 2))
-        return SharedFeatures(split.images, pooled, backbone_digest(model), self.device)
 
-    def concepts(self, model: Classifier, train: ImageSet) -> tuple[NeuronConcepts, bool]:
-        """The original model's neuron concepts on the training split (cached)."""
+def original_maps(pipeline: Pipeline, model: Classifier, train: ImageSet) -> Tensor:
+    """The original model's maps of the training set for its true labels (cached)."""
+    compute = lambda: explain_all(pipeline.interpreter, model, train.images, train.labels, pipeline.device, "explain original")  # noqa: E731
+    maps, _ = pipeline.cache.get_or_compute("maps", maps_key(pipeline), compute, fits_tensor(len(train), 3))
+    return maps
 
-        def extract() -> dict:
-            found = self._call_plugin("concepts", self.config.concepts, self.concept_extractor.extract, model, train)
-            if not isinstance(found, NeuronConcepts):
-                raise PluginError(f"concepts {self.config.concepts.name!r} returned {type(found).__name__}, not NeuronConcepts")
-            return dict(vars(found))
 
-        check = fits_fields({f.name for f in fields(NeuronConcepts)}, ("neuron_ids", "top_images", "top_activations", "cells", "boxes"))
-        state, cached = self.cache.get_or_compute("concepts", self.concepts_key(), extract, check)
-        return NeuronConcepts(**state), cached
+def shared_features(pipeline: Pipeline, model: Classifier, split: ImageSet, name: str) -> SharedFeatures:
+    """The original model's pooled features of ``split`` (cached), for models that share its
+    backbone (none where its pooling is not channel-wise)."""
+    if not pools_channelwise(model):
+        return SharedFeatures(split.images, None, backbone_digest(model), pipeline.device)
+    key = cache_key(artefact="pooled-features", model=pipeline.model_key, split=name)
+    pooled, _ = pipeline.cache.get_or_compute("features", key, lambda: pooled_features(model, split.images, pipeline.device), fits_tensor(len(split), 2))
+    return SharedFeatures(split.images, pooled, backbone_digest(model), pipeline.device)
+
+
+def concepts(pipeline: Pipeline, model: Classifier, train: ImageSet) -> NeuronConcepts:
+    """The original model's neuron concepts on the training split (cached)."""
+    spec = pipeline.config.concepts
+
+    def extract() -> dict:
+        found = call_plugin(f"concepts {spec.name!r}", pipeline.concept_extractor.extract, model, train)
+        if not isinstance(found, NeuronConcepts):
+            raise PluginError(f"concepts {spec.name!r} returned {type(found).__name__}, not NeuronConcepts")
+        return dict(vars(found))
+
+    check = fits_fields({f.name for f in fields(NeuronConcepts)}, ("neuron_ids", "top_images", "top_activations", "cells", "boxes"))
+    state, _ = pipeline.cache.get_or_compute("concepts", concepts_key(pipeline), extract, check)
+    return NeuronConcepts(**state)

@@ -2,35 +2,42 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.data.items import Loading, default_workers
-from crayon_plugins.run.cache import cache_key
-from crayon_plugins.run.stages import Stage
+from crayon_plugins.errors import call_plugin
+from crayon_plugins.run.cache import cache_key, component_key
 from crayon_plugins.utils.progress import console
+
+if TYPE_CHECKING:
+    from crayon_plugins.run.pipeline import Pipeline
 
 _SPLITS: dict[str, ImageSet] = {}
 """Splits loaded in this process, by dataset configuration and split name (at most six)."""
 
 
-class Load(Stage):
-    def loading(self) -> Loading:
-        """The run's ``[loading]`` options, ``auto`` resolved for this machine and device."""
-        options = self.config.loading
-        workers = default_workers() if options.num_workers == "auto" else options.num_workers
-        pin = self.device.type == "cuda" if options.pin_memory == "auto" else options.pin_memory
-        return Loading(workers, pin)
+def loading(pipeline: Pipeline) -> Loading:
+    """The run's ``[loading]`` options, ``auto`` resolved for this machine and device."""
+    options = pipeline.config.loading
+    workers = default_workers() if options.num_workers == "auto" else options.num_workers
+    pin = pipeline.device.type == "cuda" if options.pin_memory == "auto" else options.pin_memory
+    return Loading(workers, pin)
 
-    def load(self, split: str) -> ImageSet:
-        """A split of the dataset, loaded once per process (a study's cells share it)."""
-        key = cache_key(dataset=self._key(self.dataset, self.config.dataset), split=split)
-        if key not in _SPLITS:
-            if len(_SPLITS) >= 6:
-                _SPLITS.pop(next(iter(_SPLITS)))
-            _SPLITS[key] = self._call_plugin("dataset", self.config.dataset, self.dataset.load, split)
-        return _SPLITS[key].with_loading(self.loading())
 
-    def warn_missing_groups(self, train: ImageSet, test: ImageSet) -> None:
-        """A warning for each group the training or test split lacks, and what follows from it."""
-        for name, split, consequence in (("training", train, "refiners cannot learn them"), ("test", test, "WGA and MGA are taken over the groups it has")):
-            if missing := split.missing_groups():
-                console.print(f"warning: the {name} split has no item of group(s) {', '.join(missing)}: {consequence}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+def load(pipeline: Pipeline, split: str) -> ImageSet:
+    """A split of the dataset, loaded once per process (a study's cells share it)."""
+    spec = pipeline.config.dataset
+    key = cache_key(dataset=component_key(pipeline.dataset, spec), split=split)
+    if key not in _SPLITS:
+        if len(_SPLITS) >= 6:
+            _SPLITS.pop(next(iter(_SPLITS)))
+        _SPLITS[key] = call_plugin(f"dataset {spec.name!r}", pipeline.dataset.load, split)
+    return _SPLITS[key].with_loading(loading(pipeline))
+
+
+def warn_missing_groups(train: ImageSet, test: ImageSet) -> None:
+    """A warning for each group the training or test split lacks, and what follows from it."""
+    for name, split, consequence in (("training", train, "refiners cannot learn them"), ("test", test, "WGA and MGA are taken over the groups it has")):
+        if missing := split.missing_groups():
+            console.print(f"warning: the {name} split has no item of group(s) {', '.join(missing)}: {consequence}", style="yellow", markup=False, highlight=False, soft_wrap=True)
