@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench bench-gpu browser clean
+.PHONY: run test test-fast bench bench-gpu browser clean
 
 # The venv is (re)built whenever the dependency list or the pins change. constraints.txt pins
-# torch/torchvision to the only builds this machine can install.
+# torch/torchvision (an unpinned torch pulls a newer release and gigabytes of CUDA wheels).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -18,7 +18,11 @@ run: $(STAMP)
 	$(BIN)/crayon run --out runs/quickstart
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
+
+# Everyday work: everything but the slow end-to-end tier (`make test` runs it all; CI calls make test).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" --durations=10
 
 # The annotation page's browser test drives Debian's Chromium through its ChromeDriver (nothing is
 # downloaded). Installed here when missing; if apt-get cannot, that one test skips and says why.

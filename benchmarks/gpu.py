@@ -284,7 +284,7 @@ def step_folder(sizes: Sizes, work: Path) -> dict:
 
 def _pipeline(sizes: Sizes, work: Path, refiners: list[str]):
     from crayon_plugins import Pipeline, RunConfig
-    from crayon_plugins.run.cache import ArtifactCache
+    from crayon_plugins.run.cache import ArtefactCache
 
     fast = {"amp": "bf16", "batch_size": sizes.batch_size}
     config = RunConfig(
@@ -295,7 +295,7 @@ def _pipeline(sizes: Sizes, work: Path, refiners: list[str]):
         refiners=refiners,
         refiner={"crayon-attention": {**fast, "epochs": sizes.attention_epochs, "lr": 5e-5, "weight_decay": 1e-4}, "crayon-pruning": {"max_pruned": 1.0}},
     )
-    return Pipeline.from_config(config, cache=ArtifactCache(work / "cache"))
+    return Pipeline.from_config(config, cache=ArtefactCache(work / "cache"))
 
 
 def step_loading(sizes: Sizes, work: Path) -> dict:

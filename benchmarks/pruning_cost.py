@@ -1,6 +1,6 @@
 """Cost of crayon-pruning's classifier retraining against one crayon-attention refinement.
 
-Issue 3's target: on the default benchmark, retraining the classifier on the cached penultimate
+The target: on the default benchmark, retraining the classifier on the cached penultimate
 features (feature extraction excluded) costs under 10 % of a crayon-attention refinement of the same
 original model on the same data. Both are measured here, in one process, one after the other; the
 original model, maps and concepts come from the cache (or are computed first, untimed).

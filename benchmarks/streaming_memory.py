@@ -36,7 +36,7 @@ def measure(root: Path) -> dict:
     import torch
 
     from crayon_plugins.config import RunConfig
-    from crayon_plugins.run.cache import ArtifactCache
+    from crayon_plugins.run.cache import ArtefactCache
     from crayon_plugins.run.pipeline import Pipeline
     from crayon_plugins.utils.progress import set_enabled
 
@@ -52,7 +52,7 @@ def measure(root: Path) -> dict:
         }
     )
     with tempfile.TemporaryDirectory() as cache:
-        pipeline = Pipeline.from_config(config, cache=ArtifactCache(cache))
+        pipeline = Pipeline.from_config(config, cache=ArtefactCache(cache))
         train, val, test = load(pipeline, "train"), load(pipeline, "val"), load(pipeline, "test")
         start = time.perf_counter()
         model = original_model(pipeline, train).model

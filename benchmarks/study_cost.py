@@ -1,9 +1,9 @@
 """Cost of a 5 × 5 budget × noise study of crayon-pruning: against one crayon-pruning run, and on
 Ray against local processes.
 
-Issue 5's target: the 25 cells cost at most twice one ``crayon run --refiners crayon-pruning``,
+The target: the 25 cells cost at most twice one ``crayon run --refiners crayon-pruning``,
 because they share the original model, maps, concepts, pooled features and panel answers through the
-cache. Issue 17: the same study on ``--executor ray`` (a Ray instance the study starts on this
+cache. And the same study on ``--executor ray`` (a Ray instance the study starts on this
 machine, as many CPUs as cores) against ``--executor local``, each cell with as many threads as
 cores (one seed: the first wave is one original model), so Ray's overhead per cell is known. All
 are timed from an empty cache of their own, one after the other, as the commands a user types, on

@@ -1,6 +1,6 @@
 """Cost of evaluating the validation split after every epoch, against the same training without it.
 
-Issue 13's target: validation and model selection slow a run down by less than 15 %. On the
+The target: validation and model selection slow a run down by less than 15 %. On the
 default benchmark, the original model's ERM training and each of ``crayon-attention`` (the whole
 model fine-tuned) and ``crayon-pruning`` (the classifier retrained on cached features) are timed
 with and without per-epoch validation, in one process, one after the other; the original model,

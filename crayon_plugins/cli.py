@@ -24,7 +24,7 @@ from crayon_plugins.annotation.sheets import render_sheets
 from crayon_plugins.config import load_config
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.registry import Registry, default_registry
-from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.pipeline import Pipeline
 from crayon_plugins.run.results import Results
 from crayon_plugins.run.stages import explain
@@ -45,8 +45,19 @@ stdout = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whol
 _debug = False
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from crayon_plugins import __version__
+
+        stdout.print(f"crayon-plugins {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False) -> None:
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     global _debug  # set afresh by every invocation
     _debug = debug or os.environ.get("CRAYON_DEBUG", "") not in ("", "0")
 
@@ -131,7 +142,7 @@ def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bo
     chosen = _seeds(seeds)
     if chosen is not None and len(chosen) == 1:  # one seed: a plain run, without a deviation to show
         run_config = run_config.model_copy(update={"seed": chosen[0]})
-    pipeline = Pipeline.from_config(run_config, names, ArtifactCache())  # every component, before any work
+    pipeline = Pipeline.from_config(run_config, names, ArtefactCache())  # every component, before any work
     writable_folder(out, "--out")
     if chosen is None or len(chosen) == 1:
         results = pipeline.run(out)
@@ -184,7 +195,7 @@ def concepts(
 ) -> None:
     """Train (or load) the original model, extract its neuron concepts (configuration section
     [concepts]) and render one PNG sheet per neuron plus OUT/index.md, for a person to judge."""
-    pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
+    pipeline = Pipeline.from_config(load_config(config), [], ArtefactCache())
     writable_folder(out, "--out")
     train = load(pipeline, "train")
     model = original_model(pipeline, train).model
@@ -301,7 +312,7 @@ def _task(config: Path | None, question: str, folder: Path | None):
     (default ``annotation/QUESTION``)."""
     from crayon_plugins.annotation.task import prepare_task
 
-    pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
+    pipeline = Pipeline.from_config(load_config(config), [], ArtefactCache())
     folder = folder if folder is not None else Path("annotation") / question
     writable_folder(folder, "--task")
     return pipeline, prepare_task(pipeline, question, folder)
@@ -398,16 +409,16 @@ def annotate_report(
     """Per annotator: answers, yes / no / maybe shares, seconds per answer, Cohen's κ with the others
     and with the oracle; and a figure of the answer mix beside the CRAYON paper's annotators'."""
     from crayon_plugins.annotation.answers import read_records
-    from crayon_plugins.annotation.report import answer_mix_figure, summarise, summary_table
+    from crayon_plugins.annotation.report import answer_mix_figure, summarise_people, summary_table
 
     records = [r for path in answers for r in read_records(path) if r.question == question]
     if not records:
         raise CrayonError(f"{', '.join(map(str, answers))}: no {question} answers")
     truth = None
     if oracle:
-        pipeline = Pipeline.from_config(load_config(config), [], ArtifactCache())
+        pipeline = Pipeline.from_config(load_config(config), [], ArtefactCache())
         truth = _oracle_answers(pipeline, question, "judge" if question == "maps" else "neuron_annotator")
-    summaries = summarise(records, truth)
+    summaries = summarise_people(records, truth)
     stdout.print(summary_table(summaries))
     path = figure or answers[0].parent / "answer-mix.png"
     answer_mix_figure(summaries, question, path)

@@ -127,6 +127,10 @@ class Budget(BaseModel):
     selection: Literal["uniform", "loss-guided"] = "uniform"
 
 
+Rule = Literal["last", "val-wga", "val-accuracy"]
+"""Which epoch's weights a trainer keeps (see :class:`ModelSelection`)."""
+
+
 class ModelSelection(BaseModel):
     """Which epoch's weights every trainer (the original model and each refiner) keeps; each
     evaluates the validation split after every epoch.
@@ -137,7 +141,7 @@ class ModelSelection(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    rule: Literal["last", "val-wga", "val-accuracy"] = "last"
+    rule: Rule = "last"
 
 
 class Sections(BaseModel):

@@ -12,14 +12,14 @@ from crayon_plugins import Pipeline
 from crayon_plugins.annotation.server import create_app
 from crayon_plugins.annotation.task import prepare_task
 from crayon_plugins.config import RunConfig
-from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.testing.browser import headless_chromium, missing_browser, serving, wait_for
 
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "annotation-page.png"
 if why := missing_browser():
     sys.exit(why)
 with tempfile.TemporaryDirectory() as folder:
-    task = prepare_task(Pipeline.from_config(RunConfig(), [], ArtifactCache()), "maps", Path(folder) / "maps")
+    task = prepare_task(Pipeline.from_config(RunConfig(), [], ArtefactCache()), "maps", Path(folder) / "maps")
     with serving(create_app(task)) as address, headless_chromium(1100, 860) as browser:
         browser.get(f"{address}/?annotator=alice")
         wait_for(browser, lambda b: "answered" in b.find_element("id", "progress").text)

@@ -22,16 +22,16 @@ import torch
 from crayon_plugins.plugins.metrics.groups import GroupAccuracy
 from crayon_plugins.plugins.refiners.crayon_pruning import neuron_answers
 from hypothesis import HealthCheck, given, settings
-from typer.testing import CliRunner
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from crayon_plugins.annotation.records import Answer
-from crayon_plugins.cli import app
 from crayon_plugins.api.components import Predictions
+from crayon_plugins.cli import app
 from crayon_plugins.config import parse_config
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import CrayonError
-from crayon_plugins.run.cache import ArtifactCache, cache_key
+from crayon_plugins.run.cache import ArtefactCache, cache_key
 from crayon_plugins.run.pipeline import Pipeline
 from crayon_plugins.run.results import ResultRow, Results
 from crayon_plugins.run.stages.explain import fits_tensor
@@ -43,11 +43,11 @@ TINY = "[dataset]\nn_train = 192\nn_val = 64\nn_test = 64\nimage_size = 32\n[tra
 def crayon(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """``crayon ARGS`` run in this process (typer's runner) from ``tmp_path``, with its own cache: the
     exit status and output a user would see; an exception that escaped the command is its traceback."""
-    env = {"CRAYON_CACHE_DIR": str(tmp_path / "cache"), "CRAYON_PROGRESS": "0", "COLUMNS": "200"}
+    env = {"CRAYON_CACHE_DIR": str(tmp_path / "cache"), "CRAYON_PROGRESS": "0", "METRIC_COLUMNS": "200"}
     here = os.getcwd()
     os.chdir(tmp_path)
     try:
-        result = CliRunner().invoke(app, list(args), env=env)
+        result = CliRunner().invoke(app, list(args), env=env, prog_name="crayon", terminal_width=200)
     finally:
         os.chdir(here)
     stderr = result.stderr
@@ -174,7 +174,7 @@ def test_missing_groups_are_warned_about_and_group_balanced_refuses_an_empty_tra
 def test_the_reasonability_judge_is_noise_free_whatever_the_annotator_under_study(tmp_path):
     def reasonability(flip: float) -> tuple[dict, str]:
         data = {"dataset": {"n_train": 192, "n_val": 64, "n_test": 64, "image_size": 32}, "training": {"epochs": 1}, "annotator": {"flip_rate": flip}}
-        results = Pipeline.from_config(parse_config(data), [], ArtifactCache(tmp_path / "cache")).run()
+        results = Pipeline.from_config(parse_config(data), [], ArtefactCache(tmp_path / "cache")).run()
         return results.rows[0].metrics["reasonability"], results.judge
 
     honest, judge = reasonability(0.0)
@@ -202,7 +202,7 @@ def test_pruning_almost_every_neuron_is_refused_with_the_counts_and_the_annotato
 
 
 def test_a_cached_model_that_does_not_fit_is_recomputed_with_one_warning(tmp_path, tiny_model, capsys):
-    store = ArtifactCache(tmp_path)
+    store = ArtefactCache(tmp_path)
     state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     name = next(k for k in state if k.endswith("weight") and state[k].ndim == 4)
     store.save("models", "k", {"weights": {**state, name: torch.zeros(1)}, "curve": {}})
@@ -217,7 +217,7 @@ def test_a_cached_model_that_does_not_fit_is_recomputed_with_one_warning(tmp_pat
 
 
 def test_a_cached_tensor_of_another_item_count_is_recomputed(tmp_path):
-    store = ArtifactCache(tmp_path)
+    store = ArtefactCache(tmp_path)
     store.save("maps", "k", torch.zeros(5, 4, 4))
     value, was_cached = store.get_or_compute("maps", "k", lambda: torch.ones(6, 4, 4), fits_tensor(6, 3))
     assert not was_cached and value.shape == (6, 4, 4)
@@ -228,7 +228,7 @@ def test_a_failed_cache_write_keeps_the_artefact_in_memory(tmp_path, monkeypatch
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    value, was_cached = ArtifactCache(tmp_path).get_or_compute("models", "k", lambda: {"w": torch.ones(2)})
+    value, was_cached = ArtefactCache(tmp_path).get_or_compute("models", "k", lambda: {"w": torch.ones(2)})
     assert not was_cached and torch.equal(value["w"], torch.ones(2))
     assert "(No space left on device); carrying on with the models in memory" in capsys.readouterr().err
     assert list((tmp_path / "models").glob("*.tmp")) == []
@@ -238,7 +238,7 @@ def test_orphaned_temp_files_of_killed_writes_are_removed(tmp_path):
     (tmp_path / "maps").mkdir()
     orphan = tmp_path / "maps" / "k.abc123.tmp"
     orphan.write_bytes(b"half a tensor")
-    ArtifactCache(tmp_path).get_or_compute("maps", "k", lambda: torch.zeros(1, 2, 2))
+    ArtefactCache(tmp_path).get_or_compute("maps", "k", lambda: torch.zeros(1, 2, 2))
     assert not orphan.exists()
     (tmp_path / "results.json.xyz.tmp").write_text('{"half')
     Results(dataset="d", backbone="b", seed=0).write(tmp_path)
@@ -247,7 +247,7 @@ def test_orphaned_temp_files_of_killed_writes_are_removed(tmp_path):
 
 def test_nothing_non_finite_is_cached(tmp_path):
     with pytest.raises(CrayonError, match="refusing to cache a maps artefact that holds inf or nan"):
-        ArtifactCache(tmp_path).save("maps", "k", torch.tensor([1.0, math.nan]))
+        ArtefactCache(tmp_path).save("maps", "k", torch.tensor([1.0, math.nan]))
 
 
 def test_the_cache_key_depends_on_the_torch_and_timm_versions(monkeypatch):
@@ -266,7 +266,7 @@ def test_a_run_waiting_on_a_lock_says_who_holds_it_and_takes_over_when_that_proc
     assert holder.stdout.readline().strip() == "held"
     holder.send_signal(signal.SIGSTOP)  # a stopped process keeps its lock
     found = {}
-    waiter = threading.Thread(target=lambda: found.update(value=ArtifactCache(tmp_path).get_or_compute("maps", "k", lambda: torch.zeros(1, 2, 2))))
+    waiter = threading.Thread(target=lambda: found.update(value=ArtefactCache(tmp_path).get_or_compute("maps", "k", lambda: torch.zeros(1, 2, 2))))
     waiter.start()
     time.sleep(4)
     assert waiter.is_alive() and f"waiting for process {holder.pid} on" in capsys.readouterr().err
@@ -424,7 +424,7 @@ CONFIGS = st.dictionaries(
 @given(data=CONFIGS)
 def test_any_configuration_is_valid_and_finite_or_a_user_error(data, tmp_path):
     try:
-        pipeline = Pipeline.from_config(parse_config(data, "generated.toml"), cache=ArtifactCache(tmp_path))
+        pipeline = Pipeline.from_config(parse_config(data, "generated.toml"), cache=ArtefactCache(tmp_path))
     except CrayonError as error:  # anything else is a traceback, and fails the test
         assert str(error).strip()
         return

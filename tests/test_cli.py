@@ -102,3 +102,11 @@ def test_compare_over_seeds_writes_mean_and_std_with_each_seeds_metrics_and_sele
     table = (out / "table.md").read_text()
     assert " ± " in table and "uses validation group labels" in table
     assert (out / "curves-finetune-seed1.png").exists()
+
+
+def test_version_prints_the_distributions_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"crayon-plugins {version('crayon-plugins')}"
+

@@ -33,9 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from crayon_plugins.annotation.records import Annotations, Answer
 from crayon_plugins.errors import DataError
 
-ANSWERS = {a.name.lower(): a for a in Answer}
-"""``"yes"`` / ``"no"`` / ``"maybe"`` → :class:`~crayon_plugins.annotation.records.Answer`."""
-
 ANNOTATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 """What an annotator may be called: letters, digits and ``_ . @ -``, at most 64 characters."""
 
@@ -141,8 +138,8 @@ def read_published(path: Path, ids: Sequence[str], question: str) -> Annotations
     for index, value in enumerate(values):
         if question == "neurons" and isinstance(value, bool):
             codes.append(int(Answer.YES if value else Answer.NO))
-        elif question == "maps" and isinstance(value, str) and value in ANSWERS:
-            codes.append(int(ANSWERS[value]))
+        elif question == "maps" and Answer.named(value) is not None:
+            codes.append(int(Answer.named(value)))
         else:
             expected = "true or false" if question == "neurons" else '"yes", "no" or "maybe"'
             raise DataError(f"{path}: entry {index} is {value!r}, expected {expected}")
@@ -166,6 +163,6 @@ def annotations(records: Sequence[Record]) -> Annotations:
     chosen = [r for r in records if r.answer is not None]
     return Annotations(
         tuple(r.item for r in chosen),
-        torch.tensor([int(ANSWERS[r.answer]) for r in chosen], dtype=torch.int64),
+        torch.tensor([int(Answer.named(r.answer)) for r in chosen], dtype=torch.int64),
         tuple(r.annotator for r in chosen),
     )

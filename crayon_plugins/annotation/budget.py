@@ -63,9 +63,9 @@ def annotation_order(n: int, selection: str, seed: int, scores: Callable[[], Ten
     return uniform_order(n, seed) if selection == "uniform" else torch.sort(scores(), descending=True, stable=True).indices
 
 
-def selected(n: int, budget: Budget, seed: int, scores: Callable[[], Tensor]) -> Tensor:
-    """Indices of the items to annotate (all ``n`` at a full budget): the first
-    :func:`budget_size` of :func:`annotation_order`."""
-    if budget.fraction >= 1:
+def selected(n: int, budget: Budget, seed: int, scores: Callable[[], Tensor], ranked: bool = False) -> Tensor:
+    """Indices of the items to annotate: the first :func:`budget_size` of :func:`annotation_order`;
+    all ``n`` in index order at a full budget, unless ``ranked`` (the order a page asks them in)."""
+    if budget.fraction >= 1 and not ranked:
         return torch.arange(n)
     return annotation_order(n, budget.selection, seed, scores)[: budget_size(n, budget.fraction)]

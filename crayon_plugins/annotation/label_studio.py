@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from crayon_plugins.annotation.answers import ANSWERS, Record
+from crayon_plugins.annotation.answers import Record
+from crayon_plugins.annotation.records import Answer
 from crayon_plugins.errors import ConfigError, DataError
 
 _IMAGES = {"maps": ("image", "overlay"), "neurons": ("sheet",)}
@@ -73,7 +74,7 @@ def write_tasks(out: Path, question: str, items: Sequence[ExportItem], predictio
         task: dict[str, Any] = {"data": data}
         if predictions is not None and item.item in predictions:
             answer = predictions[item.item]
-            if answer not in ANSWERS:
+            if Answer.named(answer) is None:
                 raise ValueError(f"prediction {answer!r} for item {item.item!r} is not yes, no or maybe")
             result = {"from_name": "answer", "to_name": images[-1], "type": "choices", "value": {"choices": [answer]}}
             task["predictions"] = [{"model_version": model_version, "result": [result]}]
@@ -117,7 +118,7 @@ def _choice(annotation: dict[str, Any]) -> str | None:
     choices = [c for region in annotation.get("result") or [] if region.get("type") == "choices" and region.get("from_name") == "answer" for c in region.get("value", {}).get("choices") or []]
     if len(choices) > 1:
         raise ValueError(f"{len(choices)} choices {choices}, expected one")
-    if choices and choices[0] not in ANSWERS:
+    if choices and Answer.named(choices[0]) is None:
         raise ValueError(f"choice {choices[0]!r} is not yes, no or maybe")
     return choices[0] if choices else None
 

@@ -15,14 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from crayon_plugins.annotation.records import Annotations, Answer
+from crayon_plugins.annotation.records import CODES, Annotations, Answer
 from crayon_plugins.config import Panel
 from crayon_plugins.errors import ConfigError
 
 if TYPE_CHECKING:
     from crayon_plugins.api.components import AnnotationSource
-
-CATEGORIES = (int(Answer.NO), int(Answer.YES), int(Answer.MAYBE))
 
 
 def _frame(annotations: Annotations):
@@ -89,13 +87,13 @@ def agreement(annotations: Annotations) -> dict[str, float]:
         for a, b in itertools.combinations(range(len(annotators)), 2):
             both = ~np.isnan(matrix[a]) & ~np.isnan(matrix[b])
             if both.any():
-                kappas.append(cohen_kappa_score(matrix[a, both].astype(int), matrix[b, both].astype(int), labels=list(CATEGORIES)))
+                kappas.append(cohen_kappa_score(matrix[a, both].astype(int), matrix[b, both].astype(int), labels=list(CODES)))
         complete = matrix[:, ~np.isnan(matrix).any(axis=0)].T.astype(int)
-        counts, _ = aggregate_raters(complete, n_cat=len(CATEGORIES)) if len(complete) else (None, None)
+        counts, _ = aggregate_raters(complete, n_cat=len(CODES)) if len(complete) else (None, None)
         return {
             "cohen_kappa": float(np.nanmean(kappas)) if kappas else float("nan"),
             "fleiss_kappa": float(fleiss_kappa(counts)) if counts is not None else float("nan"),
-            "krippendorff_alpha": float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal", value_domain=list(CATEGORIES))),
+            "krippendorff_alpha": float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal", value_domain=list(CODES))),
         }
 
 

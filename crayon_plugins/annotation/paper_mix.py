@@ -1,5 +1,5 @@
-"""What real annotators answered in the CRAYON paper's public annotation files (DESIGN.md), the
-reference simulated annotators are compared with."""
+"""What real annotators answered in the CRAYON authors' public annotation files (their repository's
+``annotation/`` folder), the reference simulated annotators are compared with."""
 
 from __future__ import annotations
 

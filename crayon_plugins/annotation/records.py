@@ -4,7 +4,7 @@ of a panel, one row per (item, annotator)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 import torch
 from torch import Tensor
@@ -21,6 +21,29 @@ class Answer(IntEnum):
     NO = 0
     YES = 1
     MAYBE = 2
+
+    @classmethod
+    def named(cls, name: str) -> Answer | None:
+        """The answer spelled ``name`` (``"yes"``, ``"no"``, ``"maybe"``, as answer files write it), or ``None``."""
+        return cls.__members__.get(name.upper()) if isinstance(name, str) and name == name.lower() else None
+
+    @property
+    def label(self) -> str:
+        """How answer files and pages spell it: ``"yes"``, ``"no"`` or ``"maybe"``."""
+        return self.name.lower()
+
+
+CODES = tuple(int(answer) for answer in Answer)
+"""Every answer's code, in order: the categories agreement and aggregation count."""
+
+
+class Question(StrEnum):
+    """What an annotation source is asked: about saliency maps, neurons, or to draw where a model
+    should look. Members equal their strings (``"maps"``)."""
+
+    MAPS = "maps"
+    NEURONS = "neurons"
+    ATTENTION = "attention"
 
 
 NOT_ANNOTATED = -1

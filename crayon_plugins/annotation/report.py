@@ -15,14 +15,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from rich.table import Table
 
-from crayon_plugins.annotation.answers import ANSWERS, Record, latest
+from crayon_plugins.annotation.answers import Record, latest
 from crayon_plugins.annotation.paper_mix import REAL_ANNOTATORS
-from crayon_plugins.annotation.records import Answer
+from crayon_plugins.annotation.records import CODES, Answer
 
 BREAK = 300
 """Seconds between two clicks of one person beyond which they count as a break, not answering time."""
 
-LABELS = [int(Answer.NO), int(Answer.YES), int(Answer.MAYBE)]
 COLOURS = {"yes": "tab:green", "maybe": "tab:grey", "no": "tab:red"}
 
 
@@ -51,7 +50,7 @@ def _kappa(mine: Mapping[str, int], theirs: Mapping[str, int]) -> float:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns where κ is undefined (all answers alike)
-        return float(cohen_kappa_score([mine[i] for i in shared], [int(theirs[i]) for i in shared], labels=LABELS))
+        return float(cohen_kappa_score([mine[i] for i in shared], [int(theirs[i]) for i in shared], labels=list(CODES)))
 
 
 def _seconds_per_answer(records: Sequence[Record]) -> float:
@@ -62,24 +61,24 @@ def _seconds_per_answer(records: Sequence[Record]) -> float:
     return statistics.median(gaps) if len(gaps) >= 2 else math.nan
 
 
-def summarise(records: Sequence[Record], oracle: Mapping[str, int] | None = None) -> list[AnnotatorSummary]:
+def summarise_people(records: Sequence[Record], oracle: Mapping[str, int] | None = None) -> list[AnnotatorSummary]:
     """One :class:`AnnotatorSummary` per annotator, in order of first appearance: shares and κ from
     each person's latest answers, pace from all their clicks. ``oracle`` maps items to
     :class:`~crayon_plugins.annotation.records.Answer` codes; κ with it is over the items both answered.
     :class:`ValueError` if the records are not all about one of ``maps`` / ``neurons``."""
     questions = {r.question for r in records}
     if len(questions) > 1 or questions - {"maps", "neurons"}:
-        raise ValueError(f"summarise takes answers to one question, maps or neurons; got {', '.join(sorted(questions))}")
+        raise ValueError(f"summarise_people takes answers to one question, maps or neurons; got {', '.join(sorted(questions))}")
     people = list(dict.fromkeys(r.annotator for r in records))
     answered: dict[str, dict[str, int]] = {person: {} for person in people}
     for (person, item), record in latest(records).items():
-        answered[person][item] = int(ANSWERS[record.answer])
+        answered[person][item] = int(Answer.named(record.answer))
 
     summaries = []
     for person in people:
         mine = answered[person]
         counts = Counter(mine.values())
-        share = {code: counts[code] / len(mine) if mine else math.nan for code in LABELS}
+        share = {code: counts[code] / len(mine) if mine else math.nan for code in CODES}
         kappas = [_kappa(mine, theirs) for other, theirs in answered.items() if other != person]
         defined = [k for k in kappas if not math.isnan(k)]
         summaries.append(AnnotatorSummary(

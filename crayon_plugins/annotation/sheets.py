@@ -11,21 +11,21 @@ from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.model.concepts import NeuronConcepts
 from crayon_plugins.utils.progress import progress_bar
 
-COLUMNS = 5
+SHEET_COLUMNS = 5
 
 
 def mosaic(concepts: NeuronConcepts, train: ImageSet, neuron: int, gap: int = 2) -> np.ndarray:
-    """``(rows·(s+gap), COLUMNS·(s+gap), 3)`` white canvas with the neuron's patches in reading order,
+    """``(rows·(s+gap), SHEET_COLUMNS·(s+gap), 3)`` white canvas with the neuron's patches in reading order,
     each centred in an ``s``×``s`` slot (``s`` the largest patch side; patches clipped by the image
     border are smaller)."""
     boxes = concepts.boxes[neuron]
     side = int(max((boxes[:, 2] - boxes[:, 0]).max(), (boxes[:, 3] - boxes[:, 1]).max()))
-    rows = -(-concepts.k // COLUMNS)
-    canvas = np.ones((rows * (side + gap), COLUMNS * (side + gap), 3), dtype=np.float32)
+    rows = -(-concepts.k // SHEET_COLUMNS)
+    canvas = np.ones((rows * (side + gap), SHEET_COLUMNS * (side + gap), 3), dtype=np.float32)
     for slot, (top, left, bottom, right) in enumerate(boxes.tolist()):
         patch = train.images[int(concepts.top_images[neuron, slot])][:, top:bottom, left:right].permute(1, 2, 0).numpy()
-        y = (slot // COLUMNS) * (side + gap) + (side - patch.shape[0]) // 2
-        x = (slot % COLUMNS) * (side + gap) + (side - patch.shape[1]) // 2
+        y = (slot // SHEET_COLUMNS) * (side + gap) + (side - patch.shape[0]) // 2
+        x = (slot % SHEET_COLUMNS) * (side + gap) + (side - patch.shape[1]) // 2
         canvas[y : y + patch.shape[0], x : x + patch.shape[1]] = patch
     return canvas
 
@@ -34,14 +34,14 @@ def render_sheet(concepts: NeuronConcepts, train: ImageSet, neuron: int, path: P
     """Write ``path`` (PNG): neuron ``neuron``'s ``k`` patches, strongest first, each labelled with its
     maximum activation, under a title with the neuron id and its mean activation over the ``k``."""
     canvas = mosaic(concepts, train, neuron)
-    rows = -(-concepts.k // COLUMNS)
-    slot = canvas.shape[1] / COLUMNS
-    figure = Figure(figsize=(1.5 * COLUMNS, 1.5 * rows + 0.4))
+    rows = -(-concepts.k // SHEET_COLUMNS)
+    slot = canvas.shape[1] / SHEET_COLUMNS
+    figure = Figure(figsize=(1.5 * SHEET_COLUMNS, 1.5 * rows + 0.4))
     axis = figure.add_axes((0, 0, 1, 1.5 * rows / (1.5 * rows + 0.4)))
     axis.imshow(canvas, interpolation="nearest")
     axis.set_axis_off()
     for i, value in enumerate(concepts.top_activations[neuron].tolist()):
-        x, y = (i % COLUMNS) * slot + 1, (i // COLUMNS) * slot + 1
+        x, y = (i % SHEET_COLUMNS) * slot + 1, (i // SHEET_COLUMNS) * slot + 1
         axis.text(x, y, f"{value:.3g}", fontsize=8, va="top", color="black", backgroundcolor="white")
     mean = float(concepts.top_activations[neuron].mean())
     figure.suptitle(f"{concepts.neuron_ids[neuron]}  ·  mean activation {mean:.3g} over its top {concepts.k}", y=0.995, va="top")

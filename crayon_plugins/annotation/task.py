@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from crayon_plugins.annotation.budget import annotation_order, budget_size, image_losses, neuron_taylor_scores
+from crayon_plugins.annotation.budget import image_losses, neuron_taylor_scores, selected
 from crayon_plugins.annotation.sheets import render_sheet
 from crayon_plugins.errors import CrayonError, DataError
 from crayon_plugins.run.stages.explain import concepts, concepts_key, maps_key, original_maps, shared_features
@@ -113,7 +113,7 @@ def prepare_task(pipeline, question: str, folder: Path) -> Task:
         maps = original_maps(pipeline, model, train)
         key, total = maps_key(pipeline), len(train)
         scores = lambda: image_losses(model, features, train.labels)  # noqa: E731
-    chosen = annotation_order(total, config.budget.selection, config.seed, scores)[: budget_size(total, config.budget.fraction)].tolist()
+    chosen = selected(total, config.budget, config.seed, scores, ranked=True).tolist()
     _refuse_other_models_answers(folder, key)
 
     items = []

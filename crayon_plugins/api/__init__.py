@@ -14,6 +14,7 @@ The kit that checks a plugin against its contract is :mod:`crayon_plugins.testin
 from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer, AttentionMaps, MapsToJudge, NeuronsToJudge, positions
 from crayon_plugins.api.components import (
     AnnotationSource,
+    AnswerSet,
     Backbone,
     Component,
     ConceptExtractor,
@@ -51,6 +52,7 @@ __all__ = [
     "AnnotationSource",
     "Annotations",
     "Answer",
+    "AnswerSet",
     "AttentionMaps",
     "Backbone",
     "Batch",

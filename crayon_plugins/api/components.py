@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from crayon_plugins.annotation.records import Annotations, AttentionMaps, MapsToJudge, NeuronsToJudge
+from crayon_plugins.annotation.records import Annotations, AttentionMaps, MapsToJudge, NeuronsToJudge, Question
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import ConfigError, CrayonError
 from crayon_plugins.model.classifier import Classifier
@@ -85,6 +85,20 @@ class Need(StrEnum):
     """Refiner: true group labels of the training (and validation) items."""
     EVALUATION_SPLITS = "evaluation-splits"
     """Metric: predictions on the dataset's extra evaluation splits (Backgrounds Challenge's)."""
+
+    @property
+    def question(self) -> Question | None:
+        """The question annotators answer for this need (``None``: no annotator is asked)."""
+        return _QUESTIONS.get(self)
+
+    @property
+    def label(self) -> str | None:
+        """The kind of annotation results tables name for this need (``None``: not an annotation)."""
+        return _LABELS.get(self)
+
+
+_QUESTIONS = {Need.MAP_ANSWERS: Question.MAPS, Need.NEURON_ANSWERS: Question.NEURONS, Need.ATTENTION_MAPS: Question.ATTENTION, Need.BOXES: Question.ATTENTION}
+_LABELS = {Need.MAP_ANSWERS: "yes-no", Need.NEURON_ANSWERS: "yes-no", Need.ATTENTION_MAPS: "map", Need.BOXES: "box", Need.GROUPS: "groups"}
 
 
 DRAWINGS = frozenset({Need.ATTENTION_MAPS, Need.BOXES})
@@ -194,11 +208,10 @@ class AnnotationSource(Component):
         measures its error rate; ``None`` for a source without a noise model (people)."""
         return None
 
-    def judges(self) -> frozenset[str]:
-        """What this source answers: any of ``"maps"``, ``"neurons"`` and ``"attention"`` (by
-        default, those whose method it overrides)."""
-        methods = {"maps": "annotate_maps", "neurons": "annotate_neurons", "attention": "annotate_attention"}
-        return frozenset(kind for kind, name in methods.items() if getattr(type(self), name) is not getattr(AnnotationSource, name))
+    def judges(self) -> frozenset[Question]:
+        """The :class:`Question` s this source answers (by default, those whose method it overrides)."""
+        methods = {Question.MAPS: "annotate_maps", Question.NEURONS: "annotate_neurons", Question.ATTENTION: "annotate_attention"}
+        return frozenset(question for question, name in methods.items() if getattr(type(self), name) is not getattr(AnnotationSource, name))
 
 
 @dataclass(frozen=True)
@@ -231,6 +244,18 @@ class DrawnRegions:
 
     regions: Tensor
     drawn: Tensor
+
+
+@dataclass(frozen=True)
+class AnswerSet:
+    """What the annotators said, as the refiners get it: the aggregated answers about the training
+    maps (empty when nobody was asked about maps), the neurons' judgements and the drawings
+    (``None`` unless a refiner needs them), and per question what the run measured of the answers."""
+
+    maps: Annotations
+    neurons: NeuronJudgements | None = None
+    drawings: DrawnRegions | None = None
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -274,6 +299,23 @@ class RefinementContext:
     selection: Selection | None = None
     build_model: Callable[[], Classifier] | None = None
     annotation_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, train: ImageSet, original_maps: Tensor, answers: AnswerSet, seed: int, device: torch.device, **rest) -> RefinementContext:
+        """The context of a refinement whose annotators said ``answers``: the per-item codes come from
+        its aggregated map answers; ``rest`` are the other fields (``val``, ``selection``, …)."""
+        return cls(
+            train=train,
+            original_maps=original_maps,
+            map_answers=answers.maps.aligned(train.ids),
+            annotations=answers.maps,
+            seed=seed,
+            device=device,
+            neurons=answers.neurons,
+            drawings=answers.drawings,
+            annotation_stats=answers.stats,
+            **rest,
+        )
 
     def require_neurons(self, refiner: str) -> NeuronJudgements:
         """:attr:`neurons`, or a :class:`CrayonError` naming ``refiner`` when the run prepared none."""

@@ -37,9 +37,3 @@ def bounding_boxes(regions: Tensor) -> Tensor:
         return (index >= first) & (index <= last)
 
     return span(rows)[:, :, None] & span(cols)[:, None, :]
-
-
-def region_maps(regions: Tensor, grid: tuple[int, int]) -> Tensor:
-    """``(N, H, W)`` bool drawn regions → ``(N, h, w)`` attention maps on a feature grid: each cell's
-    covered fraction, max-normalised to ``[0, 1]`` (an empty region stays zero)."""
-    return normalise_maps(F.adaptive_avg_pool2d(regions[:, None].float(), grid)[:, 0])

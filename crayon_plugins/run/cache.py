@@ -74,7 +74,7 @@ def _warn_once(path: Path, text: str) -> None:
         console.print(f"warning: {text}", style="yellow", highlight=False, soft_wrap=True, markup=False)
 
 
-class ArtifactCache:
+class ArtefactCache:
     """Tensors and state dicts stored as ``ROOT/KIND/KEY.pt``, written atomically."""
 
     def __init__(self, root: str | Path | None = None) -> None:

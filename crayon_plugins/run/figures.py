@@ -7,22 +7,22 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-ROWS, COLUMNS = ("reasonable", "unreasonable"), ("accurate", "inaccurate")
+JUDGEMENTS, OUTCOMES = ("reasonable", "unreasonable"), ("accurate", "inaccurate")
 
 
 def reasonability_figure(counts: dict[str, int], title: str, path: Path) -> None:
     """Write ``path`` (PNG): the 2×2 reasonability matrix, each cell's count and share of the split,
     with the undecided images (annotator said *maybe* or abstained) noted below."""
     total = max(sum(counts.values()), 1)
-    cells = np.array([[counts[f"{row}-{column}"] for column in COLUMNS] for row in ROWS])
+    cells = np.array([[counts[f"{row}-{column}"] for column in OUTCOMES] for row in JUDGEMENTS])
     figure = Figure(figsize=(4.2, 3.6), layout="constrained")
     axis = figure.add_subplot()
     axis.imshow(cells / total, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(cells):
         colour = "white" if count / total > 0.5 else "black"
         axis.text(j, i, f"{count}\n{100 * count / total:.1f} %", ha="center", va="center", color=colour)
-    axis.set_xticks([0, 1], COLUMNS)
-    axis.set_yticks([0, 1], ROWS)
+    axis.set_xticks([0, 1], OUTCOMES)
+    axis.set_yticks([0, 1], JUDGEMENTS)
     axis.set_title(title)
     axis.set_xlabel(f"undecided (maybe): {counts.get('undecided', 0)} ({100 * counts.get('undecided', 0) / total:.1f} %)")
     figure.savefig(path, dpi=100)

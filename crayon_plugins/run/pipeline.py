@@ -23,7 +23,7 @@ from crayon_plugins.api.components import DRAWINGS, Need
 from crayon_plugins.config import ComponentSpec, RunConfig
 from crayon_plugins.errors import ConfigError, CrayonError
 from crayon_plugins.registry import Registry, default_registry
-from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.results import Results
 from crayon_plugins.run.stages.evaluate import evaluation_splits
 from crayon_plugins.run.stages.explain import concepts, original_maps, shared_features
@@ -59,7 +59,7 @@ class Pipeline:
     judge: components.AnnotationSource
     refiners: dict[str, components.Refiner]
     metrics: list[components.Metric]
-    cache: ArtifactCache
+    cache: ArtefactCache
     device: torch.device
     map_panel: list[components.AnnotationSource]
     neuron_panel: list[components.AnnotationSource]
@@ -77,7 +77,7 @@ class Pipeline:
 
     @classmethod
     def from_config(
-        cls, config: RunConfig, refiners: list[str] | None = None, cache: ArtifactCache | None = None, registry: Registry | None = None
+        cls, config: RunConfig, refiners: list[str] | None = None, cache: ArtefactCache | None = None, registry: Registry | None = None
     ) -> Pipeline:
         """Build the components named in ``config`` from ``registry`` (default: the installed
         plugins); ``refiners`` overrides ``config.refiners``. Errors name the configuration's file."""
@@ -87,7 +87,7 @@ class Pipeline:
             raise (error.within(config.source) if config.source else error) from error
 
     @classmethod
-    def _build(cls, config: RunConfig, names: list[str], cache: ArtifactCache | None, registry: Registry) -> Pipeline:
+    def _build(cls, config: RunConfig, names: list[str], cache: ArtefactCache | None, registry: Registry) -> Pipeline:
         def create(kind: str, spec: ComponentSpec, where: str):
             return factory.create_from_spec(kind, spec, where, registry)
 
@@ -114,7 +114,7 @@ class Pipeline:
             judge=source(config.evaluation.judge, "evaluation.judge", "maps"),
             refiners={n: sections[n] if n in sections else refiner(n) for n in names},
             metrics=[create("metric", ComponentSpec(name=n), f"metrics[{n!r}]") for n in config.metrics],
-            cache=cache or ArtifactCache(),
+            cache=cache or ArtefactCache(),
             device=resolve_device(config.device),
             map_panel=panel.members(annotator, config.panel, "annotator"),
             neuron_panel=panel.members(neuron_annotator, config.panel, "neuron_annotator"),

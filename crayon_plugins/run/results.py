@@ -68,8 +68,8 @@ class Results(BaseModel):
         return path
 
     def columns(self) -> list[str]:
-        """The :data:`COLUMNS` some row has a value for."""
-        return [c for c, path in COLUMNS.items() if any(value_at(r.metrics, path) is not None for r in self.rows)]
+        """The :data:`METRIC_COLUMNS` some row has a value for."""
+        return [c for c, path in METRIC_COLUMNS.items() if any(value_at(r.metrics, path) is not None for r in self.rows)]
 
     def groups_note(self) -> str | None:
         """A sentence when WGA and MGA were taken over fewer groups than ``class × attribute`` has."""
@@ -95,12 +95,12 @@ class Results(BaseModel):
         if pruned:
             table.add_column("pruned", justify="right")
         for row in self.rows:
-            texts = [percent(value_at(row.metrics, COLUMNS[c]), value_at(row.std, COLUMNS[c])) for c in columns]
+            texts = [percent(value_at(row.metrics, METRIC_COLUMNS[c]), value_at(row.std, METRIC_COLUMNS[c])) for c in columns]
             table.add_row(row.method, *texts, *([str(row.details.get("neurons_pruned", "—"))] if pruned else []))
         return table
 
 
-COLUMNS = {"WGA": ("wga",), "MGA": ("mga",), "accuracy": ("accuracy",), "RA": ("reasonability", "reasonable-accurate"), "UA": ("reasonability", "unreasonable-accurate")}
+METRIC_COLUMNS = {"WGA": ("wga",), "MGA": ("mga",), "accuracy": ("accuracy",), "RA": ("reasonability", "reasonable-accurate"), "UA": ("reasonability", "unreasonable-accurate")}
 """Table column → where its value sits in a row's metrics; all are shares shown in %."""
 
 

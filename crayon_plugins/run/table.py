@@ -7,10 +7,7 @@ import math
 from collections.abc import Iterable
 
 from crayon_plugins.api.components import Need
-from crayon_plugins.run.results import COLUMNS, Results, percent, value_at
-
-KINDS = {Need.MAP_ANSWERS: "yes-no", Need.NEURON_ANSWERS: "yes-no", Need.ATTENTION_MAPS: "map", Need.BOXES: "box", Need.GROUPS: "groups"}
-"""A refiner's need → the annotation kind the table names, in the order they are listed."""
+from crayon_plugins.run.results import METRIC_COLUMNS, Results, percent, value_at
 
 LOWER_IS_BETTER = {"UA"}
 
@@ -22,8 +19,8 @@ BOLD_RULE = (
 
 def annotation_kind(needs: Iterable[str]) -> str:
     """``"none"``, or the kinds a refiner's ``needs`` ask for joined by `` + `` (``"yes-no + map"``)."""
-    kinds = {KINDS[need] for need in needs if need in KINDS}
-    return " + ".join(kind for kind in dict.fromkeys(KINDS.values()) if kind in kinds) or "none"
+    asked = set(needs)
+    return " + ".join(dict.fromkeys(need.label for need in Need if need.label and need in asked)) or "none"
 
 
 def best_row(means: list[float | None], stds: list[float | None], lower_is_better: bool = False) -> int | None:
@@ -45,9 +42,9 @@ def markdown_table(results: Results) -> str:
     (highest; lowest for UA, the unreasonable-accurate share). The rule follows the table."""
     columns = results.columns()
     lines = ["| method | annotation | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
-    texts = {c: [percent(value_at(r.metrics, COLUMNS[c]), value_at(r.std, COLUMNS[c])) for r in results.rows] for c in columns}
+    texts = {c: [percent(value_at(r.metrics, METRIC_COLUMNS[c]), value_at(r.std, METRIC_COLUMNS[c])) for r in results.rows] for c in columns}
     for c in columns:
-        best = best_row([value_at(r.metrics, COLUMNS[c]) for r in results.rows], [value_at(r.std, COLUMNS[c]) for r in results.rows], c in LOWER_IS_BETTER)
+        best = best_row([value_at(r.metrics, METRIC_COLUMNS[c]) for r in results.rows], [value_at(r.std, METRIC_COLUMNS[c]) for r in results.rows], c in LOWER_IS_BETTER)
         if best is not None:
             texts[c][best] = f"**{texts[c][best]}**"
     for i, row in enumerate(results.rows):

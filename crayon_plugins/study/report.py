@@ -33,7 +33,7 @@ def interval(values: pd.Series) -> pd.Series:
     return pd.Series({"mean": values.mean(), "half": half, "n": n})
 
 
-def summarise(cells: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
+def summarise_cells(cells: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
     """Per combination of ``by``: ``mean``, ``half`` (95% half-width) and ``n`` seeds of ``metric``."""
     return cells.groupby(by, dropna=False)[metric].apply(interval).unstack().reset_index()
 
@@ -105,7 +105,7 @@ def _resolution(summary: pd.DataFrame) -> str:
 
 def _budget_section(cells: pd.DataFrame, out: Path, baseline: float) -> list[str]:
     lines = [c for c in ("selection",) if c in cells]
-    summary = summarise(cells, "wga", ["refiner", *lines, "budget"])
+    summary = summarise_cells(cells, "wga", ["refiner", *lines, "budget"])
     _line_plot(summary, cells, "budget", lines, out / "wga-budget.png", "share of training items annotated", baseline, log=True)
     text = ["## WGA against annotation budget", "", "![WGA against budget](wga-budget.png)", "", _table(summary, ["refiner", *lines], "budget"), ""]
     for name, group in summary.groupby(["refiner", *lines]):
@@ -127,7 +127,7 @@ def _noise_section(cells: pd.DataFrame, out: Path, baseline: float) -> list[str]
     lines = [a for a in ("answer_mix", "aggregation", "selection") if a in cells]
     text = ["## WGA against annotator noise", ""]
     for axis in varied:
-        summary = summarise(cells, "wga", ["refiner", *lines, axis])
+        summary = summarise_cells(cells, "wga", ["refiner", *lines, axis])
         name = f"wga-{axis.replace('_', '-')}.png"
         _line_plot(summary, cells, axis, lines, out / name, axis.replace("_", " "), baseline)
         text += [f"![WGA against {axis}]({name})", "", _table(summary, ["refiner", *lines], axis), ""]
@@ -142,7 +142,7 @@ def _noise_section(cells: pd.DataFrame, out: Path, baseline: float) -> list[str]
             )
         text += ["", _resolution(summary), ""]
     if "error_rate" in cells:
-        summary = summarise(cells.dropna(subset=["error_rate"]), "error_rate", ["refiner", *lines, *varied[:1]])
+        summary = summarise_cells(cells.dropna(subset=["error_rate"]), "error_rate", ["refiner", *lines, *varied[:1]])
         if len(summary):
             text += ["Share of the aggregated yes / no answers that differ from the noise-free oracle's answer, which may be *maybe* (maps for crayon-attention, neurons for crayon-pruning):", "", _table(summary, ["refiner", *lines], varied[0]) if varied else "", ""]
     return text
@@ -159,7 +159,7 @@ def _paired_section(cells: pd.DataFrame, axes: list[str]) -> list[str]:
     """The paired change of WGA against each cell's own seed's original model, per refiner and axes."""
     if "dwga" not in cells or cells["dwga"].isna().all():
         return []
-    summary = summarise(cells, "dwga", ["refiner", *axes[:-1], axes[-1]]) if axes else summarise(cells, "dwga", ["refiner"])
+    summary = summarise_cells(cells, "dwga", ["refiner", *axes[:-1], axes[-1]]) if axes else summarise_cells(cells, "dwga", ["refiner"])
     text = ["## Paired change against each seed's own original model", "",
             "Δ WGA = a cell's WGA minus the WGA of the original model of the same seed (points; mean and 95% t-interval over seeds): "
             "the seeds' original models differ a lot, so this is the change a method makes.", ""]
@@ -183,7 +183,7 @@ def _options_section(cells: pd.DataFrame, options: list[str], rule: str, out: Pa
         part = cells[(cells["refiner"] == refiner)]
         if part.empty:
             continue
-        summary = summarise(part, "wga", ["refiner", key])
+        summary = summarise_cells(part, "wga", ["refiner", key])
         text += [_table(summary, ["refiner"], key), ""]
         picked = part.groupby(key)[score].mean().dropna() if score in part else pd.Series(dtype=float)
         if len(picked):

@@ -25,7 +25,7 @@ from typing import Any
 from crayon_plugins.api.components import DRAWINGS, Need
 from crayon_plugins.config import RunConfig
 from crayon_plugins.errors import ConfigError, CrayonError
-from crayon_plugins.run.cache import ArtifactCache, default_cache_dir
+from crayon_plugins.run.cache import ArtefactCache, default_cache_dir
 from crayon_plugins.run.pipeline import Pipeline
 from crayon_plugins.study.executors import Executor, create_executor
 from crayon_plugins.study.spec import Cell, StudySpec, base_error, load_spec
@@ -42,16 +42,16 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[st
             yield f"{prefix}{name}", float(value)
 
 
-def prepare_shared(config: RunConfig, refiners: list[str], cache_root: str) -> None:
+def prepare_seed(config: RunConfig, refiners: list[str], cache_root: str) -> None:
     """Compute and cache the shared artefacts of ``config``'s seed for ``refiners`` (the first wave)."""
-    Pipeline.from_config(config, refiners, ArtifactCache(cache_root)).prepare_shared()
+    Pipeline.from_config(config, refiners, ArtefactCache(cache_root)).prepare_shared()
 
 
 def run_cell(cell: Cell, cache_root: str) -> dict:
     """Run one cell; returns its record."""
     start = time.perf_counter()
-    pipeline = Pipeline.from_config(cell.config, None, ArtifactCache(cache_root))
-    results = pipeline.run(include_original=cell.refiner == "original")
+    pipeline = Pipeline.from_config(cell.config, None, ArtefactCache(cache_root))
+    results = pipeline.run(include_original=cell.refiner == "original", observers=[])  # a cell prints nothing
     row = results.rows[0]
     metrics = dict(flat_metrics(row.metrics))
     refiner = pipeline.refiners.get(cell.refiner)
@@ -157,7 +157,7 @@ def run_cells(
             advance(total - len(pending))
             running: dict[Any, tuple[int, Cell | None]] = {}
             for seed, seed_cells in by_seed.items():
-                running[executor.submit(prepare_shared, seed_cells[0].config, refiners, str(root))] = (seed, None)
+                running[executor.submit(prepare_seed, seed_cells[0].config, refiners, str(root))] = (seed, None)
             while running:
                 for handle in executor.wait(running):
                     seed, cell = running.pop(handle)
@@ -186,7 +186,7 @@ def check_cells(cells: list[Cell], where: str, cache_root: str | Path | None = N
     """Build every distinct cell's components before any work: a bad option fails at once."""
     for cell in {c.key: c for c in cells}.values():
         try:  # on the CPU: the executor checks the device, where the cells run
-            Pipeline.from_config(cell.on("cpu").config, None, ArtifactCache(cache_root))
+            Pipeline.from_config(cell.on("cpu").config, None, ArtefactCache(cache_root))
         except CrayonError as error:
             raise ConfigError(f"{where}: {error}") from None
 
@@ -199,7 +199,7 @@ def run_study(
     ``out/results.csv``. Raises :class:`CrayonError` naming the cells that failed, after running the rest."""
     spec, out = load_spec(spec_path), Path(out)
     try:
-        Pipeline.from_config(spec.base, spec.refiners(), ArtifactCache(cache_root))
+        Pipeline.from_config(spec.base, spec.refiners(), ArtefactCache(cache_root))
     except CrayonError as error:
         raise base_error(Path(spec_path), error) from error
     cells = spec.cells()

@@ -17,7 +17,7 @@ from crayon_plugins.study.spec import Grid, StudySpec
 from crayon_plugins.utils.progress import console
 
 
-def aggregate(found: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+def mean_and_std(found: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Mean and sample standard deviation of every number in the nested metrics ``found`` (one dict
     per seed, same keys); a number missing or NaN in any seed gives NaN, a key whose values are not
     numbers is left out, and with one seed there is no deviation."""
@@ -27,7 +27,7 @@ def aggregate(found: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
         values = [metrics.get(key) for metrics in found]
         if isinstance(value, dict):
             if all(isinstance(v, dict) for v in values):
-                mean[key], std[key] = aggregate(values)
+                mean[key], std[key] = mean_and_std(values)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             numbers = [float(v) if isinstance(v, (int, float)) else math.nan for v in values]
             if any(math.isnan(n) for n in numbers):
@@ -55,7 +55,7 @@ def run_seeds(config: RunConfig, refiners: list[str], seeds: list[int], out: Pat
         if len(rows) < len(seeds):
             continue  # a failed cell: reported below, never averaged over fewer seeds silently
         per_seed = [record["row"] for _, record in rows]
-        mean, std = aggregate([row["metrics"] for row in per_seed])
+        mean, std = mean_and_std([row["metrics"] for row in per_seed])
         mean.pop("reasonability_counts", None)
         std.pop("reasonability_counts", None)
         details = {

@@ -35,7 +35,7 @@ class Grid(BaseModel):
     """The values each axis takes; an axis left out keeps the base configuration's value.
 
     ``budget`` and ``selection`` set ``[budget]``; ``flip_rate``, ``abstain_rate``, ``yes_bias`` and
-    ``answer_mix`` (``"none"`` or a dataset of DESIGN.md's table) set both annotators' noise;
+    ``answer_mix`` (``"none"`` or a dataset of :data:`~crayon_plugins.annotation.paper_mix.REAL_ANNOTATORS`) set both annotators' noise;
     ``panel_size``, ``spread`` and ``aggregation`` set ``[panel]``; ``refiner`` defaults to the base
     configuration's refiners and ``seed`` to its seed. Any refiner option is an axis too, under a
     quoted key ``"refiner.NAME.OPTION" = [values]``: it sets ``[refiner.NAME] OPTION`` in the cells

@@ -2,7 +2,7 @@
 test and its screenshot (``docs/annotation_page_screenshot.py``).
 
 Chromium and ChromeDriver are Debian's ``chromium`` and ``chromium-driver`` (``make test`` installs
-them); nothing is downloaded. The flags keep Chromium off the network, which this machine closes.
+them); nothing is downloaded. The flags keep Chromium off the network: it makes no connection of its own.
 """
 
 from __future__ import annotations

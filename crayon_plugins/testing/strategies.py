@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import Tensor
 
-from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer
+from crayon_plugins.annotation.records import CODES, NOT_ANNOTATED, Annotations, Answer
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.testing.tiny import TinyBackbone, tiny_image_set
 
@@ -78,7 +78,6 @@ def object_masks(draw, shape: Shape | None = None) -> Tensor:
     return torch.from_numpy(np.stack(masks))
 
 
-ANSWERS = (int(Answer.NO), int(Answer.YES), int(Answer.MAYBE))
 
 
 @st.composite
@@ -86,7 +85,7 @@ def answer_codes(draw, n: int | None = None, unannotated: bool = True) -> Tensor
     """``(n,)`` int64 :class:`~crayon_plugins.annotation.records.Answer` codes, one per item: mixed, all *maybe*,
     or (with ``unannotated``) with :data:`~crayon_plugins.annotation.records.NOT_ANNOTATED` items, up to all of them."""
     n = draw(st.integers(0, 12)) if n is None else n
-    codes = ANSWERS + ((NOT_ANNOTATED,) if unannotated else ())
+    codes = CODES + ((NOT_ANNOTATED,) if unannotated else ())
     if draw(st.booleans()):
         value = draw(st.sampled_from([int(Answer.MAYBE)] + ([NOT_ANNOTATED] if unannotated else [])))
         return torch.full((n,), value, dtype=torch.int64)
@@ -109,7 +108,7 @@ def annotation_sets(
     for a in range(draw(st.integers(1, max_annotators))):
         for item in item_ids:
             if draw(st.booleans()):
-                rows.append((item, int(Answer.MAYBE) if all_maybe else draw(st.sampled_from(ANSWERS)), f"annotator-{a}"))
+                rows.append((item, int(Answer.MAYBE) if all_maybe else draw(st.sampled_from(CODES)), f"annotator-{a}"))
     items, answers, annotators = zip(*rows) if rows else ((), (), ())
     return Annotations(tuple(items), torch.tensor(answers, dtype=torch.int64), tuple(annotators))
 

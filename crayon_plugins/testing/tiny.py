@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer
-from crayon_plugins.api.components import Backbone, ConceptExtractor, DrawnRegions, NeuronJudgements, Params, RefinementContext
+from crayon_plugins.api.components import AnswerSet, Backbone, ConceptExtractor, DrawnRegions, NeuronJudgements, Params, RefinementContext
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.factory import create_concept_extractor
 from crayon_plugins.model.classifier import Classifier
@@ -134,18 +134,13 @@ def tiny_context(
         attention = train.masks.all().clone()
     else:
         attention = torch.zeros(len(train), *size, dtype=torch.bool)
-    return RefinementContext(
-        train=train,
-        original_maps=original_maps,
-        map_answers=map_answers,
-        annotations=annotations_of(train.ids, map_answers),
-        seed=seed,
-        device=torch.device("cpu"),
-        neurons=NeuronJudgements(concepts, neuron_answers, annotations_of(concepts.neuron_ids, neuron_answers)),
-        drawings=DrawnRegions(attention, attention.flatten(1).any(dim=1)),
-        val=tiny_image_set(n=max(len(train), 8), size=size[0], num_classes=len(train.class_names), seed=seed + 101, split="val"),
-        build_model=lambda: untrained_copy(model, seed),
+    answers = AnswerSet(
+        annotations_of(train.ids, map_answers),
+        NeuronJudgements(concepts, neuron_answers, annotations_of(concepts.neuron_ids, neuron_answers)),
+        DrawnRegions(attention, attention.flatten(1).any(dim=1)),
     )
+    val = tiny_image_set(n=max(len(train), 8), size=size[0], num_classes=len(train.class_names), seed=seed + 101, split="val")
+    return RefinementContext.of(train, original_maps, answers, seed, torch.device("cpu"), val=val, build_model=lambda: untrained_copy(model, seed))
 
 
 def tiny_answer_files(folder: Path, model: Classifier | None = None, train: ImageSet | None = None) -> list[Path]:

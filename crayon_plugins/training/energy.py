@@ -1,4 +1,4 @@
-"""CRAYON-Attention's energy loss, as the public CRAYON code computes it (DESIGN.md, "The methods").
+"""CRAYON-Attention's energy loss, as the public CRAYON code computes it (``docs/methods.md``).
 
 ``P`` is the original model's map of an image, ``E`` the current model's, each normalised as the
 code does, ``(ε + x) / max(ε + x)`` with ``ε`` = :data:`EPS_BEFORE_MAX`: an all-zero map becomes all

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -12,8 +12,16 @@ from crayon_plugins.config import Optimisation
 from crayon_plugins.data.items import Items
 from crayon_plugins.errors import ConfigError, TrainingError
 from crayon_plugins.model.classifier import Classifier
-from crayon_plugins.training.selection import Curve, Selection, choose_epoch
+from crayon_plugins.training.selection import Curve, KeepBestEpoch, Selection
 from crayon_plugins.utils.progress import progress_bar
+
+
+class EpochObserver(Protocol):
+    """What :func:`fit` tells as it trains (Lightning's callbacks): after every epoch, and at the end."""
+
+    def on_epoch_end(self, epoch: int, model: nn.Module) -> None: ...
+
+    def on_fit_end(self, model: nn.Module) -> None: ...
 
 
 def fit(
@@ -28,6 +36,7 @@ def fit(
     selection: Selection | None = None,
     evaluated: Classifier | None = None,
     images: Items | None = None,
+    observers: Sequence[EpochObserver] = (),
 ) -> Curve | None:
     """Train ``model`` in place with Adam; ``batch_loss(indices, images)`` returns a minibatch's loss,
     ``images`` the minibatch's images (on CPU, streamed from ``images``) or ``None`` without them.
@@ -36,8 +45,9 @@ def fit(
     replacement in proportion to them. ``parameters`` defaults to all of the model's. With
     ``selection``, ``evaluated`` (default ``model``; the whole classifier when ``model`` is a part of
     it) is evaluated on validation after every epoch, ``model`` ends with the weights of the epoch
-    the rule picks, and the :class:`Curve` is returned and kept in ``selection.curve``. The model is
-    left in ``eval`` mode.
+    the rule picks, and the :class:`Curve` is returned and kept in ``selection.curve`` (a
+    :class:`~crayon_plugins.training.selection.KeepBestEpoch` observer does this). ``observers`` hear
+    of every epoch's end and of the end of training. The model is left in ``eval`` mode.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -53,8 +63,8 @@ def fit(
     precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(optimisation.amp)
     scaler = torch.amp.GradScaler(device, enabled=optimisation.amp == "fp16")
     batches = -(-n // optimisation.batch_size)
-    curve = Curve(selection.rule) if selection is not None else None
-    kept: dict[str, Tensor] | None = None
+    if selection is not None:
+        observers = [KeepBestEpoch(selection, evaluated), *observers]  # the others see the kept epoch at the end
     model.train()
     with progress_bar(description, optimisation.epochs * batches) as advance:
         for epoch in range(1, optimisation.epochs + 1):
@@ -80,19 +90,12 @@ def fit(
                 raise TrainingError(f"{description}: the loss is {losses[step - 1].item()} at epoch {epoch}, step {step}; {_DIVERGED}")
             if bad := non_finite_weights(model):
                 raise TrainingError(f"{description}: weight {bad!r} is not finite after epoch {epoch}; {_DIVERGED}")
-            if selection is not None:
-                model.eval()
-                curve.epochs.append(selection.evaluate(evaluated if evaluated is not None else model))
-                model.train()
-                if choose_epoch(curve.rule, curve.epochs) == len(curve.epochs) and curve.rule != "last":
-                    kept = copy.deepcopy(model.state_dict())
-    if curve is not None:
-        curve.chosen = choose_epoch(curve.rule, curve.epochs)
-        if kept is not None and curve.chosen != len(curve.epochs):
-            model.load_state_dict(kept)
-        selection.curve = curve
+            for observer in observers:
+                observer.on_epoch_end(epoch, model)
+    for observer in observers:
+        observer.on_fit_end(model)
     model.eval()
-    return curve
+    return selection.curve if selection is not None else None
 
 
 def to_device(tensor: Tensor, device: torch.device) -> Tensor:

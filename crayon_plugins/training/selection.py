@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 from torch import Tensor
 
+from crayon_plugins.config import Rule
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.model.classifier import Classifier
-
-Rule = Literal["last", "val-wga", "val-accuracy"]
-"""Which epoch's weights a trainer keeps: the last (as the CRAYON code does), or the one with the
-best validation worst-group accuracy (Group DRO, JtT, DFR) or validation accuracy (no group labels)."""
-
 
 SCORE = {"val-wga": "wga", "val-accuracy": "plain_accuracy"}
 """Selection rule → the validation metric it maximises (``plain_accuracy``: the share of validation
@@ -55,6 +51,32 @@ class Selection:
     rule: Rule
     evaluate: Callable[[Classifier], dict[str, float]]
     curve: Curve | None = None
+
+
+
+class KeepBestEpoch:
+    """The observer of :func:`~crayon_plugins.training.loop.fit` that selects an epoch: after every
+    epoch it evaluates ``evaluated`` (the model trained, or the whole classifier it is a part of) on
+    validation and keeps the weights of the best epoch so far; at the end it restores the epoch the
+    rule picks and leaves the :class:`Curve` in ``selection.curve`` (Lightning's ``ModelCheckpoint``)."""
+
+    def __init__(self, selection: Selection, evaluated: Classifier | None = None) -> None:
+        self.selection, self.evaluated = selection, evaluated
+        self.curve = Curve(selection.rule)
+        self.kept: dict[str, Tensor] | None = None
+
+    def on_epoch_end(self, epoch: int, model: Classifier) -> None:
+        model.eval()
+        self.curve.epochs.append(self.selection.evaluate(self.evaluated if self.evaluated is not None else model))
+        model.train()
+        if self.curve.rule != "last" and choose_epoch(self.curve.rule, self.curve.epochs) == len(self.curve.epochs):
+            self.kept = copy.deepcopy(model.state_dict())
+
+    def on_fit_end(self, model: Classifier) -> None:
+        self.curve.chosen = choose_epoch(self.curve.rule, self.curve.epochs)
+        if self.kept is not None and self.curve.chosen != len(self.curve.epochs):
+            model.load_state_dict(self.kept)
+        self.selection.curve = self.curve
 
 
 def validation_metrics(val: ImageSet, predicted: Tensor, train_shares: Tensor) -> dict[str, float]:

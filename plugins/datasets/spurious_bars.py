@@ -7,7 +7,7 @@ probability ``correlation``; validation and test are group-balanced. Like Waterb
 patch is *localised* (so Grad-CAM can show it) and easier to learn than the core feature, which stays
 learnable. The object mask is the bar.
 
-The knobs, as calibrated with the default backbone (README, "The benchmark, calibrated"): ``core_contrast`` sets
+The knobs, as calibrated with the default backbone (``docs/data-and-models.md``, "The embedded benchmark"): ``core_contrast`` sets
 how fast the bar is learned (at 0.15–0.17 group-balanced training stops at 54–69 % worst-group
 accuracy; at 0.20 the original learns the bar by itself); ``noise`` lets the network memorise the minority
 images instead (without it the bar is learned within a few epochs); ``patch_size`` sets how much of the

@@ -1,6 +1,6 @@
 """``crayon-attention``: fine-tune the whole model with CRAYON's energy loss.
 
-CRAYON: "Interpretability-Guided Model Correction with Yes/No Annotations" (arXiv 2410.22312). The
+CRAYON: "Effective Guidance for Model Attention with Simple Yes-no Annotations" (arXiv 2410.22312). The
 loss is the summed cross-entropy plus :func:`crayon_plugins.training.energy.attention_terms` on the current model's differentiable
 Grad-CAM against the original model's cached maps, as the public code computes it
 (``src/solver/solver_waterbirds.py``): summed cross-entropy, α and β divided by the numbers of *no*
@@ -33,7 +33,7 @@ class CrayonAttention(FineTuning):
     """Summed cross-entropy ``+ α/N_no·ΣL_no + β/N_yes·ΣL_yes`` per minibatch (:mod:`crayon_plugins.training.energy`).
 
     The paper's α and β (Waterbirds 1e7 / 2e5, 10 epochs at lr 5e-5) belong to ResNet-50 at 224 px;
-    the defaults here are calibrated on the embedded benchmark (README, "The benchmark, calibrated").
+    the defaults here are calibrated on the embedded benchmark (``docs/data-and-models.md``, "The embedded benchmark").
     Options besides α, β and the interpreter are ``finetune``'s, with the same defaults.
     """
 

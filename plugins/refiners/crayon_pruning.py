@@ -1,6 +1,6 @@
 """``crayon-pruning`` and ``crayon-attention+pruning``: prune the neurons annotators found irrelevant.
 
-CRAYON: "Interpretability-Guided Model Correction with Yes/No Annotations" (arXiv 2410.22312).
+CRAYON: "Effective Guidance for Model Attention with Simple Yes-no Annotations" (arXiv 2410.22312).
 CRAYON-Pruning masks every neuron (channel of the last feature map) answered *irrelevant* to zero and
 retrains only the last layer on the now fixed features; CRAYON-Attention+Pruning applies the same mask
 and then fine-tunes the whole model with CRAYON-Attention's energy loss.

@@ -3,7 +3,6 @@ drawings, for the items the budget chooses; with agreement and error statistics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,7 +11,7 @@ from torch import Tensor
 from crayon_plugins.annotation import panel
 from crayon_plugins.annotation.budget import image_losses, neuron_taylor_scores, selected
 from crayon_plugins.annotation.records import Annotations, Answer, AttentionMaps, MapsToJudge, NeuronsToJudge, positions
-from crayon_plugins.api.components import DRAWINGS, AnnotationSource, DrawnRegions, Need, NeuronJudgements
+from crayon_plugins.api.components import DRAWINGS, AnnotationSource, AnswerSet, DrawnRegions, Need, NeuronJudgements
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import call_plugin
 from crayon_plugins.model.classifier import Classifier
@@ -23,19 +22,6 @@ from crayon_plugins.training.energy import degenerate_yes
 
 if TYPE_CHECKING:
     from crayon_plugins.run.pipeline import Pipeline
-
-
-@dataclass(frozen=True)
-class AnswerSet:
-    """What the annotators said, as the refiners get it: the aggregated answers about the training
-    maps (empty when no refiner asks about maps), the neurons' judgements and the drawings (``None``
-    unless a refiner needs them), and the statistics of each question (agreement, answer shares,
-    an oracle's error rate)."""
-
-    maps: Annotations
-    neurons: NeuronJudgements | None
-    drawings: DrawnRegions | None
-    stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def annotate(pipeline: Pipeline, model: Classifier, train: ImageSet, maps: Tensor, features: SharedFeatures) -> AnswerSet:

@@ -27,21 +27,17 @@ def refinement_context(pipeline: Pipeline, model: Classifier, train: ImageSet) -
     val = load(pipeline, "val")
     val_features = shared_features(pipeline, model, val, "val")
     answers = annotate(pipeline, model, train, maps, features)
-    return RefinementContext(
-        train=train,
-        original_maps=maps,
-        map_answers=answers.maps.aligned(train.ids),
-        annotations=answers.maps,
-        seed=pipeline.config.seed,
-        device=pipeline.device,
-        neurons=answers.neurons,
-        drawings=answers.drawings,
+    return RefinementContext.of(
+        train,
+        maps,
+        answers,
+        pipeline.config.seed,
+        pipeline.device,
         features=features,
         val=val,
         val_features=val_features,
         selection=selection(pipeline, val_features),
         build_model=lambda: new_model(pipeline, len(train.class_names)),
-        annotation_stats=answers.stats,
     )
 
 

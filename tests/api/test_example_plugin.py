@@ -14,7 +14,7 @@ from test_study import crayon
 from crayon_plugins.registry import ENTRY_POINT_GROUP, build_registry
 from crayon_plugins.testing import CHECKS, PROMISES
 
-EXAMPLE = Path(__file__).parents[1] / "plugins" / "examples"
+EXAMPLE = Path(__file__).parents[2] / "plugins" / "examples"
 
 
 def install(project: Path, target: Path) -> dict[str, str]:

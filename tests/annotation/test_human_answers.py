@@ -17,8 +17,9 @@ from crayon_plugins.annotation.records import Answer, MapsToJudge
 from crayon_plugins.config import RunConfig
 from crayon_plugins.errors import DataError
 from crayon_plugins.factory import create
-from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.stages.explain import original_maps
+from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.testing import check_annotation_source
 from crayon_plugins.testing.contracts import _questions
@@ -146,14 +147,14 @@ def test_a_panel_of_copies_of_people_is_refused(tmp_path):
     answers = write(tmp_path / "a.jsonl", record("bars-0", "yes"))
     config = RunConfig.model_validate({**TINY, "annotator": {"name": "human", "answers": str(answers)}, "panel": {"size": 2}})
     with pytest.raises(ConfigError, match="panel of 2 needs a simulated annotator"):
-        Pipeline.from_config(config, cache=ArtifactCache(tmp_path))
+        Pipeline.from_config(config, cache=ArtefactCache(tmp_path))
 
 
 @pytest.mark.slow
 def test_the_authors_list_and_the_equivalent_answers_file_give_the_same_run(tmp_path):
     """The embedded benchmark's training split answered in the published format and as JSON lines:
     the same answers, the same refined model, the same numbers; the file's content keys the cache."""
-    ids = Pipeline.from_config(RunConfig.model_validate(TINY), cache=ArtifactCache(tmp_path / "c")).load("train").ids
+    ids = load(Pipeline.from_config(RunConfig.model_validate(TINY), cache=ArtefactCache(tmp_path / "c")), "train").ids
     words = [["yes", "no", "maybe", "no"][i % 4] for i in range(len(ids))]
     published = tmp_path / "bars_gradcam.json"
     published.write_text(json.dumps(words))
@@ -161,7 +162,7 @@ def test_the_authors_list_and_the_equivalent_answers_file_give_the_same_run(tmp_
 
     def run(path, out):
         config = RunConfig.model_validate({**TINY, "refiners": ["crayon-attention"], "annotator": {"name": "human", "answers": str(path)}})
-        Pipeline.from_config(config, cache=ArtifactCache(tmp_path / "c")).run(out)
+        Pipeline.from_config(config, cache=ArtefactCache(tmp_path / "c")).run(out)
         return json.loads((out / "results.json").read_text())
 
     a, b = run(published, tmp_path / "a"), run(lines, tmp_path / "b")
@@ -176,21 +177,21 @@ def test_drawings_people_painted_guide_gradia_exactly_as_the_same_regions_from_t
     """People's PNG masks reach GRADIA as drawn regions: drawings equal to the object masks give the
     run the saliency oracle's exact drawings give."""
     base = {**TINY, "refiners": ["gradia"], "refiner": {"gradia": {"epochs": 1}}}
-    train = Pipeline.from_config(RunConfig.model_validate(base), cache=ArtifactCache(tmp_path / "c")).load("train")
+    train = load(Pipeline.from_config(RunConfig.model_validate(base), cache=ArtefactCache(tmp_path / "c")), "train")
     oracle_answers = create("annotation_source", "saliency-oracle", {})
     records = []
     for i, item in enumerate(train.ids):
         Image.fromarray(train.masks[i].numpy().astype(np.uint8) * 255).save(tmp_path / f"{i}.png")
         records.append(record(item, None, "oracle", question="attention", drawing=f"{i}.png"))
     drawings = write(tmp_path / "attention.jsonl", *records)
-    p = Pipeline.from_config(RunConfig.model_validate(base), cache=ArtifactCache(tmp_path / "c"))
+    p = Pipeline.from_config(RunConfig.model_validate(base), cache=ArtefactCache(tmp_path / "c"))
     model = original_model(p, train).model
     maps = original_maps(p, model, train)
     truth = oracle_answers.annotate_maps(MapsToJudge.of(train, maps))
     answers = write(tmp_path / "maps.jsonl", *[record(item, ("no", "yes", "maybe")[a], "oracle") for item, a in zip(truth.item_ids, truth.answers.tolist())])
 
     def run(annotator, out):
-        Pipeline.from_config(RunConfig.model_validate({**base, "annotator": annotator}), cache=ArtifactCache(tmp_path / "c")).run(out)
+        Pipeline.from_config(RunConfig.model_validate({**base, "annotator": annotator}), cache=ArtefactCache(tmp_path / "c")).run(out)
         return json.loads((out / "results.json").read_text())
 
     people = run({"name": "human", "answers": [str(answers), str(drawings)]}, tmp_path / "people")

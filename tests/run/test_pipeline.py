@@ -11,10 +11,11 @@ from crayon_plugins.api.components import AnnotationSource, ConceptExtractor, Re
 from crayon_plugins.config import RunConfig
 from crayon_plugins.factory import create_refiner
 from crayon_plugins.registry import Registration, default_registry
-from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.run.stages.refine import refinement_context
+from crayon_plugins.run.stages.report import RunObserver
 
 TINY = {
     "dataset": {"name": "spurious-bars", "n_train": 192, "n_test": 64, "image_size": 32},
@@ -30,7 +31,7 @@ TINY = {
 
 def tiny_pipeline(cache_dir, **overrides):
     config = RunConfig.model_validate({**TINY, **overrides})
-    return Pipeline.from_config(config, cache=ArtifactCache(cache_dir))
+    return Pipeline.from_config(config, cache=ArtefactCache(cache_dir))
 
 
 def original_and_context(pipeline):
@@ -52,6 +53,27 @@ def test_run_writes_results_json(tmp_path):
         assert metrics["wga"] == min(metrics["groups"].values())
     assert sum(written["annotations"].values()) == 192
     assert results.row("original").metrics == written["rows"][0]["metrics"]
+
+
+def test_observers_hear_each_stage_and_a_run_without_them_prints_nothing(tmp_path, capsys):
+    heard = []
+
+    class Recorder(RunObserver):
+        def on_original(self, pipeline, original):
+            heard.append(("original", original.loaded))
+
+        def on_annotations(self, pipeline, results, context):
+            heard.append(("annotations", sum(results.annotations.values())))
+
+        def on_method_end(self, pipeline, results, row):
+            heard.append(("row", row.method, len(results.rows)))
+
+    capsys.readouterr()
+    tiny_pipeline(tmp_path / "cache", refiners=["group-balanced"]).run(observers=[Recorder()])
+    assert heard == [("original", False), ("annotations", 0), ("row", "original", 1), ("row", "group-balanced", 2)]
+    assert "original model" not in capsys.readouterr().err
+    tiny_pipeline(tmp_path / "cache", refiners=["group-balanced"]).run()
+    assert "original model: loaded from cache" in capsys.readouterr().err
 
 
 def test_same_seed_same_numbers_and_the_second_run_reuses_the_cache(tmp_path):

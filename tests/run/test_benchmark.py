@@ -4,12 +4,12 @@
 import pytest
 
 from crayon_plugins import Pipeline, RunConfig
-from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.cache import ArtefactCache
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return ArtifactCache(tmp_path_factory.mktemp("benchmark-cache"))
+    return ArtefactCache(tmp_path_factory.mktemp("benchmark-cache"))
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def test_default_benchmark_shows_the_shortcut_and_the_refiners_fix_it(cache):
     ra = lambda metrics: metrics["reasonability"]["reasonable-accurate"]  # noqa: E731
     assert ua(original) >= 0.10 and ra(original) <= 0.10
     assert ua(attention) < ua(original) / 2 and ra(attention) > ra(original) + 0.2
-    # GRADIA as published (issue 13) moves less than our earlier weighting did (seed 0 in
+    # GRADIA as published moves less than an a / 1−a weighting does (seed 0 in
     # docs/compare: UA 15.0 → 8.3 %, RA 6.3 → 27.2 %), so its targets are a quarter off UA and 10 points of RA
     assert ua(gradia) < 0.75 * ua(original) and ra(gradia) > ra(original) + 0.1
 

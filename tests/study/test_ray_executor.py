@@ -292,12 +292,12 @@ def test_each_seed_shares_its_artefacts_once_before_its_cells_and_a_failure_name
 
     cells = load_spec(write_spec(tmp_path, GRID)).cells()
 
-    def prepare_shared(config, refiners, cache_root):
+    def prepare_seed(config, refiners, cache_root):
         assert refiners == ["crayon-attention", "crayon-pruning"]
         if config.seed == 1:
             raise RuntimeError("disk full")
 
-    monkeypatch.setattr(runner, "prepare_shared", prepare_shared)
+    monkeypatch.setattr(runner, "prepare_seed", prepare_seed)
     monkeypatch.setattr(runner, "run_cell", lambda cell, cache_root: {"key": cell.key, "refiner": cell.refiner, "seed": cell.seed, "axes": cell.axes, "metrics": {"wga": 0.5}, "row": {}, "device": "cpu"})
     stale = next(c for c in cells if c.seed == 0 and c.refiner == "crayon-pruning")
     (tmp_path / "cells").mkdir()
@@ -306,8 +306,8 @@ def test_each_seed_shares_its_artefacts_once_before_its_cells_and_a_failure_name
     records, failures = runner.run_cells(cells, tmp_path / "cells", executor, tmp_path / "cache")
 
     seed_0 = [fn for fn, seed in executor.ran if seed == 0]
-    assert seed_0 == ["prepare_shared"] + ["<lambda>"] * 5  # once, before the seed's cells, the cuda record among them
-    assert [fn for fn, seed in executor.ran if seed == 1] == ["prepare_shared"]  # its cells never started
+    assert seed_0 == ["prepare_seed"] + ["<lambda>"] * 5  # once, before the seed's cells, the cuda record among them
+    assert [fn for fn, seed in executor.ran if seed == 1] == ["prepare_seed"]  # its cells never started
     assert failures == ["seed 1, its original model and shared artefacts (5 cell(s) not run): RuntimeError: disk full"]
     assert sorted(r["seed"] for r in records.values()) == [0] * 5 and records[stale.key]["metrics"]["wga"] == 0.5
     assert json.loads((tmp_path / "cells" / f"{stale.key}.json").read_text())["node"] == "here"

@@ -11,7 +11,7 @@ import pytest
 
 from crayon_plugins.config import RunConfig
 from crayon_plugins.model.features import predict
-from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.pipeline import Pipeline
 from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model
@@ -63,7 +63,7 @@ def test_backgrounds_challenge_results_carry_mr_and_bg_gap_of_the_models_predict
             "metrics": ["accuracy", "group-accuracy", "mr", "bg-gap"],
         }
     )
-    pipeline = Pipeline.from_config(config, cache=ArtifactCache(tmp_path / "cache"))
+    pipeline = Pipeline.from_config(config, cache=ArtefactCache(tmp_path / "cache"))
     results = pipeline.run(tmp_path / "out")
     model = original_model(pipeline, load(pipeline, "train")).model
     accuracy = {}

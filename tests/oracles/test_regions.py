@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from crayon_plugins import create_annotation_source
 from crayon_plugins.annotation.records import MapsToJudge
-from crayon_plugins.model.maps import bounding_boxes, region_maps
+from crayon_plugins.model.maps import bounding_boxes
 
 masks_strategy = st.integers(1, 4).flatmap(
     lambda n: st.lists(st.lists(st.booleans(), min_size=12 * 12, max_size=12 * 12), min_size=n, max_size=n)
@@ -45,13 +45,6 @@ def test_a_shift_moves_a_region_inside_the_image_without_changing_it():
     moved = shift(mask, 2, np.array([0.0]))  # angle 0: two pixels to the right
     assert torch.equal(moved[0, 4:6, 5:7], torch.ones(2, 2, dtype=torch.bool)) and int(moved.sum()) == 4
     assert int(shift(mask, 9, np.array([np.pi / 2])).sum()) == 0  # pushed out of the image
-
-
-def test_region_maps_are_covered_fractions_max_normalised():
-    regions = torch.zeros(2, 8, 8, dtype=torch.bool)
-    regions[0, :4, :2] = True  # covers half of cell (0, 0) of a 2×2 grid
-    maps = region_maps(regions, (2, 2))
-    assert maps[0].tolist() == [[1.0, 0.0], [0.0, 0.0]] and not maps[1].any()
 
 
 def oracle_items(n=400):

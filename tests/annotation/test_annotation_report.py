@@ -8,7 +8,7 @@ from PIL import Image
 
 from crayon_plugins.annotation.answers import Record
 from crayon_plugins.annotation.records import Answer
-from crayon_plugins.annotation.report import answer_mix_figure, summarise, summary_table
+from crayon_plugins.annotation.report import answer_mix_figure, summarise_people, summary_table
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 
@@ -49,7 +49,7 @@ ORACLE = {"i1": Answer.YES, "i2": Answer.NO, "i3": Answer.NO, "i4": Answer.YES, 
 
 
 def test_shares_counts_and_time_per_answer():
-    alice, bob = summarise(RECORDS)
+    alice, bob = summarise_people(RECORDS)
     assert (alice.annotator, alice.answers) == ("alice", 6)  # replaced i2 once, undone i7 left out
     assert (alice.yes, alice.no, alice.maybe) == pytest.approx((3 / 6, 2 / 6, 1 / 6), abs=1e-12)
     assert alice.seconds_per_answer == pytest.approx(6.0)
@@ -59,7 +59,7 @@ def test_shares_counts_and_time_per_answer():
 
 
 def test_kappa_between_annotators_and_with_oracle():
-    alice, bob = summarise(RECORDS, oracle=ORACLE)
+    alice, bob = summarise_people(RECORDS, oracle=ORACLE)
     assert alice.kappa_others == pytest.approx(KAPPA_ALICE_BOB, abs=1e-9)
     assert bob.kappa_others == pytest.approx(KAPPA_ALICE_BOB, abs=1e-9)
     assert alice.kappa_oracle == pytest.approx(3 / 7, abs=1e-9)
@@ -67,28 +67,28 @@ def test_kappa_between_annotators_and_with_oracle():
 
 def test_nan_cases():
     # carol shares no item with anyone and clicked once: no κ with others, no pace; alice's κ is bob's alone.
-    alice, bob, carol = summarise([*RECORDS, click("carol", "i9", "yes", 50)])
+    alice, bob, carol = summarise_people([*RECORDS, click("carol", "i9", "yes", 50)])
     assert alice.kappa_others == pytest.approx(KAPPA_ALICE_BOB, abs=1e-9)
     assert math.isnan(carol.kappa_others) and math.isnan(carol.seconds_per_answer)
     assert math.isnan(alice.kappa_oracle)  # no oracle
-    (only,) = summarise([r for r in RECORDS if r.annotator == "alice"])
+    (only,) = summarise_people([r for r in RECORDS if r.annotator == "alice"])
     assert math.isnan(only.kappa_others)
 
 
 def test_mixed_questions_are_refused():
     with pytest.raises(ValueError, match="one question"):
-        summarise([*RECORDS, click("bob", "n1", "yes", 200, question="neurons")])
+        summarise_people([*RECORDS, click("bob", "n1", "yes", 200, question="neurons")])
 
 
 def test_table_cells():
-    table = summary_table(summarise(RECORDS))
+    table = summary_table(summarise_people(RECORDS))
     assert [c.header for c in table.columns] == ["annotator", "answers", "yes", "no", "maybe", "s/answer", "κ others", "κ oracle"]
     assert [list(c.cells)[0] for c in table.columns] == ["alice", "6", "50.0%", "33.3%", "16.7%", "6.0", "0.69", "—"]
 
 
 def test_figure_shows_annotators_and_the_papers_datasets(tmp_path):
     path = tmp_path / "mix.png"
-    labels = answer_mix_figure(summarise(RECORDS), "maps", path)
+    labels = answer_mix_figure(summarise_people(RECORDS), "maps", path)
     assert labels == [
         "alice (n=6)",
         "bob (n=6)",

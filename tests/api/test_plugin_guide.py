@@ -9,7 +9,7 @@ from test_contracts import MutatesTheOriginal
 
 from crayon_plugins.testing import PROMISES, ContractError, check_refiner
 
-GUIDE = Path(__file__).parents[1] / "docs" / "plugins.md"
+GUIDE = Path(__file__).parents[2] / "docs" / "plugins.md"
 TEXT = GUIDE.read_text()
 EXAMPLES = re.findall(r"```python\n(.*?)```", TEXT, flags=re.S)
 
@@ -25,7 +25,7 @@ def test_the_guide_has_an_example_for_every_hook_and_a_property_test():
 def test_each_example_runs_and_keeps_its_contract(code, monkeypatch, tmp_path):
     """Each example ends with its contract check (or calls its property test); it runs from a file so
     hypothesis can read the test's source."""
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "plugins" / "examples" / "src"))
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "plugins" / "examples" / "src"))
     example = tmp_path / "guide_example.py"
     example.write_text(code)
     runpy.run_path(str(example), run_name="guide_example")

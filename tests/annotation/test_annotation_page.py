@@ -20,7 +20,7 @@ from crayon_plugins.annotation.server import MAX_BODY, create_app
 from crayon_plugins.annotation.task import Task, prepare_task
 from crayon_plugins.cli import app
 from crayon_plugins.config import RunConfig
-from crayon_plugins.run.cache import ArtifactCache
+from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.stages.explain import concepts, shared_features
 from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model
@@ -51,7 +51,7 @@ epochs = 1
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return ArtifactCache(tmp_path_factory.mktemp("page-cache"))
+    return ArtefactCache(tmp_path_factory.mktemp("page-cache"))
 
 
 def pipeline(cache, **overrides):

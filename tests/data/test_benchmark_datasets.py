@@ -35,7 +35,7 @@ from crayon_plugins.testing.benchmark_folders import (
 )
 
 SIZE = 32
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 PLUGINS = {"waterbirds": waterbirds, "biased-celeba": biased_celeba, "backgrounds-challenge": backgrounds_challenge, "background-metrics": background_metrics}
 REGISTRY = build_registry(extra_plugins=PLUGINS)
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from crayon_plugins.config import Optimisation
 from crayon_plugins.run.results import ResultRow, Results
 from crayon_plugins.run.table import best_row, markdown_table
-from crayon_plugins.study.seeds import aggregate
+from crayon_plugins.study.seeds import mean_and_std
 from crayon_plugins.testing.tiny import tiny_image_set, tiny_model
 from crayon_plugins.training.loop import fit
 from crayon_plugins.training.selection import Selection, choose_epoch
@@ -44,13 +44,31 @@ def test_fit_keeps_the_weights_of_the_chosen_epoch():
     assert not all(torch.equal(model.state_dict()[k], v) for k, v in seen[3].items())
 
 
+def test_fit_tells_its_observers_each_epoch_and_the_end_after_keeping_the_chosen_epoch():
+    model, train = tiny_model(0), tiny_image_set(n=16)
+    heard = []
+
+    class Recorder:
+        def on_epoch_end(self, epoch, m):
+            heard.append(("epoch", epoch, m.training))
+
+        def on_fit_end(self, m):
+            heard.append(("end", len(heard), m.training))
+
+    selection = Selection("val-wga", lambda m: CURVE[sum(1 for h in heard if h[0] == "epoch")])
+    loss = lambda i, x: F.cross_entropy(model(x), train.labels[i])  # noqa: E731
+    fit(model, loss, len(train), Optimisation(epochs=4, lr=1e-2, batch_size=8), 0, "test", selection=selection, images=train.images, observers=[Recorder()])
+    assert heard == [("epoch", 1, True), ("epoch", 2, True), ("epoch", 3, True), ("epoch", 4, True), ("end", 4, True)]
+    assert selection.curve.chosen == 2 and not model.training
+
+
 def test_mean_and_std_over_seeds_of_nested_metrics():
-    mean, std = aggregate([{"wga": 0.5, "groups": {"a": 0.2}, "name": "x"}, {"wga": 0.7, "groups": {"a": 0.4}, "name": "y"}])
+    mean, std = mean_and_std([{"wga": 0.5, "groups": {"a": 0.2}, "name": "x"}, {"wga": 0.7, "groups": {"a": 0.4}, "name": "y"}])
     assert set(mean) == {"wga", "groups"} and mean["wga"] == pytest.approx(0.6) and mean["groups"]["a"] == pytest.approx(0.3)
     assert std["wga"] == pytest.approx(math.sqrt(0.02)) and std["groups"]["a"] == pytest.approx(math.sqrt(0.02))
-    nan_mean, _ = aggregate([{"wga": 0.5}, {"wga": math.nan}])
+    nan_mean, _ = mean_and_std([{"wga": 0.5}, {"wga": math.nan}])
     assert math.isnan(nan_mean["wga"])  # never averaged over fewer seeds silently
-    one_mean, one_std = aggregate([{"wga": 0.5, "groups": {"a": 0.2}}])
+    one_mean, one_std = mean_and_std([{"wga": 0.5, "groups": {"a": 0.2}}])
     assert one_mean["wga"] == 0.5 and one_std == {"groups": {}}  # no "± 0.00" for one seed
 
 
