@@ -45,7 +45,7 @@ def main() -> None:
     def erm(selection) -> None:
         fresh = new_model(pipeline, len(train.class_names))
 
-        def batch_loss(indices):
+        def batch_loss(indices, _):  # the images come from the split itself
             return F.cross_entropy(fresh(train.images[indices].to(pipeline.device)), train.labels[indices].to(pipeline.device))
 
         fit(fresh, batch_loss, len(train), pipeline.config.training, pipeline.config.seed, "ERM", selection=selection)
