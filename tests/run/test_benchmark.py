@@ -1,5 +1,5 @@
-"""Issues 2–4's targets on the default configuration: the shortcut, and the refiners that fix it
-(~8 min; the two tests share one cache, so the original model is trained once)."""
+"""The default configuration's targets: the shortcut, and the refiners that fix it (about 4 min on 2
+cores; the two tests share one cache, so the original model is trained once)."""
 
 import pytest
 
