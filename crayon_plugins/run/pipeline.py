@@ -18,6 +18,7 @@ import torch
 
 from crayon_plugins import factory
 from crayon_plugins.annotation import panel
+from crayon_plugins.annotation.records import Question
 from crayon_plugins.api import components
 from crayon_plugins.api.components import DRAWINGS, Need
 from crayon_plugins.config import ComponentSpec, RunConfig
@@ -65,7 +66,7 @@ class Pipeline:
     neuron_panel: list[components.AnnotationSource]
 
     def __post_init__(self) -> None:
-        if self.needs(*DRAWINGS) and "attention" not in self.annotator.judges():
+        if self.needs(*DRAWINGS) and Question.ATTENTION not in self.annotator.judges():
             raise ConfigError(f"annotator: {self.config.annotator.name!r} does not draw attention maps, which refiners {self.needing(*DRAWINGS)} need")
         checkpoint = self.config.original.checkpoint
         if checkpoint and not Path(checkpoint).is_file():
@@ -91,7 +92,7 @@ class Pipeline:
         def create(kind: str, spec: ComponentSpec, where: str):
             return factory.create_from_spec(kind, spec, where, registry)
 
-        def source(spec: ComponentSpec, where: str, question: str) -> components.AnnotationSource:
+        def source(spec: ComponentSpec, where: str, question: Question) -> components.AnnotationSource:
             found = create("annotation_source", spec, where)
             if question not in found.judges():
                 can = " and ".join(sorted(found.judges())) or "nothing"
@@ -100,8 +101,8 @@ class Pipeline:
 
         refiner = lambda n: create("refiner", config.refiner_spec(n), f"refiner.{n}")  # noqa: E731
         sections = {n: refiner(n) for n in config.refiner}  # a misspelled section would otherwise be ignored
-        annotator = source(config.annotator, "annotator", "maps")
-        neuron_annotator = source(config.neuron_annotator, "neuron_annotator", "neurons")
+        annotator = source(config.annotator, "annotator", Question.MAPS)
+        neuron_annotator = source(config.neuron_annotator, "neuron_annotator", Question.NEURONS)
         return cls(
             config=config,
             registry=registry,
@@ -111,7 +112,7 @@ class Pipeline:
             annotator=annotator,
             concept_extractor=create("concept_extractor", config.concepts, "concepts"),
             neuron_annotator=neuron_annotator,
-            judge=source(config.evaluation.judge, "evaluation.judge", "maps"),
+            judge=source(config.evaluation.judge, "evaluation.judge", Question.MAPS),
             refiners={n: sections[n] if n in sections else refiner(n) for n in names},
             metrics=[create("metric", ComponentSpec(name=n), f"metrics[{n!r}]") for n in config.metrics],
             cache=cache or ArtefactCache(),

@@ -110,14 +110,10 @@ def moved_names(package: str, names: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package`` answering each of ``names`` (name → the module that
     holds it now) with a warning."""
 
-    warned: set[str] = set()
-
     def __getattr__(name: str) -> Any:
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        if name not in warned:
-            warned.add(name)
-            _warn(f"{package}.{name}", f"{names[name]}.{name}")
+        _warn(f"{package}.{name}", f"{names[name]}.{name}")
         return getattr(importlib.import_module(names[name]), name)
 
     return __getattr__
