@@ -25,7 +25,7 @@ def load_script():
 gpu = load_script()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_the_dry_run_runs_every_step_and_writes_the_report(tmp_path):
     out = tmp_path / "gpu.md"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run", "--out", str(out)], capture_output=True, text=True, timeout=300)

@@ -12,7 +12,7 @@ def cache(tmp_path_factory):
     return ArtefactCache(tmp_path_factory.mktemp("benchmark-cache"))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=4)
 def test_default_benchmark_shows_the_shortcut_and_the_refiners_fix_it(cache):
     refiners = ["crayon-attention", "group-balanced", "crayon-pruning", "crayon-attention+pruning", "gradia"]
     results = Pipeline.from_config(RunConfig(refiners=refiners), cache=cache).run()

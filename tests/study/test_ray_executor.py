@@ -150,7 +150,7 @@ def kill_one_running_task(process: subprocess.Popen, deadline: float) -> int | N
     return None
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_a_study_on_a_two_node_ray_cluster_matches_local_survives_a_killed_task_and_resumes(tmp_path, cluster):
     spec = write_spec(tmp_path, GRID)
     total = len({cell.key for cell in load_spec(spec).cells()})

@@ -75,7 +75,7 @@ def crayon(*args):
     return [sys.executable, "-c", "from crayon_plugins.cli import main; main()", *args]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_a_study_killed_half_way_resumes_to_the_same_results_without_recomputing(tmp_path):
     spec = write_spec(tmp_path, GRID)
     env = {**os.environ, "CRAYON_CACHE_DIR": str(tmp_path / "cache"), "CRAYON_PROGRESS": "0"}
