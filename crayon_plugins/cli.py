@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from crayon_plugins.annotation.records import Answer
+from crayon_plugins.annotation.records import Answer, Question
 from crayon_plugins.annotation.sheets import render_sheets
 from crayon_plugins.config import load_config
 from crayon_plugins.errors import CrayonError
@@ -28,6 +28,7 @@ from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.pipeline import Pipeline
 from crayon_plugins.run.results import Results
 from crayon_plugins.run.stages import explain
+from crayon_plugins.run.stages.annotate import noise_free_answers, prepare_task
 from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.run.table import markdown_table
@@ -304,14 +305,12 @@ def study_report(directory: Annotated[Path, typer.Argument(help="A study's outpu
 annotate_app = typer.Typer(help="People answer: an annotation page, Label Studio export and import, and a report of the annotators.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(annotate_app, name="annotate")
 
-QuestionOption = Annotated[str, typer.Option("--question", "-q", help="maps (yes / no / maybe on Grad-CAM maps), neurons (on concept sheets) or attention (paint where to look).")]
+QuestionOption = Annotated[Question, typer.Option("--question", "-q", help="maps (yes / no / maybe on Grad-CAM maps), neurons (on concept sheets) or attention (paint where to look).")]
 
 
-def _task(config: Path | None, question: str, folder: Path | None):
+def _task(config: Path | None, question: Question, folder: Path | None):
     """The pipeline of ``config`` and the prepared annotation task of ``question`` in ``folder``
     (default ``annotation/QUESTION``)."""
-    from crayon_plugins.annotation.task import prepare_task
-
     pipeline = Pipeline.from_config(load_config(config), [], ArtefactCache())
     folder = folder if folder is not None else Path("annotation") / question
     writable_folder(folder, "--task")
@@ -322,7 +321,7 @@ def _task(config: Path | None, question: str, folder: Path | None):
 @user_errors
 def annotate_serve(
     config: ConfigOption = None,
-    question: QuestionOption = "maps",
+    question: QuestionOption = Question.MAPS,
     annotator: Annotated[Optional[str], typer.Option("--annotator", "-a", help="The name the page starts with (default: it asks; ?annotator=NAME in the address chooses).")] = None,
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8765,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
@@ -353,7 +352,7 @@ def annotate_serve(
 def annotate_export(
     out: Annotated[Path, typer.Argument(help="Folder for the pictures, tasks.json and labeling-config.xml.")],
     config: ConfigOption = None,
-    question: QuestionOption = "maps",
+    question: QuestionOption = Question.MAPS,
     format: Annotated[str, typer.Option("--format", "-f", help="Export format: label-studio.")] = "label-studio",
     predictions: Annotated[bool, typer.Option("--predictions", help="Pre-annotate each task with the configured simulated [annotator]'s answer.")] = False,
     url_prefix: Annotated[str, typer.Option("--url-prefix", help="Prefix of the picture addresses in tasks.json (Label Studio's local-files serving by default).")] = "/data/local-files/?d=",
@@ -365,11 +364,11 @@ def annotate_export(
 
     if format != "label-studio":
         raise CrayonError(f"--format: only label-studio is supported, not {format!r}")
-    if question == "attention":
+    if question == Question.ATTENTION:
         raise CrayonError("--question: Label Studio export covers maps and neurons; drawings are made on the annotation page (crayon annotate serve --question attention)")
     pipeline, task = _task(config, question, out)
-    which = "annotator" if question == "maps" else "neuron_annotator"
-    codes = _oracle_answers(pipeline, question, which) if predictions else None
+    which = "annotator" if question == Question.MAPS else "neuron_annotator"
+    codes = _noise_free_answers(pipeline, question, which) if predictions else None
     guesses = None if codes is None else {item: Answer(code).name.lower() for item, code in codes.items()}
     items = [ExportItem(i.item, {k: f"{url_prefix}{out.name}/{v}" for k, v in i.files.items()}, i.label) for i in task.items]
     tasks, labeling = write_tasks(out, question, items, guesses, getattr(pipeline, which).name)
@@ -381,7 +380,7 @@ def annotate_export(
 def annotate_import(
     export: Annotated[Path, typer.Argument(help="Label Studio's JSON export of the project.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Answers file to write (JSON lines); must not exist yet.")],
-    question: QuestionOption = "maps",
+    question: QuestionOption = Question.MAPS,
 ) -> None:
     """Read Label Studio's JSON export (each annotation's choice, completed_by as the annotator;
     skipped tasks and cancelled annotations give no answer) into an answers file for the human source."""
@@ -402,7 +401,7 @@ def annotate_import(
 def annotate_report(
     answers: Annotated[list[Path], typer.Argument(help="Answers files (JSON lines).")],
     config: ConfigOption = None,
-    question: QuestionOption = "maps",
+    question: QuestionOption = Question.MAPS,
     figure: Annotated[Optional[Path], typer.Option("--figure", help="The answer-mix figure (default: beside the first answers file, answer-mix.png).")] = None,
     oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="Compare with the noise-free oracle of the configuration ([evaluation] judge for maps, [neuron_annotator] for neurons).")] = True,
 ) -> None:
@@ -417,7 +416,7 @@ def annotate_report(
     truth = None
     if oracle:
         pipeline = Pipeline.from_config(load_config(config), [], ArtefactCache())
-        truth = _oracle_answers(pipeline, question, "judge" if question == "maps" else "neuron_annotator")
+        truth = _noise_free_answers(pipeline, question, "judge" if question == Question.MAPS else "neuron_annotator")
     summaries = summarise_people(records, truth)
     stdout.print(summary_table(summaries))
     path = figure or answers[0].parent / "answer-mix.png"
@@ -425,24 +424,14 @@ def annotate_report(
     console.print(escape(f"wrote {path}"), highlight=False)
 
 
-def _oracle_answers(pipeline: Pipeline, question: str, which: str) -> dict[str, int] | None:
+def _noise_free_answers(pipeline: Pipeline, question: Question, which: str) -> dict[str, int] | None:
     """The noise-free answers of the pipeline's ``which`` source (``annotator``, ``judge`` or
-    ``neuron_annotator``) about the training split, item id → :class:`Answer` code; ``None`` (with a
-    note) where it is not a simulated annotator."""
-    from crayon_plugins.annotation.records import MapsToJudge, NeuronsToJudge
+    ``neuron_annotator``), or ``None`` with a note where it is not a simulated annotator."""
     source = getattr(pipeline, which)
-    truthful = source.noise_free()
-    if truthful is None:
+    found = noise_free_answers(pipeline, question, source)
+    if found is None:
         console.print(f"note: {which} {source.name!r} is not a simulated annotator; no oracle to compare with", highlight=False)
-        return None
-    train = load(pipeline, "train")
-    model = original_model(pipeline, train).model
-    if question == "neurons":
-        found = truthful.annotate_neurons(NeuronsToJudge(explain.concepts(pipeline, model, train), train))
-    else:
-        maps = explain.original_maps(pipeline, model, train)
-        found = truthful.annotate_maps(MapsToJudge.of(train, maps))
-    return dict(zip(found.item_ids, found.answers.tolist()))
+    return found
 
 
 def main() -> None:

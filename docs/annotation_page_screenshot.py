@@ -10,9 +10,9 @@ from selenium.webdriver.common.action_chains import ActionChains
 
 from crayon_plugins import Pipeline
 from crayon_plugins.annotation.server import create_app
-from crayon_plugins.annotation.task import prepare_task
 from crayon_plugins.config import RunConfig
 from crayon_plugins.run.cache import ArtefactCache
+from crayon_plugins.run.stages.annotate import prepare_task
 from crayon_plugins.testing.browser import headless_chromium, missing_browser, serving, wait_for
 
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "annotation-page.png"

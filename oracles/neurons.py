@@ -18,7 +18,7 @@ from pydantic import Field
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from crayon_plugins.api import Annotations, Answer, CrayonError, NeuronsToJudge, grid_masks, hookimpl
+from crayon_plugins.api import Annotations, Answer, CrayonError, NeuronsToJudge, Question, grid_masks, hookimpl
 
 
 class NeuronOracle(SimulatedAnnotator, ABC):
@@ -30,7 +30,7 @@ class NeuronOracle(SimulatedAnnotator, ABC):
 
     def annotate_neurons(self, items: NeuronsToJudge) -> Annotations:
         ids = items.concepts.neuron_ids
-        answers = apply_noise(self.truth(items), ids, self.params, "neurons")
+        answers = apply_noise(self.truth(items), ids, self.params, Question.NEURONS)
         return Annotations(ids, answers, (self.params.annotator,) * len(ids))
 
 

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from crayon_plugins.annotation.paper_mix import REAL_ANNOTATORS
-from crayon_plugins.api import AnnotationSource, Answer, CrayonError, Params
+from crayon_plugins.api import AnnotationSource, Answer, CrayonError, Params, Question
 
 MIX_TOLERANCE = 0.01
 """How far (in share of answers) a calibrated answer mix may miss the target when it cannot be exact."""
@@ -95,7 +95,7 @@ def calibrate(truth: Tensor, params: NoiseParams, target: tuple[float, float, fl
     )
 
 
-def apply_noise(truth: Tensor, item_ids: tuple[str, ...], params: NoiseParams, question: Literal["maps", "neurons"] = "maps") -> Tensor:
+def apply_noise(truth: Tensor, item_ids: tuple[str, ...], params: NoiseParams, question: Question = Question.MAPS) -> Tensor:
     """Noisy answers to ``question`` about items whose truthful answers are ``truth`` (see
     :class:`NoiseParams`). A truthful *maybe* stays *maybe* unless biased."""
     if params.answer_mix is not None:

@@ -25,12 +25,11 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from crayon_plugins.annotation.records import Annotations, Answer
+from crayon_plugins.annotation.records import Annotations, Answer, Question
 from crayon_plugins.errors import DataError
 
 ANNOTATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -42,7 +41,7 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     item: str = Field(min_length=1)
-    question: Literal["maps", "neurons", "attention"] = "maps"
+    question: Question = Question.MAPS
     answer: str | None = Field(default=None, pattern="^(yes|no|maybe)$")
     drawing: str | None = Field(default=None, min_length=1)
     annotator: str = Field(pattern=ANNOTATOR_NAME.pattern)
@@ -50,9 +49,9 @@ class Record(BaseModel):
 
     @model_validator(mode="after")
     def _fits_question(self) -> Record:
-        if self.question == "attention" and self.answer is not None:
+        if self.question == Question.ATTENTION and self.answer is not None:
             raise ValueError("a drawing (question attention) has no yes / no / maybe answer")
-        if self.question != "attention" and self.drawing is not None:
+        if self.question != Question.ATTENTION and self.drawing is not None:
             raise ValueError(f"question {self.question} takes an answer, not a drawing")
         return self
 
@@ -64,7 +63,7 @@ def now() -> datetime:
 def append(path: Path, record: Record) -> None:
     """Append ``record`` to ``path`` as one line and flush it to disk before returning (callers
     that write from several threads hold a lock)."""
-    line = record.model_dump_json(exclude={"answer"} if record.question == "attention" else {"drawing"}) + "\n"
+    line = record.model_dump_json(exclude={"answer"} if record.question == Question.ATTENTION else {"drawing"}) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as file:
         file.write(line)
@@ -109,7 +108,7 @@ def is_published_list(path: Path) -> bool:
     return head.startswith("[")
 
 
-def questions_in(path: Path) -> set[str]:
+def questions_in(path: Path) -> set[Question]:
     """The questions a file answers: a published list of strings answers ``maps``, of booleans
     ``neurons``; an answers file those its lines name."""
     if is_published_list(path):
@@ -117,13 +116,13 @@ def questions_in(path: Path) -> set[str]:
             values = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise DataError(f"{path}: not JSON ({error})") from None
-        return {"neurons" if values and isinstance(values[0], bool) else "maps"}
+        return {Question.NEURONS if values and isinstance(values[0], bool) else Question.MAPS}
     if not (records := read_records(path)):
         raise DataError(f"{path}: holds no answers yet")
     return {record.question for record in records}
 
 
-def read_published(path: Path, ids: Sequence[str], question: str) -> Annotations:
+def read_published(path: Path, ids: Sequence[str], question: Question) -> Annotations:
     """An authors' list as answers about ``ids`` (in order), from annotator ``<file stem>``.
 
     ``question`` ``"maps"`` expects yes / no / maybe strings, ``"neurons"`` booleans. :class:`DataError`
@@ -133,20 +132,20 @@ def read_published(path: Path, ids: Sequence[str], question: str) -> Annotations
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not JSON ({error})") from None
     if len(values) != len(ids):
-        raise DataError(f"{path}: {len(values)} answers, but the split has {len(ids)} {'images' if question == 'maps' else 'neurons'}; a published list has one per item, in order")
+        raise DataError(f"{path}: {len(values)} answers, but the split has {len(ids)} {'images' if question == Question.MAPS else 'neurons'}; a published list has one per item, in order")
     codes = []
     for index, value in enumerate(values):
-        if question == "neurons" and isinstance(value, bool):
+        if question == Question.NEURONS and isinstance(value, bool):
             codes.append(int(Answer.YES if value else Answer.NO))
-        elif question == "maps" and Answer.named(value) is not None:
+        elif question == Question.MAPS and Answer.named(value) is not None:
             codes.append(int(Answer.named(value)))
         else:
-            expected = "true or false" if question == "neurons" else '"yes", "no" or "maybe"'
+            expected = "true or false" if question == Question.NEURONS else '"yes", "no" or "maybe"'
             raise DataError(f"{path}: entry {index} is {value!r}, expected {expected}")
     return Annotations(tuple(ids), torch.tensor(codes, dtype=torch.int64), (path.stem,) * len(ids))
 
 
-def read_answers(path: Path, ids: Sequence[str], question: str = "maps") -> list[Record]:
+def read_answers(path: Path, ids: Sequence[str], question: Question = Question.MAPS) -> list[Record]:
     """The latest answer of each annotator about each item in an answers file's lines about
     ``question``, checked against the split's ``ids``: :class:`DataError` naming the file, line and
     item of the first unknown one."""

@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from crayon_plugins.annotation.answers import Record
-from crayon_plugins.annotation.records import Answer
+from crayon_plugins.annotation.records import Answer, Question
 from crayon_plugins.errors import ConfigError, DataError
 
-_IMAGES = {"maps": ("image", "overlay"), "neurons": ("sheet",)}
+_IMAGES = {Question.MAPS: ("image", "overlay"), Question.NEURONS: ("sheet",)}
 """Each question's image data keys; the choices label the last one."""
 
 _UNNAMED = re.compile(r"[^A-Za-z0-9_.@-]")
 """Characters an annotator name may not hold (see :data:`~crayon_plugins.annotation.answers.ANNOTATOR_NAME`)."""
 
 _HEADERS = {
-    "maps": "Does the highlighted region show the right thing to recognise this class?",
-    "neurons": "Is this neuron's concept relevant to the label?",
+    Question.MAPS: "Does the highlighted region show the right thing to recognise this class?",
+    Question.NEURONS: "Is this neuron's concept relevant to the label?",
 }
 
 
@@ -41,17 +41,17 @@ class ExportItem:
     label: str | None = None
 
 
-def _images(question: str) -> tuple[str, ...]:
+def _images(question: Question) -> tuple[str, ...]:
     if question not in _IMAGES:
-        raise ConfigError(f"Label Studio tasks ask question maps or neurons, not {question!r}")
+        raise ConfigError(f"Label Studio tasks ask question maps or neurons, not {str(question)!r}")
     return _IMAGES[question]
 
 
-def labeling_config(question: str) -> str:
+def labeling_config(question: Question) -> str:
     """The labeling config XML asking ``question`` (``maps`` or ``neurons``)."""
     images = _images(question)
     lines = ["<View>", f'  <Header value="{_HEADERS[question]}"/>']
-    if question == "maps":
+    if question == Question.MAPS:
         lines.append('  <Text name="label" value="$label"/>')
     lines += [f'  <Image name="{key}" value="${key}"/>' for key in images]
     lines.append(f'  <Choices name="answer" toName="{images[-1]}" choice="single" showInLine="true" required="true">')
@@ -60,7 +60,7 @@ def labeling_config(question: str) -> str:
     return "\n".join(lines)
 
 
-def write_tasks(out: Path, question: str, items: Sequence[ExportItem], predictions: Mapping[str, str] | None = None, model_version: str = "oracle") -> tuple[Path, Path]:
+def write_tasks(out: Path, question: Question, items: Sequence[ExportItem], predictions: Mapping[str, str] | None = None, model_version: str = "oracle") -> tuple[Path, Path]:
     """Write ``out/tasks.json`` (one task per item, in order) and ``out/labeling-config.xml``; return
     both paths. ``predictions`` (item id → yes / no / maybe) pre-selects those items' answers."""
     images = _images(question)
@@ -123,7 +123,7 @@ def _choice(annotation: dict[str, Any]) -> str | None:
     return choices[0] if choices else None
 
 
-def read_export(path: Path, question: str = "maps") -> list[Record]:
+def read_export(path: Path, question: Question = Question.MAPS) -> list[Record]:
     """The answers in a Label Studio JSON export, as records about ``question``, sorted by time
     (then task order). Cancelled or skipped annotations, tasks without annotations and
     predictions give none. :class:`DataError` naming the file, task (counted from 0) and

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from crayon_plugins.annotation.records import Question
+
 
 @dataclass(frozen=True)
 class AnswerMix:
@@ -17,10 +19,10 @@ class AnswerMix:
     neurons_judged: int
     relevant: float
 
-    def shares(self, question: str) -> tuple[float, float, float]:
-        """``(yes, maybe, no)`` shares of answers about ``"maps"`` or ``"neurons"`` (relevant /
+    def shares(self, question: Question) -> tuple[float, float, float]:
+        """``(yes, maybe, no)`` shares of answers about maps or neurons (relevant /
         irrelevant; the files hold no *maybe* about neurons)."""
-        if question == "maps":
+        if question == Question.MAPS:
             return self.yes, self.maybe, self.no
         return self.relevant, 0.0, 1 - self.relevant
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from crayon_plugins.annotation.answers import Record, latest
 from crayon_plugins.annotation.paper_mix import REAL_ANNOTATORS
-from crayon_plugins.annotation.records import CODES, Answer
+from crayon_plugins.annotation.records import CODES, Answer, Question
 
 BREAK = 300
 """Seconds between two clicks of one person beyond which they count as a break, not answering time."""
@@ -67,7 +67,7 @@ def summarise_people(records: Sequence[Record], oracle: Mapping[str, int] | None
     :class:`~crayon_plugins.annotation.records.Answer` codes; κ with it is over the items both answered.
     :class:`ValueError` if the records are not all about one of ``maps`` / ``neurons``."""
     questions = {r.question for r in records}
-    if len(questions) > 1 or questions - {"maps", "neurons"}:
+    if len(questions) > 1 or questions - {Question.MAPS, Question.NEURONS}:
         raise ValueError(f"summarise_people takes answers to one question, maps or neurons; got {', '.join(sorted(questions))}")
     people = list(dict.fromkeys(r.annotator for r in records))
     answered: dict[str, dict[str, int]] = {person: {} for person in people}
@@ -110,13 +110,13 @@ def summary_table(summaries: Sequence[AnnotatorSummary]) -> Table:
     return table
 
 
-def answer_mix_figure(summaries: Sequence[AnnotatorSummary], question: str, path: Path) -> list[str]:
+def answer_mix_figure(summaries: Sequence[AnnotatorSummary], question: Question, path: Path) -> list[str]:
     """Write ``path`` (PNG): a stacked bar of yes / maybe / no shares per annotator and, below a
     dashed line, per dataset of the CRAYON paper's real annotators. Returns the bar labels, top to
     bottom."""
     rows = [(f"{s.annotator} (n={s.answers})", (s.yes, s.maybe, s.no)) for s in summaries]
     rows += [
-        (f"{name} (CRAYON paper, n={mix.maps_judged if question == 'maps' else mix.neurons_judged})", mix.shares(question))
+        (f"{name} (CRAYON paper, n={mix.maps_judged if question == Question.MAPS else mix.neurons_judged})", mix.shares(question))
         for name, mix in REAL_ANNOTATORS.items()
     ]
     labels = [label for label, _ in rows]

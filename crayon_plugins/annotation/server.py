@@ -21,6 +21,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crayon_plugins.annotation import answers as answer_files
+from crayon_plugins.annotation.records import Question
 from crayon_plugins.annotation.task import Task
 
 MAX_BODY = 2 << 20
@@ -114,7 +115,7 @@ def create_app(task: Task, annotator: str | None = None) -> FastAPI:
     async def answer(request: Request) -> dict:
         given = await body(request, AnswerIn)
         known(given.item)
-        if task.question == "attention":
+        if task.question == Question.ATTENTION:
             raise HTTPException(409, "this task asks for drawings (POST /api/drawing)")
         with writing:
             save(given.annotator, given.item, given.answer)
@@ -134,7 +135,7 @@ def create_app(task: Task, annotator: str | None = None) -> FastAPI:
     async def drawing(request: Request) -> dict:
         given = await body(request, DrawingIn)
         position = known(given.item)
-        if task.question != "attention":
+        if task.question != Question.ATTENTION:
             raise HTTPException(409, "this task asks for yes / no / maybe (POST /api/answer)")
         mask = _mask(given.png, task.image_size)
         relative = f"drawings/{given.annotator}/{position:06d}.png"

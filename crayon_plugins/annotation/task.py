@@ -9,30 +9,32 @@ pictures, in one folder the annotation page serves and Label Studio imports.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import Tensor
 
-from crayon_plugins.annotation.budget import image_losses, neuron_taylor_scores, selected
+from crayon_plugins.annotation.records import Question
 from crayon_plugins.annotation.sheets import render_sheet
 from crayon_plugins.errors import CrayonError, DataError
-from crayon_plugins.run.stages.explain import concepts, concepts_key, maps_key, original_maps, shared_features
-from crayon_plugins.run.stages.load import load
-from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.utils.files import write_atomically
 from crayon_plugins.utils.progress import progress_bar
 
-QUESTIONS = ("maps", "neurons", "attention")
+if TYPE_CHECKING:
+    from crayon_plugins.data.image_set import ImageSet
+    from crayon_plugins.model.concepts import NeuronConcepts
 
 PROMPTS = {
-    "maps": "Is the highlighted region the right thing to look at to recognise the class “{label}”?",
-    "neurons": "Is the concept this neuron responds to (its strongest patches) relevant to the labels?",
-    "attention": "Paint the region a model should look at to recognise the class “{label}”.",
+    Question.MAPS: "Is the highlighted region the right thing to look at to recognise the class “{label}”?",
+    Question.NEURONS: "Is the concept this neuron responds to (its strongest patches) relevant to the labels?",
+    Question.ATTENTION: "Paint the region a model should look at to recognise the class “{label}”.",
 }
 """The question as a person reads it (``{label}``: the image's class)."""
 
@@ -52,7 +54,7 @@ class Task:
     """The items of one question, in annotation order, and the folder that holds them."""
 
     folder: Path
-    question: str
+    question: Question
     key: str
     image_size: tuple[int, int]
     items: tuple[TaskItem, ...]
@@ -74,10 +76,10 @@ class Task:
         try:
             data = json.loads(path.read_text())
             items = tuple(TaskItem(**i) for i in data["items"])
-            return cls(folder, data["question"], data["key"], tuple(data["image_size"]), items)
+            return cls(folder, Question(data["question"]), data["key"], tuple(data["image_size"]), items)
         except FileNotFoundError:
             raise DataError(f"{path}: no annotation task here (crayon annotate serve or export prepares one)") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise DataError(f"{path}: not an annotation task ({type(error).__name__}: {error})") from None
 
 
@@ -95,31 +97,17 @@ def _png(pixels: np.ndarray, path: Path) -> None:
     Image.fromarray(pixels).save(path)
 
 
-def prepare_task(pipeline, question: str, folder: Path) -> Task:
-    """Train or load ``pipeline``'s original model (cached as usual), explain it and write the
-    task of ``question`` to ``folder``: the items the configured ``[budget]`` takes, first those
-    its ``selection`` ranks first. A folder holding answers about another model is an error."""
-    if question not in QUESTIONS:
-        raise CrayonError(f"--question: one of {', '.join(QUESTIONS)}, not {question!r}")
-    config = pipeline.config
-    train = load(pipeline, "train")
-    model = original_model(pipeline, train).model
-    features = shared_features(pipeline, model, train, "train")
-    if question == "neurons":
-        found = concepts(pipeline, model, train)
-        key, total = concepts_key(pipeline), len(found)
-        scores = lambda: neuron_taylor_scores(model, features, train.labels)  # noqa: E731
-    else:
-        maps = original_maps(pipeline, model, train)
-        key, total = maps_key(pipeline), len(train)
-        scores = lambda: image_losses(model, features, train.labels)  # noqa: E731
-    chosen = selected(total, config.budget, config.seed, scores, ranked=True).tolist()
+def write_task(folder: Path, question: Question, key: str, train: ImageSet, chosen: Sequence[int], maps: Tensor | None = None, found: NeuronConcepts | None = None) -> Task:
+    """Write the task of ``question`` about the model ``key`` names to ``folder``: the ``chosen``
+    items (indices into ``train``, or into ``found``'s neurons for :attr:`Question.NEURONS`) in
+    that order, each with its pictures (the image and its overlay of ``maps``, or the neuron's
+    concept sheet), drawn only where missing. A folder holding answers about another model is an
+    error; pictures of another model are drawn afresh."""
     _refuse_other_models_answers(folder, key)
-
     items = []
     with progress_bar(f"render {question} task", len(chosen)) as advance:
         for index in chosen:
-            if question == "neurons":
+            if question == Question.NEURONS:
                 item = TaskItem(found.neuron_ids[index], None, {"sheet": f"sheets/{found.neuron_ids[index]}.png"})
                 if not (folder / item.files["sheet"]).exists():
                     (folder / "sheets").mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@
 The kit that checks a plugin against its contract is :mod:`crayon_plugins.testing`.
 """
 
-from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer, AttentionMaps, MapsToJudge, NeuronsToJudge, positions
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer, AttentionMaps, MapsToJudge, NeuronsToJudge, Question, positions
 from crayon_plugins.api.components import (
     AnnotationSource,
     AnswerSet,
@@ -87,6 +87,7 @@ __all__ = [
     "Params",
     "PluginError",
     "Predictions",
+    "Question",
     "RefinementContext",
     "Refiner",
     "Row",

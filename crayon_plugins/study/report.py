@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from crayon_plugins.annotation.records import Question  # noqa: E402
 from crayon_plugins.errors import CrayonError  # noqa: E402
 from crayon_plugins.study.runner import read_record  # noqa: E402
 from crayon_plugins.study.spec import NOISE_AXES, StudySpec, load_spec  # noqa: E402
@@ -242,7 +243,7 @@ def _question_columns(cells: pd.DataFrame) -> pd.DataFrame:
     """``kappa``, ``fleiss``, ``alpha``, ``error_rate``: of the answers each cell's refiner used."""
     cells = cells.copy()
     for short, metric in (("kappa", "cohen_kappa"), ("fleiss", "fleiss_kappa"), ("alpha", "krippendorff_alpha"), ("error_rate", "error_rate")):
-        columns = [f"{q}.{metric}" for q in ("maps", "neurons") if f"{q}.{metric}" in cells]
+        columns = [f"{q}.{metric}" for q in (Question.MAPS, Question.NEURONS) if f"{q}.{metric}" in cells]
         cells[short] = cells[columns].bfill(axis=1).iloc[:, 0] if columns else np.nan
     return cells
 

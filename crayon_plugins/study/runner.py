@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from crayon_plugins.annotation.records import Question
 from crayon_plugins.api.components import DRAWINGS, Need
 from crayon_plugins.config import RunConfig
 from crayon_plugins.errors import ConfigError, CrayonError
@@ -56,7 +57,7 @@ def run_cell(cell: Cell, cache_root: str) -> dict:
     metrics = dict(flat_metrics(row.metrics))
     refiner = pipeline.refiners.get(cell.refiner)
     if refiner is not None:
-        used = {"maps": bool(refiner.needs & (DRAWINGS | {Need.MAP_ANSWERS})), "neurons": Need.NEURON_ANSWERS in refiner.needs}
+        used = {Question.MAPS: bool(refiner.needs & (DRAWINGS | {Need.MAP_ANSWERS})), Question.NEURONS: Need.NEURON_ANSWERS in refiner.needs}
         for question, stats in results.annotation_stats.items():
             if used.get(question):
                 metrics.update(flat_metrics(stats, f"{question}."))

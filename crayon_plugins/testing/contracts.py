@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor
 
-from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer, AttentionMaps, MapsToJudge, NeuronsToJudge
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer, AttentionMaps, MapsToJudge, NeuronsToJudge, Question
 from crayon_plugins.api import components
 from crayon_plugins.api.components import Need
 from crayon_plugins.data.image_set import ImageSet
@@ -361,12 +361,12 @@ def check_interpreter(interpreter: components.Interpreter, model: Classifier | N
     return contract.report()
 
 
-def _questions(model: Classifier, train: ImageSet) -> dict[str, Any]:
+def _questions(model: Classifier, train: ImageSet) -> dict[Question, Any]:
     """What a source is asked about ``train``: the model's maps, and its neurons' concepts, as the
     refiners' :func:`~crayon_plugins.testing.tiny.tiny_context` has them."""
     context = tiny_context(model, train)
     maps = MapsToJudge.of(train, context.original_maps)
-    return {"maps": maps, "attention": maps, "neurons": NeuronsToJudge(context.neurons.concepts, train)}
+    return {Question.MAPS: maps, Question.ATTENTION: maps, Question.NEURONS: NeuronsToJudge(context.neurons.concepts, train)}
 
 
 def _reordered(items: MapsToJudge | NeuronsToJudge, order: list[int]) -> MapsToJudge | NeuronsToJudge:
@@ -396,24 +396,24 @@ def check_annotation_source(source: components.AnnotationSource, model: Classifi
     contract.check_options()
     model = model if model is not None else tiny_model()
     train = train if train is not None else tiny_image_set()
-    methods = {"maps": source.annotate_maps, "neurons": source.annotate_neurons, "attention": source.annotate_attention}
+    methods = {Question.MAPS: source.annotate_maps, Question.NEURONS: source.annotate_neurons, Question.ATTENTION: source.annotate_attention}
     judged = sorted(source.judges() & set(methods))
     questions = _Once(lambda: _questions(model, train))
     answers = {q: _Once(lambda q=q: methods[q](questions()[q])) for q in judged}
 
     with contract.promise("judges-something"):
-        require(bool(judged), f"judges() is {sorted(source.judges())}; it must name at least one of {sorted(methods)}")
+        require(bool(judged), f"judges() is {', '.join(sorted(source.judges())) or 'empty'}; it must name at least one of {', '.join(sorted(methods))}")
     with contract.promise("answers-what-it-is-asked"):
         for q in judged:
             found, items = answers[q](), questions()[q]
-            expected = AttentionMaps if q == "attention" else Annotations
+            expected = AttentionMaps if q == Question.ATTENTION else Annotations
             require(isinstance(found, expected), f"annotate_{q} returned {type(found).__name__}, not {expected.__name__}")
             unknown = set(found.item_ids) - set(_item_ids(items))
             require(not unknown, f"annotate_{q} answered about items it was not asked: {sorted(unknown)[:3]}")
             pairs = list(zip(found.item_ids, found.annotators))
             require(len(set(pairs)) == len(pairs), f"annotate_{q} answered an item twice for one annotator")
             require(all(isinstance(a, str) and a for a in found.annotators), f"annotate_{q} gave answers without annotator ids")
-            if q == "attention":
+            if q == Question.ATTENTION:
                 size = train.image_size
                 require(found.regions.dtype == torch.bool and tuple(found.regions.shape[1:]) == size, f"drawings are {found.regions.dtype} {tuple(found.regions.shape)}, not bool (M, {size[0]}, {size[1]})")
     with contract.promise("deterministic"):

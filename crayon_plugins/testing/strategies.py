@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import Tensor
 
-from crayon_plugins.annotation.records import CODES, NOT_ANNOTATED, Annotations, Answer
+from crayon_plugins.annotation.records import CODES, NOT_ANNOTATED, Annotations, Answer, Question
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.testing.tiny import TinyBackbone, tiny_image_set
 
@@ -94,14 +94,14 @@ def answer_codes(draw, n: int | None = None, unannotated: bool = True) -> Tensor
 
 @st.composite
 def annotation_sets(
-    draw, item_ids: tuple[str, ...] | None = None, question: str = "maps", max_annotators: int = 3
+    draw, item_ids: tuple[str, ...] | None = None, question: Question = Question.MAPS, max_annotators: int = 3
 ) -> Annotations:
     """:class:`~crayon_plugins.annotation.records.Annotations` about ``item_ids`` (default: drawn), from up to
     ``max_annotators`` annotators who each answer a subset of the items: yes / no / maybe for
     ``question="maps"`` (ids ``item-…``), relevant / irrelevant / maybe for ``"neurons"`` (ids
     ``neuron-…``, the same codes). Includes the empty set and sets that are all *maybe*."""
     if item_ids is None:
-        prefix = "neuron-" if question == "neurons" else "item-"
+        prefix = "neuron-" if question == Question.NEURONS else "item-"
         item_ids = tuple(f"{prefix}{i:04d}" for i in range(draw(st.integers(0, 10))))
     all_maybe = draw(st.booleans())
     rows: list[tuple[str, int, str]] = []

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer
+from crayon_plugins.annotation.records import NOT_ANNOTATED, Annotations, Answer, Question
 from crayon_plugins.api.components import AnswerSet, Backbone, ConceptExtractor, DrawnRegions, NeuronJudgements, Params, RefinementContext
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.factory import create_concept_extractor
@@ -169,12 +169,12 @@ def tiny_answer_files(folder: Path, model: Classifier | None = None, train: Imag
     ])
     neurons = _top_patches(train).extract(model, train).neuron_ids
     judged = write("neurons.jsonl", [
-        Record(item=n, question="neurons", answer=words[i % 2], annotator="alice", time=when + timedelta(seconds=i)) for i, n in enumerate(neurons)
+        Record(item=n, question=Question.NEURONS, answer=words[i % 2], annotator="alice", time=when + timedelta(seconds=i)) for i, n in enumerate(neurons)
     ])
     drawn = []
     for i in (0, 5):
         Image.fromarray(train.masks[i].numpy().astype("uint8") * 255).save(folder / f"drawing-{i}.png")
-        drawn.append(Record(item=train.ids[i], question="attention", drawing=f"drawing-{i}.png", annotator="alice", time=when))
+        drawn.append(Record(item=train.ids[i], question=Question.ATTENTION, drawing=f"drawing-{i}.png", annotator="alice", time=when))
     return [maps, judged, write("attention.jsonl", drawn)]
 
 

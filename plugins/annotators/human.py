@@ -29,7 +29,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from crayon_plugins.annotation import answers as answer_files
-from crayon_plugins.api import Annotations, AnnotationSource, AttentionMaps, DataError, MapsToJudge, NeuronsToJudge, Params, hookimpl
+from crayon_plugins.api import Annotations, AnnotationSource, AttentionMaps, DataError, MapsToJudge, NeuronsToJudge, Params, Question, hookimpl
 from crayon_plugins.model.checkpoints import file_digest
 
 
@@ -66,10 +66,10 @@ class HumanAnswers(AnnotationSource):
             digest.update(f"{path}={file_digest(path)};".encode())
         return digest.hexdigest()
 
-    def _files(self, question: str) -> list[Path]:
+    def _files(self, question: Question) -> list[Path]:
         return [path for path, found in self._questions.items() if question in found]
 
-    def _answers(self, ids: tuple[str, ...], question: str) -> Annotations:
+    def _answers(self, ids: tuple[str, ...], question: Question) -> Annotations:
         parts = []
         for path in self._files(question):
             if answer_files.is_published_list(path):
@@ -88,16 +88,16 @@ class HumanAnswers(AnnotationSource):
         )
 
     def annotate_maps(self, items: MapsToJudge) -> Annotations:
-        return self._answers(items.ids, "maps")
+        return self._answers(items.ids, Question.MAPS)
 
     def annotate_neurons(self, items: NeuronsToJudge) -> Annotations:
-        return self._answers(items.concepts.neuron_ids, "neurons")
+        return self._answers(items.concepts.neuron_ids, Question.NEURONS)
 
     def annotate_attention(self, items: MapsToJudge) -> AttentionMaps:
         size = tuple(items.images[0].shape[-2:]) if len(items.ids) else (0, 0)
         found, regions = [], []
-        for path in self._files("attention"):
-            for record in answer_files.read_answers(path, items.ids, "attention"):
+        for path in self._files(Question.ATTENTION):
+            for record in answer_files.read_answers(path, items.ids, Question.ATTENTION):
                 regions.append(read_mask(path.parent / record.drawing, size))
                 found.append(record)
         stacked = torch.stack(regions) if regions else torch.zeros(0, *size, dtype=torch.bool)

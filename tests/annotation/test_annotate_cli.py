@@ -90,4 +90,4 @@ def test_serve_refuses_a_bad_name_or_a_busy_port_before_any_work(tmp_path):
     assert result.exit_code == 2 and "--port: cannot listen on 127.0.0.1" in result.output
     assert not (tmp_path / "t").exists()
     result = invoke("annotate", "serve", "--question", "pictures", "--task", tmp_path / "t", "--port", 0)
-    assert result.exit_code == 2 and "--question: one of maps, neurons, attention" in result.output
+    assert result.exit_code == 2 and "'--question'" in result.output and "'pictures' is not one of 'maps', 'neurons', 'attention'" in result.output

@@ -17,10 +17,11 @@ from crayon_plugins import CrayonError, Pipeline
 from crayon_plugins.annotation.answers import read_records
 from crayon_plugins.annotation.budget import image_losses, neuron_taylor_scores
 from crayon_plugins.annotation.server import MAX_BODY, create_app
-from crayon_plugins.annotation.task import Task, prepare_task
+from crayon_plugins.annotation.task import Task
 from crayon_plugins.cli import app
 from crayon_plugins.config import RunConfig
 from crayon_plugins.run.cache import ArtefactCache
+from crayon_plugins.run.stages.annotate import prepare_task
 from crayon_plugins.run.stages.explain import concepts, shared_features
 from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model

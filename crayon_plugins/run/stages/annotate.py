@@ -1,8 +1,10 @@
 """Stage 4, annotate: the panel's answers about the original model's maps and neurons, and its
-drawings, for the items the budget chooses; with agreement and error statistics."""
+drawings, for the items the budget chooses; with agreement and error statistics. Also the two
+uses of the same artefacts outside a run: a task for people, and the noise-free oracle's answers."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -10,14 +12,17 @@ from torch import Tensor
 
 from crayon_plugins.annotation import panel
 from crayon_plugins.annotation.budget import image_losses, neuron_taylor_scores, selected
-from crayon_plugins.annotation.records import Annotations, Answer, AttentionMaps, MapsToJudge, NeuronsToJudge, positions
+from crayon_plugins.annotation.records import Annotations, Answer, AttentionMaps, MapsToJudge, NeuronsToJudge, Question, positions
+from crayon_plugins.annotation.task import Task, write_task
 from crayon_plugins.api.components import DRAWINGS, AnnotationSource, AnswerSet, DrawnRegions, Need, NeuronJudgements
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import call_plugin
 from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.model.features import SharedFeatures
 from crayon_plugins.run.cache import cache_key
-from crayon_plugins.run.stages.explain import concepts, concepts_key, fits_fields, maps_key
+from crayon_plugins.run.stages.explain import concepts, concepts_key, fits_fields, maps_key, original_maps, shared_features
+from crayon_plugins.run.stages.load import load
+from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.training.energy import degenerate_yes
 
 if TYPE_CHECKING:
@@ -31,27 +36,27 @@ def annotate(pipeline: Pipeline, model: Classifier, train: ImageSet, maps: Tenso
     annotations, stats, chosen = Annotations((), torch.empty(0, dtype=torch.int64), ()), {}, None
     if pipeline.needs(Need.MAP_ANSWERS, *DRAWINGS):
         chosen = chosen_images(pipeline, model, train, features)
-        annotations, stats["maps"] = panel_answers(pipeline, "maps", MapsToJudge.of(train, maps), chosen, maps_key(pipeline))
-        stats["maps"]["yes_on_zero_maps"] = float(degenerate_yes(maps, annotations.aligned(train.ids)))
+        annotations, stats[Question.MAPS] = panel_answers(pipeline, Question.MAPS, MapsToJudge.of(train, maps), chosen, maps_key(pipeline))
+        stats[Question.MAPS]["yes_on_zero_maps"] = float(degenerate_yes(maps, annotations.aligned(train.ids)))
     neurons = None
     if pipeline.needs(Need.NEURON_ANSWERS):
-        neurons, stats["neurons"] = neuron_judgements(pipeline, model, train, features)
+        neurons, stats[Question.NEURONS] = neuron_judgements(pipeline, model, train, features)
     drawn = drawings(pipeline, train, maps, chosen) if pipeline.needs(*DRAWINGS) else None
     return AnswerSet(annotations, neurons, drawn, stats)
 
 
-def panel_answers(pipeline: Pipeline, question: str, items: MapsToJudge | NeuronsToJudge, chosen: Tensor, about: str) -> tuple[Annotations, dict[str, float]]:
-    """Every panel member's answers to ``question`` (``"maps"`` or ``"neurons"``) about ``items``
+def panel_answers(pipeline: Pipeline, question: Question, items: MapsToJudge | NeuronsToJudge, chosen: Tensor, about: str) -> tuple[Annotations, dict[str, float]]:
+    """Every panel member's answers to ``question`` (maps or neurons) about ``items``
     (cached, before the budget cut), cut to the ``chosen`` items, aggregated; and statistics:
     agreement, shares of the aggregated answers and, for oracles, their error against the
     noise-free oracle. ``about`` names the items for the cache key."""
     where, spec, members = {
-        "maps": ("annotator", pipeline.config.annotator, pipeline.map_panel),
-        "neurons": ("neuron_annotator", pipeline.config.neuron_annotator, pipeline.neuron_panel),
+        Question.MAPS: ("annotator", pipeline.config.annotator, pipeline.map_panel),
+        Question.NEURONS: ("neuron_annotator", pipeline.config.neuron_annotator, pipeline.neuron_panel),
     }[question]
 
     def answers(source: AnnotationSource) -> Annotations:
-        ask = source.annotate_maps if question == "maps" else source.annotate_neurons
+        ask = source.annotate_maps if question == Question.MAPS else source.annotate_neurons
         key = cache_key(artefact="answers", question=question, items=about, source=spec.name, params=source.params.model_dump(mode="json"), content=source.fingerprint())
 
         def compute() -> dict:
@@ -61,7 +66,7 @@ def panel_answers(pipeline: Pipeline, question: str, items: MapsToJudge | Neuron
         state, _ = pipeline.cache.get_or_compute("answers", key, compute, fits_fields({"item_ids", "answers", "annotators"}, ("item_ids", "answers", "annotators")))
         return Annotations(tuple(state["item_ids"]), state["answers"], tuple(state["annotators"]))
 
-    ids = items.ids if question == "maps" else items.concepts.neuron_ids
+    ids = items.ids if question == Question.MAPS else items.concepts.neuron_ids
     keep = {ids[i] for i in chosen.tolist()}
     raw = [answers(source) for source in members]
     rows = [(item, answer, who) for found in raw for item, answer, who in zip(found.item_ids, found.answers.tolist(), found.annotators) if item in keep]
@@ -88,7 +93,7 @@ def neuron_judgements(pipeline: Pipeline, model: Classifier, train: ImageSet, fe
     chooses, with their statistics."""
     found = concepts(pipeline, model, train)
     chosen = selected(len(found), pipeline.config.budget, pipeline.config.seed, lambda: neuron_taylor_scores(model, features, train.labels))
-    annotations, stats = panel_answers(pipeline, "neurons", NeuronsToJudge(found, train), chosen, concepts_key(pipeline))
+    annotations, stats = panel_answers(pipeline, Question.NEURONS, NeuronsToJudge(found, train), chosen, concepts_key(pipeline))
     judged = NeuronJudgements(found, annotations.aligned(found.neuron_ids), annotations, pipeline.neuron_annotator.describe())
     return judged, stats
 
@@ -108,3 +113,36 @@ def drawings(pipeline: Pipeline, train: ImageSet, maps: Tensor, chosen: Tensor) 
     keep[chosen] = True
     regions = (votes >= drawers.clamp(min=1).view(-1, 1, 1) / 2) & (drawers > 0).view(-1, 1, 1) & keep.view(-1, 1, 1)
     return DrawnRegions(regions, regions.flatten(1).any(dim=1))
+
+
+def prepare_task(pipeline: Pipeline, question: Question, folder: Path) -> Task:
+    """Train or load ``pipeline``'s original model (cached as usual), explain it and write the task
+    of ``question`` for people to ``folder``: the items the configured ``[budget]`` takes, first
+    those its ``selection`` ranks first."""
+    config = pipeline.config
+    train = load(pipeline, "train")
+    model = original_model(pipeline, train).model
+    features = shared_features(pipeline, model, train, "train")
+    if question == Question.NEURONS:
+        found = concepts(pipeline, model, train)
+        chosen = selected(len(found), config.budget, config.seed, lambda: neuron_taylor_scores(model, features, train.labels), ranked=True)
+        return write_task(folder, question, concepts_key(pipeline), train, chosen.tolist(), found=found)
+    maps = original_maps(pipeline, model, train)
+    chosen = selected(len(train), config.budget, config.seed, lambda: image_losses(model, features, train.labels), ranked=True)
+    return write_task(folder, question, maps_key(pipeline), train, chosen.tolist(), maps=maps)
+
+
+def noise_free_answers(pipeline: Pipeline, question: Question, source: AnnotationSource) -> dict[str, int] | None:
+    """The answers of ``source``'s noise-free twin to ``question`` about the original model's
+    training split, item id → :class:`Answer` code; ``None`` where ``source`` has no such twin (it
+    is not a simulated annotator)."""
+    truthful = source.noise_free()
+    if truthful is None:
+        return None
+    train = load(pipeline, "train")
+    model = original_model(pipeline, train).model
+    if question == Question.NEURONS:
+        found = truthful.annotate_neurons(NeuronsToJudge(concepts(pipeline, model, train), train))
+    else:
+        found = truthful.annotate_maps(MapsToJudge.of(train, original_maps(pipeline, model, train)))
+    return dict(zip(found.item_ids, found.answers.tolist()))
