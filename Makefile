@@ -18,11 +18,11 @@ run: $(STAMP)
 	$(BIN)/crayon run --out runs/quickstart
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n auto --dist loadfile --durations=25
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=25
 
 # Everyday work: everything but the slow end-to-end tier (`make test` runs it all; CI calls make test).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadfile -m "not slow" --durations=10
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder -m "not slow" --durations=10
 
 # The annotation page's browser test drives Debian's Chromium through its ChromeDriver (nothing is
 # downloaded). Installed here when missing; if apt-get cannot, that one test skips and says why.

@@ -15,7 +15,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files holding slow tests first, longest first (the ``slow`` marker's ``minutes``), each file's
     tests kept together and in order, so that no worker of ``make test`` starts a minutes-long test
-    when the others are nearly done, and module fixtures are set up once."""
+    when the others are nearly done, and module fixtures are set up once (``make test`` passes
+    ``--no-loadscope-reorder`` so that pytest-xdist keeps this order instead of putting the files
+    with the most tests first)."""
 
     def minutes(item: pytest.Item) -> float:
         marker = item.get_closest_marker("slow")
