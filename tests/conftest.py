@@ -36,6 +36,17 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def benchmark_cache(tmp_path_factory):
+    """One artefact cache for the default benchmark's tests, shared by the xdist workers of one
+    session (their temporary folders have a common parent), so the original model is trained once;
+    the cache's file locks make the second worker wait for, then load, what the first computes."""
+    from crayon_plugins.run.cache import ArtefactCache
+
+    root = tmp_path_factory.getbasetemp()
+    return ArtefactCache((root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "benchmark-cache")
+
+
+@pytest.fixture(scope="session")
 def tiny_model():
     """A random resnet10t cut after stage 2 (the default backbone): 32×32 inputs give a 4×4 feature grid, in eval mode."""
     from crayon_plugins import create_backbone
