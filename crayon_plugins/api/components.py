@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -68,6 +68,17 @@ class Backbone(Component, ABC):
         """A digest of the weights file ``build`` loads (it enters cache keys); ``None`` for none."""
         return None
 
+    def architecture(self, num_classes: int) -> Classifier:
+        """The network :meth:`build` makes, without reading any pretrained weights: saved weights
+        are loaded into it (:func:`crayon_plugins.load_model`). Default: :meth:`build`."""
+        return self.build(num_classes)
+
+    def recipe(self, num_classes: int) -> dict[str, Any] | None:
+        """How to build the same network in its own library, without crayon-plugins, for a saved
+        model's card: a JSON-able dict (the call and its arguments, and how the forward pass
+        splits). ``None``: only this plugin can rebuild it."""
+        return None
+
 
 class Need(StrEnum):
     """What a refiner or metric may declare in ``needs``, beyond images and labels; the pipeline
@@ -82,7 +93,9 @@ class Need(StrEnum):
     BOXES = "boxes"
     """Refiner: the same drawings, used as bounding boxes."""
     GROUPS = "groups"
-    """Refiner: true group labels of the training (and validation) items."""
+    """Refiner, annotation source: true group labels of the training (and validation) items."""
+    MASKS = "masks"
+    """Annotation source: the dataset's object masks (an oracle judges or draws by them)."""
     EVALUATION_SPLITS = "evaluation-splits"
     """Metric: predictions on the dataset's extra evaluation splits (Backgrounds Challenge's)."""
 
@@ -117,6 +130,24 @@ class Dataset(Component, ABC):
         """A digest of the files the dataset reads (it enters cache keys, so regenerated data is
         not mistaken for the old); ``None`` when the options alone determine the data."""
         return None
+
+    def has_masks(self) -> bool:
+        """Whether every split :meth:`load` gives has object masks (``ImageSet.masks`` not ``None``).
+
+        Answered without decoding an image (from the options and file headers), so a run can refuse
+        a configuration that needs masks before it loads anything. Default ``True``: a dataset that
+        does not say is assumed to have them. ``check_dataset`` checks the answer against the splits.
+        """
+        return True
+
+    def has_groups(self) -> bool:
+        """Whether the splits carry a group (spurious) attribute (``ImageSet.has_groups``: non-empty
+        ``spurious_names``); without one, worst-group and mean-group accuracy are not measured.
+
+        Answered like :meth:`has_masks`, without decoding an image. Default ``True``: a dataset that
+        does not say is assumed to have one.
+        """
+        return True
 
     @abstractmethod
     def load(self, split: str) -> ImageSet: ...
@@ -181,6 +212,9 @@ class AnnotationSource(Component):
     """
 
     whole_split: ClassVar[bool] = False
+    needs: ClassVar[frozenset[Need]] = frozenset()
+    """What the source reads from the dataset to answer (``Need.MASKS``, ``Need.GROUPS``): a run
+    whose dataset lacks it is refused before any work."""
 
     def fingerprint(self) -> str | None:
         """A digest of what the answers depend on beyond :attr:`params` (``None``: nothing)."""

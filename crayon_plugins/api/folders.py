@@ -144,12 +144,13 @@ def read_whitespace_table(path: Path, columns: Collection[str], first: str) -> l
     return rows
 
 
-def image_folder(folder: Path) -> dict[str, list[Path]]:
+def image_folder(folder: Path, skip: Collection[str] = ()) -> dict[str, list[Path]]:
     """Class folder name → its image files (any depth), for the ImageFolder tree ``folder``, both in
-    torchvision's ImageFolder order (sorted class folders, then sorted walk)."""
+    torchvision's ImageFolder order (sorted class folders, then sorted walk); the sub-folders named
+    in ``skip`` are no classes."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
-    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and entry.name not in skip)
     found = {}
     for name in classes:
         found[name] = [
@@ -238,7 +239,8 @@ class FolderDataset(components.Dataset):
 
     def image_set(self, split: str, items: Sequence[Item], class_names: Sequence[str], spurious_names: Sequence[str], masks: bool = False) -> ImageSet:
         """The split of ``items`` (masks from their ``mask`` files when ``masks``), with the
-        unreadable left out and counted when ``skip_unreadable``."""
+        unreadable left out and counted when ``skip_unreadable``. Empty ``spurious_names`` (and every
+        item's ``spurious`` 0): the dataset has no group attribute."""
         first: dict[str, Item] = {}
         for item in items:
             if (seen := first.setdefault(item.id, item)) is not item:

@@ -29,14 +29,16 @@ def reasonability_figure(counts: dict[str, int], title: str, path: Path) -> None
 
 
 def curves_figure(selection: dict, title: str, path: Path) -> None:
-    """Write ``path`` (PNG): validation WGA, MGA and accuracy (%) per epoch of one trainer, the
-    epoch its selection rule kept marked."""
+    """Write ``path`` (PNG): validation WGA, MGA and accuracy (%) per epoch of one trainer (worst-class
+    and plain accuracy without a group attribute), the epoch its selection rule kept marked."""
     epochs = selection["validation"]
     x = np.arange(1, len(epochs) + 1)
     figure = Figure(figsize=(4.8, 3.4), layout="constrained")
     axis = figure.add_subplot()
-    for metric, label in (("wga", "worst-group"), ("mga", "mean-group"), ("accuracy", "in-distribution")):
-        axis.plot(x, [100 * e[metric] for e in epochs], marker="o", label=label)
+    grouped = all("wga" in e for e in epochs)
+    lines = (("wga", "worst-group"), ("mga", "mean-group"), ("accuracy", "in-distribution")) if grouped else (("worst_class_accuracy", "worst-class"), ("accuracy", "accuracy"))
+    for metric, label in lines:
+        axis.plot(x, [100 * e.get(metric, float("nan")) for e in epochs], marker="o", label=label)
     if selection.get("epoch"):
         axis.axvline(selection["epoch"], color="grey", linestyle="--", label=f"kept: epoch {selection['epoch']} ({selection['rule']})")
     axis.set(xlabel="epoch", ylabel="validation accuracy (%)", ylim=(0, 100), xticks=x, title=title)

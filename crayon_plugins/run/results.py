@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 from rich.table import Table
 
 from crayon_plugins.run.figures import curves_figure, reasonability_figure
@@ -43,15 +43,27 @@ class Results(BaseModel):
     neuron_annotations: dict[str, int] = Field(default_factory=dict)
     annotation_stats: dict[str, dict[str, float]] = Field(default_factory=dict)
     skipped: dict[str, int] = Field(default_factory=dict, description="per split, items left out because their image files could not be read")
+    classes: list[str] = Field(default_factory=list, description="the class names, in the order of the models' outputs")
+    image_size: list[int] = Field(default_factory=list, description="(H, W) of the images the models take")
+    run: dict[str, Any] = Field(default_factory=dict, description="every component's resolved options, the configuration, package versions, device, threads")
     rows: list[ResultRow] = Field(default_factory=list)
+    _models: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def models(self) -> dict[str, Any]:
+        """Each method's model (a :class:`~crayon_plugins.model.classifier.Classifier`, in eval mode)
+        by method name, for the run in this process (``results.json`` holds numbers only; the
+        models are saved under ``OUT/models``)."""
+        return self._models
 
     def row(self, method: str) -> ResultRow:
         return next(r for r in self.rows if r.method == method)
 
     def write(self, directory: str | Path) -> Path:
         """Write ``directory/results.json`` atomically, ``reasonability-<method>.png`` for each row
-        with a reasonability matrix (the first seed's, with several) and ``curves-<method>.png`` for each with a validation curve;
-        returns the JSON's path."""
+        with a reasonability matrix (the first seed's, with several), ``curves-<method>.png`` for each
+        with a validation curve and ``training.csv`` with every trainer's per-epoch log
+        (:meth:`epoch_log`); returns the JSON's path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for row in self.rows:
@@ -63,9 +75,22 @@ class Results(BaseModel):
             if "reasonability_counts" in first["metrics"]:
                 title = f"{row.method} · test split" + (f" · seed {first['seed']}" if row.seeds else "")
                 reasonability_figure(first["metrics"]["reasonability_counts"], title, directory / f"reasonability-{row.method}.png")
+        if logged := self.epoch_log():
+            write_atomically(directory / "training.csv", "method,seed,epoch,split,name,value\n" + "".join(",".join(map(str, entry)) + "\n" for entry in logged))
         path = directory / "results.json"
         write_atomically(path, json.dumps(strict(self.model_dump()), indent=2, allow_nan=False) + "\n")
         return path
+
+    def epoch_log(self) -> list[tuple[str, int, int, str, str, float]]:
+        """Every trainer's per-epoch log as ``(method, seed, epoch, split, name, value)``: split
+        ``train`` for its loss terms (per image), ``val`` for its validation metrics."""
+        found = []
+        for row in self.rows:
+            for selection in row.selection:
+                for split, key in (("train", "training"), ("val", "validation")):
+                    for epoch, values in enumerate(selection.get(key) or [], 1):
+                        found += [(row.method, selection["seed"], epoch, split, name, value) for name, value in values.items() if isinstance(value, (int, float))]
+        return found
 
     def columns(self) -> list[str]:
         """The :data:`METRIC_COLUMNS` some row has a value for."""
@@ -80,13 +105,40 @@ class Results(BaseModel):
         measured, total = partial[0]
         return f"WGA and MGA over {measured:g} of {total:g} groups: the test split has no item of the others."
 
+    def no_groups_note(self) -> str | None:
+        """A sentence when some row was measured on a dataset without a group attribute."""
+        if not any("worst_class_accuracy" in r.metrics or "class_accuracy" in r.metrics for r in self.rows):
+            return None
+        return "The dataset has no group attribute: WGA and MGA are not measured; worst class is the lowest per-class accuracy."
+
+    def refused_note(self) -> str | None:
+        """A sentence naming each refiner that was refused or failed (its row has no numbers)."""
+        refused = [f"{r.method} ({r.details['refused']})" for r in self.rows if "refused" in r.details]
+        return f"Refused: {'; '.join(refused)}." if refused else None
+
+    def control_note(self) -> str | None:
+        """A sentence saying which rows ``finetune`` is the control of (trained exactly as they
+        were, without the annotations), and which have none that matches."""
+        rows = [r for r in self.rows if "control" in r.details]
+        if not rows:
+            return None
+        paired = [r.method for r in rows if r.details["control"]]
+        unpaired = [r.method for r in rows if not r.details["control"]]
+        return " ".join(
+            filter(None, [f"finetune is the control of {', '.join(paired)}." if paired else None, f"No control trained as {', '.join(unpaired)} did." if unpaired else None])
+        )
+
+    def notes(self) -> list[str]:
+        """The sentences under the table."""
+        return [note for note in (self.no_groups_note(), self.groups_note(), self.control_note(), self.refused_note()) if note]
+
     def table(self) -> Table:
-        """Method, WGA, MGA and accuracy in % (mean ± standard deviation over seeds when there are
-        several), one row per method; the reasonable-accurate (RA) and unreasonable-accurate (UA)
+        """Method, WGA, MGA (worst class without a group attribute) and accuracy in % (mean ± standard
+        deviation over seeds when there are several), one row per method; the reasonable-accurate (RA) and unreasonable-accurate (UA)
         shares if measured; neurons pruned if any were."""
         title = " · ".join(part.split("(", 1)[0] for part in (self.dataset, self.backbone))
         seeds = f"seeds {', '.join(map(str, self.seeds))}" if len(self.seeds) > 1 else f"seed {self.seed}"
-        table = Table(title=f"{title} · {seeds}", caption=self.groups_note())
+        table = Table(title=f"{title} · {seeds}", caption=" ".join(self.notes()) or None)
         table.add_column("method")
         columns = self.columns()
         for column in columns:
@@ -100,8 +152,16 @@ class Results(BaseModel):
         return table
 
 
-METRIC_COLUMNS = {"WGA": ("wga",), "MGA": ("mga",), "accuracy": ("accuracy",), "RA": ("reasonability", "reasonable-accurate"), "UA": ("reasonability", "unreasonable-accurate")}
-"""Table column → where its value sits in a row's metrics; all are shares shown in %."""
+METRIC_COLUMNS = {
+    "WGA": ("wga",),
+    "MGA": ("mga",),
+    "worst class": ("worst_class_accuracy",),
+    "accuracy": ("accuracy",),
+    "RA": ("reasonability", "reasonable-accurate"),
+    "UA": ("reasonability", "unreasonable-accurate"),
+}
+"""Table column → where its value sits in a row's metrics; all are shares shown in %. ``worst class``
+is measured instead of WGA and MGA on a dataset without a group attribute."""
 
 
 def strict(value: Any) -> Any:

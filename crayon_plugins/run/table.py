@@ -52,5 +52,5 @@ def markdown_table(results: Results) -> str:
     rules = sorted({entry["rule"] for row in results.rows for entry in row.selection})
     used = ", ".join(f"`{rule}`" for rule in rules) or "none recorded"
     groups = " (`val-wga` picks epochs by validation worst-group accuracy, so it uses validation group labels)" if "val-wga" in rules else ""
-    note = f" {results.groups_note()}" if results.groups_note() else ""
+    note = "".join(f" {n}" for n in results.notes())
     return "\n".join(lines) + f"\n\n{BOLD_RULE} Epochs kept by the selection rule {used}{groups}.{note}\n"

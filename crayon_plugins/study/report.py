@@ -273,6 +273,9 @@ def write_report(directory: str | Path) -> Path:
         raise CrayonError(f"{directory}: no results.csv (run `crayon study run` first)")
     spec = load_spec(directory / "spec.toml")
     frame = read_results(directory / "results.csv", spec)
+    if "wga" not in set(frame["metric"]):
+        also = " (the dataset has no group attribute: its cells measured worst_class_accuracy)" if "worst_class_accuracy" in set(frame["metric"]) else ""
+        raise CrayonError(f"{directory}/results.csv: no cell measured WGA{also}; the report plots WGA, so it is not written, and results.csv holds every cell's metrics")
     wide = _question_columns(_wide(frame))
     original, cells = wide[wide["refiner"] == "original"], wide[wide["refiner"] != "original"]
     if cells.empty:

@@ -86,7 +86,8 @@ PROMISES: dict[str, dict[str, str]] = {
         **OPTIONS,
         "loads-every-split": "``load(split)`` gives an ImageSet for every split in ``splits``",
         "images-in-unit-range": "images are finite float32 in [0, 1]",
-        "labels-and-groups-in-range": "labels index ``class_names``, spurious attributes index ``spurious_names``, masks are bool",
+        "labels-and-groups-in-range": "labels index ``class_names``, spurious attributes index ``spurious_names`` (all zero where it is empty: no group attribute), masks are bool",
+        "says-what-it-has": "``has_masks()`` and ``has_groups()``, asked before any split is loaded, agree with every split: masks iff ``has_masks()``, a group attribute iff ``has_groups()``",
         "ids-unique-across-splits": "no item id appears in two splits",
         "deterministic": "loading twice gives the same images, labels and ids",
         "rejects-unknown-splits": "an unknown split raises ValueError or CrayonError naming it",
@@ -544,6 +545,11 @@ def check_dataset(dataset: components.Dataset) -> Report:
     small options)."""
     contract = _Contract("dataset", dataset)
     contract.check_options()
+    answers = _Once(lambda: (dataset.has_masks(), dataset.has_groups()))
+    try:
+        answers()  # before any split is loaded: the answers must not need the images
+    except Exception:  # noqa: BLE001, S110 - re-raised inside its promise
+        pass
     splits = _Once(lambda: {s: dataset.load(s) for s in dataset.splits})
 
     with contract.promise("loads-every-split"):
@@ -557,11 +563,16 @@ def check_dataset(dataset: components.Dataset) -> Report:
                 require(bool(torch.isfinite(images).all()) and float(images.min()) >= 0 and float(images.max()) <= 1, f"{name} images leave [0, 1]")
     with contract.promise("labels-and-groups-in-range"):
         for name, split in splits().items():
-            for field, names in (("labels", split.class_names), ("spurious", split.spurious_names)):
+            for field, names in (("labels", split.class_names), ("spurious", split.spurious_names or ("",))):
                 values = getattr(split, field)
                 require(values.dtype == torch.int64 and bool(((values >= 0) & (values < len(names))).all()), f"{name} {field} are not int64 indices into {len(names)} names")
             masks = None if split.masks is None else split.masks[:2]
             require(masks is None or masks.dtype == torch.bool, f"{name} masks are {None if masks is None else masks.dtype}, not bool")
+    with contract.promise("says-what-it-has"):
+        masks, groups = answers()
+        for name, split in splits().items():
+            require((split.masks is not None) == masks, f"has_masks() is {masks}, and the {name} split has {'no ' * (split.masks is None)}masks")
+            require(split.has_groups == groups, f"has_groups() is {groups}, and the {name} split has {'no ' * (not split.has_groups)}group attribute")
     with contract.promise("ids-unique-across-splits"):
         seen: dict[str, str] = {}
         for name, split in splits().items():

@@ -45,6 +45,12 @@ class BackgroundsChallenge(FolderDataset):
         val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of each class of original/val held out for validation")
         val_seed: int = Field(default=0, description="seed of that choice")
 
+    def has_masks(self) -> bool:
+        return False
+
+    def has_groups(self) -> bool:
+        return True  # the one attribute ``any``: groups are the classes
+
     def load(self, split: str) -> ImageSet:
         self.check_split(split)
         train = image_folder(self.path(FOLDERS["train"]))

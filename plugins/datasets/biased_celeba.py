@@ -43,6 +43,12 @@ class BiasedCelebA(FolderDataset):
         """Split file → rows left out for neither or both hair colours (of the files read so far)."""
         self._tables: dict[str, list[Item]] = {}
 
+    def has_masks(self) -> bool:
+        return False
+
+    def has_groups(self) -> bool:
+        return True
+
     def load(self, split: str) -> ImageSet:
         self.check_split(split)
         p = self.params

@@ -54,6 +54,12 @@ class SpuriousBars(Dataset):
         bar_width: float = Field(default=0.05, gt=0, lt=0.5, description="fraction of the image side")
         patch_size: float = Field(default=0.3, gt=0, lt=0.45, description="fraction of the image side")
 
+    def has_masks(self) -> bool:
+        return True
+
+    def has_groups(self) -> bool:
+        return True
+
     def load(self, split: str) -> ImageSet:
         if split not in self.splits:
             raise ValueError(f"split must be one of {self.splits}, got {split!r}")

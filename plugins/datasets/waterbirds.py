@@ -1,12 +1,15 @@
-"""Waterbirds (Sagawa et al., 2020), as released: ``metadata.csv`` and the images it names.
+"""Waterbirds (Sagawa et al., 2020): ``metadata.csv`` and the images it names.
 
 ``metadata.csv`` has the columns ``img_id, img_filename, y, split, place`` (others, such as
 ``place_filename``, are ignored): ``y`` is the label (0 landbird, 1 waterbird), ``place`` the spurious
 attribute (0 land, 1 water), ``split`` 0 / 1 / 2 for train / val / test, and ``img_filename`` the image
-under ``images`` (species folder included, ``001.Black_footed_Albatross/….jpg``). The object masks are
-the CUB-200 segmentations, ``segmentations/<species folder>/<image>.png`` (non-zero = bird), used when
-that folder exists. Item ids are the ``img_filename`` s; each split keeps the file's row order (the
-CRAYON authors' answers follow it).
+under ``images`` (species folder included, ``001.Black_footed_Albatross/….jpg``). Two layouts are
+read: the release's, with the species folders in ``root`` itself, and the CRAYON authors', with them
+in ``root/images/`` beside ``metadata.csv`` and ``segmentations/``: where ``images`` is left at its
+default and the first row's image is not under ``root`` but under ``root/images``, that folder is
+used. The object masks are the CUB-200 segmentations, ``segmentations/<species folder>/<image>.png``
+(non-zero = bird), used when that folder exists. Item ids are the ``img_filename`` s; each split keeps
+the file's row order (the CRAYON authors' answers follow it).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from pathlib import Path
 
 from pydantic import Field
 
-from crayon_plugins.api import DataError, FolderDataset, ImageSet, Item, hookimpl, read_csv
+from crayon_plugins.api import DataError, FolderDataset, ImageSet, Item, Row, hookimpl, read_csv
 
 COLUMNS = ("img_id", "img_filename", "y", "split", "place")
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+AUTHORS_IMAGES = "images"
+"""Where the CRAYON authors' layout keeps the species folders, below ``root``."""
 
 
 class Waterbirds(FolderDataset):
@@ -28,8 +33,14 @@ class Waterbirds(FolderDataset):
 
     class Params(FolderDataset.Params):
         metadata: str = Field(default="metadata.csv", description="the metadata table, relative to root")
-        images: str = Field(default=".", description="the folder holding the species folders, relative to root")
+        images: str = Field(default=".", description="the folder holding the species folders, relative to root; by default root, or root/images where the first row's image is there")
         segmentations: str = Field(default="segmentations", description="the CUB segmentations, relative to root; masks only where it exists")
+
+    def has_masks(self) -> bool:
+        return self._segmentations is not None
+
+    def has_groups(self) -> bool:
+        return True
 
     def load(self, split: str) -> ImageSet:
         self.check_split(split)
@@ -49,14 +60,31 @@ class Waterbirds(FolderDataset):
         return None
 
     @cached_property
+    def _rows(self) -> list[Row]:
+        return read_csv(self.path(self.params.metadata), COLUMNS)
+
+    @cached_property
+    def _images(self) -> Path:
+        """The folder holding the species folders: ``images``; left at its default, ``root/images``
+        where the first row's image is not under root but there (the CRAYON authors' layout)."""
+        folder = self.path(self.params.images)
+        if "images" in self.params.model_fields_set or not self._rows:
+            return folder
+        first = self._rows[0].values["img_filename"].strip()
+        authors = self.path(AUTHORS_IMAGES)
+        return authors if not (folder / first).is_file() and (authors / first).is_file() else folder
+
+    @cached_property
     def _items(self) -> list[tuple[Item, int]]:
         """Every row of the metadata as ``(item, split code)``, each file checked to exist."""
-        images, masks = self.path(self.params.images), self._segmentations
+        images, masks = self._images, self._segmentations
         found = []
-        for row in read_csv(self.path(self.params.metadata), COLUMNS):
+        for row in self._rows:
             code = row.integer("split", SPLIT_CODES.values())
             name = row.values["img_filename"].strip()
-            image = row.existing(images / name)
+            image = images / name
+            if not image.is_file():
+                raise row.error(f'image {image} does not exist; set images = "…" under [dataset] if the species folders are elsewhere')
             mask = None if masks is None else row.existing((masks / name).with_suffix(".png"), "segmentation")
             found.append((Item(name, image, row.integer("y", (0, 1)), row.integer("place", (0, 1)), mask, row.where), code))
         return found

@@ -26,7 +26,23 @@ from crayon_plugins.model.maps import normalise_maps
 from crayon_plugins.registry import default_registry
 from crayon_plugins.testing import CHECKS, PROMISES, ContractError, TinyBackbone, TinyClassifier, strategies, tiny_answer_files
 from crayon_plugins.testing.benchmark_folders import write_backgrounds_challenge, write_biased_celeba, write_waterbirds
+from crayon_plugins.testing.user_folders import write_csv_table, write_image_folder
 from crayon_plugins.training.loop import fit
+
+USER_MODEL = """
+from torch import nn
+
+
+def build(num_classes=2):
+    net = nn.Sequential()
+    net.layer1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+    net.layer2 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+    net.pool = nn.AdaptiveAvgPool2d(1)
+    net.flatten = nn.Flatten()
+    net.fc = nn.Linear(16, num_classes)
+    return net
+"""
+"""A user's own network, in a file outside any package, for the ``module`` backbone."""
 
 
 @pytest.fixture(scope="session")
@@ -36,14 +52,20 @@ def small(tmp_path_factory):
     write_waterbirds(root / "waterbirds", 8, 4, 4, image_size=32)
     write_biased_celeba(root / "celeba", n_train=8, n_test=8, image_size=32)
     write_backgrounds_challenge(root / "backgrounds", per_class=2, image_size=32)
+    write_image_folder(root / "image-folder", per_class=4, masks=True)
+    write_csv_table(root / "csv", ["a", "b"] * 6, ["train", "val", "test"] * 4, groups=[0, 0, 1, 1] * 3)
     folder = lambda name: {"root": str(root / name), "image_size": 32}  # noqa: E731
     answers = tiny_answer_files(root / "answers")
+    (root / "user_model.py").write_text(USER_MODEL)
     return {
+        ("backbone", "module"): {"factory": f"{root / 'user_model.py'}:build", "target_layer": "layer2", "image_size": 32},
         ("annotation_source", "human"): {"answers": [str(p) for p in answers]},
         ("dataset", "spurious-bars"): {"n_train": 16, "n_val": 8, "n_test": 8, "image_size": 32},
         ("dataset", "waterbirds"): folder("waterbirds"),
         ("dataset", "biased-celeba"): folder("celeba"),
         ("dataset", "backgrounds-challenge"): folder("backgrounds"),
+        ("dataset", "image-folder"): {**folder("image-folder"), "masks": "masks"},
+        ("dataset", "csv"): folder("csv"),
     }
 
 

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from crayon_plugins.errors import ConfigError
+from crayon_plugins.errors import ConfigError, CrayonError
 from crayon_plugins.study.report import interval, write_report
 from crayon_plugins.study.runner import run_study
 from crayon_plugins.study.spec import load_spec
@@ -130,6 +130,17 @@ def test_the_report_states_the_smallest_budget_near_the_peak(tmp_path):
     assert "peak 86.0% at budget 1; smallest budget within 2 points of the peak: 0.1; at 0.1: 85.0% (within 2 points)" in report
     assert "Original model (ERM): WGA 10.0" in report and (out / "wga-budget.png").stat().st_size > 10_000
     assert "| crayon-attention | uniform | 50.0 ± 12.7 | 85.0 ± 12.7 | 86.0 ± 12.7 |" in report
+
+
+def test_a_study_of_data_without_a_group_attribute_gets_no_wga_report_and_says_why(tmp_path):
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "spec.toml").write_text('title = "no groups"\n[grid]\nrefiner = ["crayon-attention"]\nseed = [0]\n')
+    rows = [("original", 0, "worst_class_accuracy", 0.4), ("crayon-attention", 0, "worst_class_accuracy", 0.6)]
+    pd.DataFrame(rows, columns=["refiner", "seed", "metric", "value"]).to_csv(out / "results.csv", index=False)
+    with pytest.raises(CrayonError, match="no cell measured WGA \\(the dataset has no group attribute"):
+        write_report(out)
+    assert not (out / "report.md").exists()
 
 
 def test_any_refiner_option_is_an_axis_of_its_refiners_cells(tmp_path):

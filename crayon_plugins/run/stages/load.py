@@ -37,7 +37,10 @@ def load(pipeline: Pipeline, split: str) -> ImageSet:
 
 
 def warn_missing_groups(train: ImageSet, test: ImageSet) -> None:
-    """A warning for each group the training or test split lacks, and what follows from it."""
-    for name, split, consequence in (("training", train, "refiners cannot learn them"), ("test", test, "WGA and MGA are taken over the groups it has")):
+    """A warning for each group (class, for a dataset without a group attribute) the training or test
+    split lacks, and what follows from it."""
+    grouped = train.has_groups and test.has_groups
+    kind, test_consequence = ("group(s)", "WGA and MGA are taken over the groups it has") if grouped else ("class(es)", "worst-class accuracy is taken over the classes it has")
+    for name, split, consequence in (("training", train, "refiners cannot learn them"), ("test", test, test_consequence)):
         if missing := split.missing_groups():
-            console.print(f"warning: the {name} split has no item of group(s) {', '.join(missing)}: {consequence}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"warning: the {name} split has no item of {kind} {', '.join(missing)}: {consequence}", style="yellow", markup=False, highlight=False, soft_wrap=True)
