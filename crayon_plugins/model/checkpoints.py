@@ -18,16 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from crayon_plugins.errors import ConfigError
-from crayon_plugins.model.classifier import Classifier
+from crayon_plugins.model.classifier import OWN_BUFFERS, Classifier
 
 WRAPPERS = ("state_dict", "model", "model_state_dict")
 """Keys under which a training checkpoint may hold its model's state dict."""
 
 PREFIXES = ("module.", "_orig_mod.")
 """Prefixes that ``nn.DataParallel`` / ``DistributedDataParallel`` and ``torch.compile`` add to every key."""
-
-OWN_BUFFERS = ("mean", "std", "feature_map.mask")
-"""A :class:`Classifier`'s own buffers: a file that lacks them leaves them as they are."""
 
 _SHOWN = 5
 

@@ -64,3 +64,43 @@ class Classifier(nn.Module, ABC):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))
+
+    def network_state_dict(self) -> dict[str, Tensor]:
+        """The weights under the wrapped network's own names, as ``torch.save(network.state_dict())``
+        would name them, so they load into a plain timm or torchvision model.
+
+        A classifier that wraps its network as ``body`` gives ``body``'s keys without the prefix; a
+        head outside ``body`` (a network cut after a feature stage) keeps its ``classifier.*`` keys.
+        The normalisation and the neuron mask are not weights of the network: a model card holds them.
+        """
+        body, head = self._body_and_head()
+        state = {k: v for k, v in self.state_dict().items() if k not in OWN_BUFFERS}
+        if body is None:
+            return state
+        return {k.removeprefix("body."): v for k, v in state.items() if not (head is not None and k.startswith("classifier."))}
+
+    def load_network_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Load weights named as :meth:`network_state_dict` names them; every key must fit."""
+        body, head = self._body_and_head()
+        if body is not None:
+            mapped = {}
+            for key, value in state.items():
+                mapped[key if head is None and key.startswith("classifier.") else f"body.{key}"] = value
+                if head is not None and key.startswith(f"{head}."):
+                    mapped[f"classifier.{key[len(head) + 1:]}"] = value
+            state = mapped
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected or (missing := [k for k in missing if k not in OWN_BUFFERS]):
+            raise KeyError(f"weights do not fit the network: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def _body_and_head(self) -> tuple[nn.Module | None, str | None]:
+        """The wrapped network (``None`` when the classifier is the network itself) and the name of
+        :attr:`classifier` inside it (``None`` when the head is outside it)."""
+        body = getattr(self, "body", None)
+        if not isinstance(body, nn.Module):
+            return None, None
+        return body, next((name for name, module in body.named_modules() if module is self.classifier and name), None)
+
+
+OWN_BUFFERS = ("mean", "std", "feature_map.mask")
+"""A :class:`Classifier`'s own buffers, which are not weights of the network it wraps."""

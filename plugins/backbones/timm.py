@@ -98,6 +98,27 @@ class TimmBackbone(Backbone):
                 config.pop("state_dict", None)
         return TimmStageClassifier(body, num_classes)
 
+    def architecture(self, num_classes: int) -> Classifier:
+        """The network without its pretrained weights (saved weights are loaded into it)."""
+        plain = type(self)(self.params.model_copy(update={"pretrained": False, "weights": None}))
+        return plain.build(num_classes)
+
+    def recipe(self, num_classes: int) -> dict:
+        """``timm.create_model`` arguments and how the forward pass splits at the feature map."""
+        p, kwargs = self.params, {} if self.params.output_stride is None else {"output_stride": self.params.output_stride}
+        if p.feature_stage == "whole":
+            return {
+                "library": "timm",
+                "create_model": {"model_name": p.model, "num_classes": num_classes, **kwargs},
+                "forward": "logits = net.forward_head(net.forward_features((x - mean) / std) * neuron_mask)",
+            }
+        return {
+            "library": "timm",
+            "create_model": {"model_name": p.model, "features_only": True, "out_indices": [p.feature_stage], **kwargs},
+            "head": {"type": "linear", "weights": "classifier.weight, classifier.bias"},
+            "forward": "logits = classifier((net((x - mean) / std)[-1] * neuron_mask).mean(dim=(2, 3)))",
+        }
+
     def weights_file(self) -> Path | None:
         """The local file of pretrained weights to start from: ``weights``, or the shipped file for
         ``model``; ``None`` unless ``pretrained``. A :class:`ConfigError` when there is none."""
