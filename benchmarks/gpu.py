@@ -355,7 +355,7 @@ def step_real_size(sizes: Sizes, work: Path) -> dict:
     refined = {}
     for name in pipeline.refiners:
         epochs = getattr(pipeline.refiners[name].params, "epochs", None)
-        refined[name] = stage(f"{name} ({epochs} epochs)", lambda: refine(pipeline, name, model, context, None))
+        refined[name] = stage(f"{name} ({epochs} epochs)", lambda: refine(pipeline, name, model, context))
     for name, net in {"original": model, **refined}.items():
         stage(f"evaluation of {name}", lambda: evaluate(pipeline, net, features["test"], test, shares, {}))
     return {"stages": stages, "splits": [len(train), len(val), len(test)]}

@@ -23,6 +23,7 @@ from crayon_plugins.factory import (
     create_refiner,
 )
 from crayon_plugins.api.hookspecs import hookimpl
+from crayon_plugins.model.saved import load_model
 from crayon_plugins.run.pipeline import Pipeline
 
 try:
@@ -46,4 +47,5 @@ __all__ = [
     "create_refiner",
     "hookimpl",
     "load_config",
+    "load_model",
 ]

@@ -21,8 +21,9 @@ from rich.table import Table
 
 from crayon_plugins.annotation.records import Answer, Question
 from crayon_plugins.annotation.sheets import render_sheets
-from crayon_plugins.config import load_config
-from crayon_plugins.errors import CrayonError
+from crayon_plugins.config import RunConfig, load_config
+from crayon_plugins.errors import CrayonError, RunIncomplete
+from crayon_plugins.model.saved import ExportFormat
 from crayon_plugins.registry import Registry, default_registry
 from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.pipeline import Pipeline
@@ -129,11 +130,16 @@ def _seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
-def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bool, seeds: str | None, jobs: int) -> Results:
+OverridesArgument = Annotated[
+    Optional[list[str]], typer.Argument(help="Options that override the configuration file, KEY=VALUE with a dotted key, e.g. training.epochs=1 refiner.crayon-attention.alpha=1e4 (the value in TOML syntax).", show_default=False)
+]
+
+
+def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bool, seeds: str | None, jobs: int, overrides: list[str] | None = None) -> Results:
     """Run the pipeline with the chosen refiners (``None``: the configuration's, or with
     ``every_refiner`` every registered one) on one seed or several, print its table and write
     ``out/results.json``."""
-    run_config = load_config(config)
+    run_config = load_config(config, overrides or ())
     registry = default_registry()
     _warn_broken(registry)
     if refiners is not None:
@@ -144,9 +150,14 @@ def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bo
     if chosen is not None and len(chosen) == 1:  # one seed: a plain run, without a deviation to show
         run_config = run_config.model_copy(update={"seed": chosen[0]})
     pipeline = Pipeline.from_config(run_config, names, ArtefactCache())  # every component, before any work
+    pipeline.check_needs()
     writable_folder(out, "--out")
     if chosen is None or len(chosen) == 1:
-        results = pipeline.run(out)
+        try:
+            results = pipeline.run(out)
+        except RunIncomplete as error:  # the table of what ran, then the error naming what did not
+            stdout.print(error.results.table())
+            raise
     else:
         from crayon_plugins.study.seeds import run_seeds
 
@@ -163,10 +174,12 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results.json.")] = Path("runs/latest"),
     seeds: SeedsOption = None,
     jobs: JobsOption = 0,
+    overrides: OverridesArgument = None,
 ) -> None:
     """Train (or load) the original model, annotate, refine, evaluate; print a table and write
-    OUT/results.json and the validation curves OUT/curves-METHOD.png."""
-    _run(config, refiners, out, False, seeds, jobs)
+    OUT/results.json, OUT/training.csv (every epoch's loss terms and validation metrics), the
+    figures, and each method's model in OUT/models/METHOD (crayon export turns one into ONNX)."""
+    _run(config, refiners, out, False, seeds, jobs, overrides)
     console.print(f"wrote {out / 'results.json'}")
 
 
@@ -178,13 +191,32 @@ def compare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for table.md and results.json.")] = Path("runs/compare"),
     seeds: SeedsOption = None,
     jobs: JobsOption = 0,
+    overrides: OverridesArgument = None,
 ) -> None:
     """Run every registered refiner (or the chosen ones) on the same original model, maps and
     annotations; write OUT/table.md (method, annotation kind, WGA, MGA, accuracy, RA, UA, mean ± std
     over seeds, best in bold) and OUT/results.json."""
-    results = _run(config, refiners, out, True, seeds, jobs)
+    results = _run(config, refiners, out, True, seeds, jobs, overrides)
     (out / "table.md").write_text(markdown_table(results))
     console.print(f"wrote {out / 'table.md'} and {out / 'results.json'}")
+
+
+@app.command()
+@user_errors
+def export(
+    model: Annotated[Path, typer.Argument(help="A saved model's folder (OUT/models/METHOD of a run), with card.json and weights.safetensors.")],
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="safetensors (the weights), torch (a torch.export program, .pt2) or onnx.")] = ExportFormat.ONNX,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The file to write (default: MODEL/model.pt2, MODEL/model.onnx; for safetensors the weights file itself).")] = None,
+) -> None:
+    """Write the saved model MODEL in another format. The torch and onnx exports take images in
+    [0, 1] of the card's input size, any batch size, and include the normalisation and the pruning
+    mask; see docs/data-and-models.md for loading each in plain torch or onnxruntime."""
+    from crayon_plugins.model.saved import export_model
+
+    if out is not None:
+        writable_folder(out.parent if str(out.parent) else Path("."), "--out")
+    path = export_model(model, format, out)
+    console.print(escape(f"wrote {path}"), highlight=False)
 
 
 @app.command()
@@ -308,10 +340,15 @@ app.add_typer(annotate_app, name="annotate")
 QuestionOption = Annotated[Question, typer.Option("--question", "-q", help="maps (yes / no / maybe on Grad-CAM maps), neurons (on concept sheets) or attention (paint where to look).")]
 
 
-def _task(config: Path | None, question: Question, folder: Path | None):
+def _task(config: Path | None, question: Question, folder: Path | None, sources: bool = False):
     """The pipeline of ``config`` and the prepared annotation task of ``question`` in ``folder``
-    (default ``annotation/QUESTION``)."""
-    pipeline = Pipeline.from_config(load_config(config), [], ArtefactCache())
+    (default ``annotation/QUESTION``). Unless ``sources``, the configuration's annotation sources
+    are not built: the task is what people are asked, and their answers file need not exist yet."""
+    run_config = load_config(config)
+    if not sources:
+        defaults = RunConfig()
+        run_config = run_config.model_copy(update={"annotator": defaults.annotator, "neuron_annotator": defaults.neuron_annotator, "evaluation": defaults.evaluation})
+    pipeline = Pipeline.from_config(run_config, [], ArtefactCache())
     folder = folder if folder is not None else Path("annotation") / question
     writable_folder(folder, "--task")
     return pipeline, prepare_task(pipeline, question, folder)
@@ -366,7 +403,7 @@ def annotate_export(
         raise CrayonError(f"--format: only label-studio is supported, not {format!r}")
     if question == Question.ATTENTION:
         raise CrayonError("--question: Label Studio export covers maps and neurons; drawings are made on the annotation page (crayon annotate serve --question attention)")
-    pipeline, task = _task(config, question, out)
+    pipeline, task = _task(config, question, out, sources=predictions)
     which = "annotator" if question == Question.MAPS else "neuron_annotator"
     codes = _noise_free_answers(pipeline, question, which) if predictions else None
     guesses = None if codes is None else {item: Answer(code).name.lower() for item, code in codes.items()}

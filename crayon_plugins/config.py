@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import difflib
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,6 +147,19 @@ class ModelSelection(BaseModel):
     rule: Rule = "last"
 
 
+class Logging(BaseModel):
+    """What a run records beyond ``results.json`` (which always holds every trainer's per-epoch loss
+    terms and validation metrics, also written to ``training.csv``).
+
+    ``tensorboard``: also write them as TensorBoard event files under ``OUT/tensorboard/<method>``
+    (``tensorboard --logdir OUT/tensorboard``); needs the ``tensorboard`` package
+    (``pip install 'crayon-plugins[tensorboard]'``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tensorboard: bool = False
+
+
 class Sections(BaseModel):
     """A model whose component sections without ``name`` configure the default component."""
 
@@ -177,7 +193,8 @@ class RunConfig(Sections):
     ``annotator`` judges the original model's saliency maps; ``concepts`` describes its neurons and
     ``neuron_annotator`` judges them (used only when a refiner needs neuron answers); ``panel`` makes
     several such annotators answer, ``budget`` limits which training items are annotated, ``selection``
-says which epoch each trainer keeps, ``evaluation`` who judges the test maps. ``refiner``
+    says which epoch each trainer keeps, ``evaluation`` who judges the test maps, ``logging`` what
+    is recorded besides ``results.json``. ``refiner``
     holds per-refiner options keyed by refiner name; ``refiners`` says which to run. A component
     section without ``name`` configures the default component (``[concepts] k = 10``).
     """
@@ -198,6 +215,7 @@ says which epoch each trainer keeps, ``evaluation`` who judges the test maps. ``
     budget: Budget = Budget()
     selection: ModelSelection = ModelSelection()
     evaluation: Evaluation = Evaluation()
+    logging: Logging = Logging()
     refiners: list[str] = Field(default_factory=lambda: ["crayon-attention"])
     refiner: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy", "group-accuracy", "reasonability"], min_length=1)
@@ -235,15 +253,70 @@ def parse_config(data: dict[str, Any], where: str = "configuration") -> RunConfi
         raise ConfigError(describe_validation_error(error, where)) from None
 
 
-def load_config(path: str | Path | None) -> RunConfig:
-    """Read a TOML run configuration (``None``: the defaults)."""
-    if path is None:
-        return RunConfig()
-    path = Path(path)
-    try:
-        data = tomllib.loads(read_text(path, "configuration"))
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    config = parse_config(data, str(path))
-    config._source = str(path)
+def load_config(path: str | Path | None, overrides: Sequence[str] | Mapping[str, Any] = ()) -> RunConfig:
+    """Read a TOML run configuration (``None``: the defaults), with ``overrides`` applied
+    (:func:`apply_overrides`) before it is validated."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(read_text(path, "configuration"))
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    data = apply_overrides(data, overrides)
+    where = str(path) if path is not None else "configuration"
+    config = parse_config(data, where + (" with the overrides" if overrides else ""))
+    config._source = str(path) if path is not None else None
     return config
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with each override set: ``"training.epochs=1"`` strings (the value is read as a TOML
+    value, ``refiners=["finetune"]``, and as a string when it is not one) or a mapping of dotted keys
+    (``{"refiner.crayon-attention.epochs": 2}``; a dict value is merged key by key). A key that names
+    no field of the configuration is a :class:`ConfigError` naming it and the close names."""
+    pairs = overrides.items() if isinstance(overrides, Mapping) else [_split_override(text) for text in overrides]
+    data = copy.deepcopy(data)
+    for key, value in pairs:
+        if isinstance(value, Mapping):
+            data = apply_overrides(data, {f"{key}.{k}": v for k, v in value.items()})
+            continue
+        path = key.split(".")
+        _check_path(path, key)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key}: {'.'.join(path[: i + 1])} holds {child!r}, not a section", key)
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.epochs=1")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
+
+
+def _check_path(path: list[str], key: str) -> None:
+    """A :class:`ConfigError` unless ``path`` walks fields of :class:`RunConfig` (into a component
+    section or ``refiner.<name>`` any key may follow: the component checks its options)."""
+    model: type[BaseModel] | None = RunConfig
+    for i, part in enumerate(path):
+        if model is None:
+            return
+        fields = model.model_fields
+        if part not in fields:
+            close = difflib.get_close_matches(part, list(fields), n=3)
+            where = ".".join(path[:i]) or "the configuration"
+            raise ConfigError(f"override {key}: {where} has no key {part!r}" + (f"; close: {', '.join(close)}" if close else f"; it has {', '.join(fields)}"), key)
+        annotation = fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation is not ComponentSpec else None
+        if model is None and i < len(path) - 1 and annotation not in (ComponentSpec,) and part != "refiner":
+            raise ConfigError(f"override {key}: {'.'.join(path[: i + 1])} is a value, not a section", key)

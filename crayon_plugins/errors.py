@@ -38,6 +38,15 @@ class PluginError(CrayonError):
     """A plugin failed to load, registered a name twice, or broke its contract."""
 
 
+class RunIncomplete(CrayonError):
+    """Some refiners of a run were refused or failed and the others ran: ``results`` holds every
+    row, each refused one saying why (``details["refused"]``)."""
+
+    def __init__(self, message: str, results=None) -> None:
+        super().__init__(message)
+        self.results = results
+
+
 class UnknownComponentError(CrayonError):
     """A component name that no plugin registered; the message lists those that exist."""
 

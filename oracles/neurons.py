@@ -18,7 +18,7 @@ from pydantic import Field
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from crayon_plugins.api import Annotations, Answer, CrayonError, NeuronsToJudge, Question, grid_masks, hookimpl
+from crayon_plugins.api import Annotations, Answer, CrayonError, Need, NeuronsToJudge, Question, grid_masks, hookimpl
 
 
 class NeuronOracle(SimulatedAnnotator, ABC):
@@ -41,6 +41,8 @@ class NeuronMaskOracle(NeuronOracle):
     patch is centred on, the same cells the saliency oracle counts); the neuron is relevant when the
     share of its ``k`` patches on the object is at least ``relevant_above``. Needs object masks.
     """
+
+    needs = frozenset({Need.MASKS})
 
     class Params(NoiseParams):
         annotator: str = "neuron-mask"
@@ -84,6 +86,8 @@ class NeuronMetadataOracle(NeuronOracle):
     where label and attribute agree 95 % of the time a neuron that sees only the attribute scores 0.5
     on the label rather than 0.95; unweighted, the two separations of every neuron nearly coincide.
     """
+
+    needs = frozenset({Need.GROUPS})
 
     class Params(NoiseParams):
         annotator: str = "neuron-metadata"

@@ -10,7 +10,7 @@ from crayon_plugins.oracles.noise import NoiseParams, SimulatedAnnotator, apply_
 from crayon_plugins.oracles.regions import dilate, erode, shift
 from pydantic import Field, model_validator
 
-from crayon_plugins.api import Annotations, Answer, AttentionMaps, CrayonError, MapsToJudge, bounding_boxes, energy_on_mask, hookimpl
+from crayon_plugins.api import Annotations, Answer, AttentionMaps, CrayonError, MapsToJudge, Need, bounding_boxes, energy_on_mask, hookimpl
 
 
 class SaliencyOracle(SimulatedAnnotator):
@@ -27,6 +27,8 @@ class SaliencyOracle(SimulatedAnnotator):
     ``shift`` by ``region_pixels`` in a direction drawn per item, or ``box`` (the mask's bounding box).
     With ``abstain_rate`` an item gets no drawing; ``flip_rate`` does not apply to drawings.
     """
+
+    needs = frozenset({Need.MASKS})
 
     class Params(NoiseParams):
         annotator: str = "saliency-oracle"

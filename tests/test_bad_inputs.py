@@ -104,12 +104,16 @@ def test_training_that_diverges_stops_at_the_first_non_finite_loss_and_caches_no
 
 
 @pytest.mark.slow
-def test_a_refiner_that_diverges_keeps_the_rows_before_it_and_writes_no_row_for_itself(tmp_path):
-    text = TINY + '[refiner.crayon-attention]\nepochs = 1\nlr = 1e30\n'
-    result = crayon(tmp_path, "run", "--config", config(tmp_path, text), "--refiners", "crayon-attention", "--out", "out")
-    user_error(result, "refine crayon-attention: the loss is", "epoch 1, step")
+def test_a_refiner_that_diverges_gets_a_row_without_numbers_and_the_others_still_run(tmp_path):
+    text = TINY + '[refiner.crayon-attention]\nepochs = 1\nlr = 1e30\n[refiner.finetune]\nlr = 1e-4\n'  # the control would follow lr
+    result = crayon(tmp_path, "run", "--config", config(tmp_path, text), "--refiners", "crayon-attention,finetune", "--out", "out")
+    user_error(result, "refine crayon-attention: the loss is", "epoch 1, step", "the other methods' results are in")
     written = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [row["method"] for row in written["rows"]] == ["original"]
+    assert [row["method"] for row in written["rows"]] == ["original", "crayon-attention", "finetune"]
+    refused = written["rows"][1]
+    assert refused["metrics"] == {} and "the loss is" in refused["details"]["refused"]  # no number of a diverged model
+    assert 0 <= written["rows"][2]["metrics"]["wga"] <= 1
+    assert sorted(p.name for p in (tmp_path / "out" / "models").iterdir()) == ["finetune", "original"]
     assert len(cached(tmp_path, "models")) == 1  # the original model, finite, is kept for the next run
 
 

@@ -43,8 +43,8 @@ from crayon_plugins.model.concepts import NeuronConcepts
 from crayon_plugins.model.features import predict
 from crayon_plugins.model.gradcam import GradCam, GradiaGradCam
 from crayon_plugins.model.maps import bounding_boxes, energy_on_mask, grid_masks, normalise_maps
-from crayon_plugins.training.energy import attention_terms, crayon_normalise, energy_no, energy_yes
-from crayon_plugins.training.loop import fit, to_device
+from crayon_plugins.training.energy import attention_parts, attention_terms, crayon_normalise, energy_no, energy_yes
+from crayon_plugins.training.loop import fit, log_term, to_device
 from crayon_plugins.training.selection import Selection
 
 __all__ = [
@@ -94,6 +94,7 @@ __all__ = [
     "Selection",
     "TensorItems",
     "as_items",
+    "attention_parts",
     "attention_terms",
     "bounding_boxes",
     "crayon_normalise",
@@ -106,6 +107,7 @@ __all__ = [
     "hookimpl",
     "image_folder",
     "load_network_weights",
+    "log_term",
     "normalise_maps",
     "positions",
     "predict",

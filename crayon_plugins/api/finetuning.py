@@ -22,7 +22,7 @@ from torch import Tensor
 from crayon_plugins.api.components import RefinementContext, Refiner
 from crayon_plugins.config import Optimisation
 from crayon_plugins.model.classifier import Classifier
-from crayon_plugins.training.loop import fit, to_device
+from crayon_plugins.training.loop import fit, log_term, to_device
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,10 @@ class FineTuning(Refiner):
 
     def prediction_loss(self, logits: Tensor, batch: Batch) -> Tensor:
         """Summed cross-entropy of the minibatch (CRAYON's code sums it; the attention terms are
-        scaled to that)."""
-        return F.cross_entropy(logits, batch.labels, reduction="sum")
+        scaled to that), logged as ``cross_entropy``."""
+        loss = F.cross_entropy(logits, batch.labels, reduction="sum")
+        log_term("cross_entropy", loss, "sum")
+        return loss
 
     def prepare(self, model: Classifier, context: RefinementContext) -> Any:
         """Computed once per refinement from the original ``model``; handed to every :meth:`loss`."""

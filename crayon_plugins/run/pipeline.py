@@ -8,6 +8,7 @@ functions of :mod:`crayon_plugins.run.stages` in data-flow order and tells its o
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from crayon_plugins.annotation import panel
 from crayon_plugins.annotation.records import Question
 from crayon_plugins.api import components
 from crayon_plugins.api.components import DRAWINGS, Need
-from crayon_plugins.config import ComponentSpec, RunConfig
-from crayon_plugins.errors import ConfigError, CrayonError
+from crayon_plugins.api.finetuning import FineTuning
+from crayon_plugins.config import ComponentSpec, Optimisation, RunConfig
+from crayon_plugins.errors import ConfigError, CrayonError, RunIncomplete
 from crayon_plugins.registry import Registry, default_registry
 from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.results import Results
@@ -30,8 +32,8 @@ from crayon_plugins.run.stages.evaluate import evaluation_splits
 from crayon_plugins.run.stages.explain import concepts, original_maps, shared_features
 from crayon_plugins.run.stages.load import load, warn_missing_groups
 from crayon_plugins.run.stages.original import model_key, original_model
-from crayon_plugins.run.stages.refine import refine, refinement_context
-from crayon_plugins.run.stages.report import ConsoleReport, ResultsFile, RunObserver, new_results, record_annotations, result_row
+from crayon_plugins.run.stages.refine import CONTROL, refine, refinement_context
+from crayon_plugins.run.stages.report import ConsoleReport, ModelFiles, ResultsFile, RunObserver, TensorBoardLog, new_results, record_annotations, refused_row, result_row
 
 SPLITS = ("train", "val", "test")
 
@@ -68,6 +70,8 @@ class Pipeline:
     def __post_init__(self) -> None:
         if self.needs(*DRAWINGS) and Question.ATTENTION not in self.annotator.judges():
             raise ConfigError(f"annotator: {self.config.annotator.name!r} does not draw attention maps, which refiners {self.needing(*DRAWINGS)} need")
+        if self.config.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("logging.tensorboard: needs the tensorboard package; pip install 'crayon-plugins[tensorboard]', or set it to false", "logging.tensorboard")
         checkpoint = self.config.original.checkpoint
         if checkpoint and not Path(checkpoint).is_file():
             raise ConfigError(f"original.checkpoint: no file {checkpoint!r} (a relative path is relative to the working directory, {Path.cwd()})", "original.checkpoint")
@@ -99,7 +103,7 @@ class Pipeline:
                 raise ConfigError(f"{where}: {spec.name!r} does not judge {question} (it judges {can})")
             return found
 
-        refiner = lambda n: create("refiner", config.refiner_spec(n), f"refiner.{n}")  # noqa: E731
+        refiner = lambda n: create("refiner", control_spec(config, names, registry) if n == CONTROL else config.refiner_spec(n), f"refiner.{n}")  # noqa: E731
         sections = {n: refiner(n) for n in config.refiner}  # a misspelled section would otherwise be ignored
         annotator = source(config.annotator, "annotator", Question.MAPS)
         neuron_annotator = source(config.neuron_annotator, "neuron_annotator", Question.NEURONS)
@@ -127,6 +131,14 @@ class Pipeline:
         computed once: it reads the dataset's fingerprint."""
         return model_key(self)
 
+    def control_of(self, name: str) -> str | None:
+        """``finetune`` when it runs with the same optimisation options (epochs, lr, …) as the
+        loss-based refiner ``name``, so their rows compare the annotations alone; else ``None``."""
+        control, refiner = self.refiners.get(CONTROL), self.refiners.get(name)
+        if control is None or name == CONTROL or not isinstance(refiner, FineTuning):
+            return None
+        return CONTROL if all(getattr(refiner.params, k) == getattr(control.params, k) for k in Optimisation.model_fields) else None
+
     def needing(self, *needs: Need) -> list[str]:
         """The refiners that need any of ``needs``."""
         return [name for name, refiner in self.refiners.items() if refiner.needs & set(needs)]
@@ -139,10 +151,17 @@ class Pipeline:
         """Whether some metric needs ``need``."""
         return any(need in metric.needs for metric in self.metrics)
 
+    def check_needs(self) -> None:
+        """Refuse, before any work, a run whose dataset lacks what a component needs (object masks,
+        group labels), naming every component at fault and the settings that would fix it."""
+        if problems := unmet_needs(self):
+            raise ConfigError("\n".join(problems), "dataset")
+
     def prepare_shared(self) -> None:
         """Compute and cache what every refiner of this configuration shares: the original model,
         its maps of the training split, its pooled features of every split and, when a refiner
         needs neuron answers, its neurons' concepts. A study's first wave, once per seed."""
+        self.check_needs()
         train = load(self, "train")
         model = original_model(self, train).model
         original_maps(self, model, train)
@@ -154,10 +173,15 @@ class Pipeline:
 
     def run(self, out: str | Path | None = None, include_original: bool = True, observers: Sequence[RunObserver] | None = None) -> Results:
         """Run every stage in data-flow order. ``observers`` default to printing the run and, with
-        ``out``, rewriting ``out/results.json`` after every method. Without ``include_original`` the
-        original model is not evaluated (a study evaluates it once per seed)."""
+        ``out``, rewriting ``out/results.json`` and saving each method's model under ``out/models``
+        after every method. Without ``include_original`` the original model is not evaluated (a study
+        evaluates it once per seed). ``results.models`` holds every method's model."""
+        self.check_needs()
         if observers is None:
-            observers = [ConsoleReport(), *([ResultsFile(out)] if out is not None else [])]
+            observers = [ConsoleReport()]
+            if out is not None:
+                observers += [ResultsFile(out), ModelFiles(Path(out) / "models")]
+                observers += [TensorBoardLog(Path(out) / "tensorboard")] if self.config.logging.tensorboard else []
         train, val, test = (load(self, name) for name in SPLITS)
         warn_missing_groups(train, test)
         start = time.perf_counter()
@@ -168,7 +192,7 @@ class Pipeline:
         context = refinement_context(self, model, train)
         tested = (test, shared_features(self, model, test, "test"))
         others = evaluation_splits(self, model)
-        results = new_results(self)
+        results = new_results(self, train)
         record_annotations(results, context, {"train": train, "val": val, "test": test, **{n: s for n, (s, _) in others.items()}})
         for observer in observers:
             observer.on_annotations(self, results, context)
@@ -177,13 +201,65 @@ class Pipeline:
         def record(method: str, refined, seconds: float, curve, needs: frozenset[str] = frozenset()) -> None:
             row = result_row(self, method, refined, seconds, curve, needs, tested, others, shares)
             results.rows.append(row)
+            results.models[method] = refined
             for observer in observers:
-                observer.on_method_end(self, results, row)
+                observer.on_method_end(self, results, row, refined)
 
         if include_original:
             record("original", model, time.perf_counter() - start, original.curve)
+        refused = []
         for name, refiner in self.refiners.items():
             start = time.perf_counter()
-            refined = refine(self, name, model, context, out)
+            try:
+                refined = refine(self, name, model, context)
+            except CrayonError as error:  # the other refiners still run; the run ends in an error naming it
+                refused.append(str(error))
+                results.rows.append(row := refused_row(name, refiner.needs, error))
+                for observer in observers:
+                    observer.on_method_end(self, results, row, None)
+                continue
             record(name, refined, time.perf_counter() - start, context.selection.curve, refiner.needs)
+        if refused:
+            kept = f"; the other methods' results are in {Path(out) / 'results.json'}" if out is not None else ""
+            raise RunIncomplete("\n".join(refused) + kept, results)
         return results
+
+
+def control_spec(config: RunConfig, names: list[str], registry: Registry) -> ComponentSpec:
+    """``[refiner.finetune]``, with the optimisation options it leaves unset taken from the first
+    loss-based refiner of the run that sets some: the control trains as the method it controls."""
+    own = config.refiner.get(CONTROL, {})
+    for name in names:
+        if name == CONTROL or name not in registry.names("refiner") or not issubclass(registry.get("refiner", name).component, FineTuning):
+            continue
+        if set_here := {k: v for k, v in config.refiner.get(name, {}).items() if k in Optimisation.model_fields and k not in own}:
+            return ComponentSpec(name=CONTROL, **set_here, **own)
+    return config.refiner_spec(CONTROL)
+
+
+MISSING = {Need.MASKS: "object masks", Need.GROUPS: "a group attribute (group labels)"}
+
+
+def unmet_needs(pipeline: Pipeline) -> list[str]:
+    """One line per component of the run that needs what its dataset lacks (:data:`MISSING`),
+    each naming the settings that would fix it; empty when nothing is missing."""
+    dataset, config = pipeline.dataset, pipeline.config
+    lacks = {need for need, has in ((Need.MASKS, dataset.has_masks), (Need.GROUPS, dataset.has_groups)) if not has()}
+    if not lacks:
+        return []
+    other = ', or "neuron-metadata" (group labels only)' if Need.GROUPS not in lacks else ', or "neuron-mask" (object masks only)' if Need.MASKS not in lacks else ""
+    asked = [
+        (pipeline.annotator, "annotator", config.annotator.name, pipeline.needs(Need.MAP_ANSWERS, *DRAWINGS), 'set [annotator] name = "human" to use people\'s answers (crayon annotate)'),
+        (pipeline.neuron_annotator, "neuron_annotator", config.neuron_annotator.name, pipeline.needs(Need.NEURON_ANSWERS), f'set [neuron_annotator] name = "human"{other}'),
+        (pipeline.judge, "evaluation.judge", config.evaluation.judge.name, pipeline.metrics_need(Need.MAP_ANSWERS), 'set [evaluation.judge] name = "human" with people\'s answers about the test maps, or drop "reasonability" from metrics'),
+    ]
+    problems = []
+    for source, where, name, used, fix in asked:
+        for need in sorted(source.needs & lacks) if used else ():
+            problems.append(f"{where}: {name!r} needs {MISSING[need]}, which dataset {config.dataset.name!r} does not have; {fix}")
+    if Need.GROUPS in lacks:
+        for name in pipeline.needing(Need.GROUPS):
+            problems.append(f"refiners: {name!r} needs {MISSING[Need.GROUPS]}, which dataset {config.dataset.name!r} does not have; remove it from refiners")
+        if config.selection.rule == "val-wga":
+            problems.append(f'selection.rule: "val-wga" needs {MISSING[Need.GROUPS]} of the validation split, which dataset {config.dataset.name!r} does not have; set [selection] rule = "val-accuracy" or "last"')
+    return problems

@@ -28,6 +28,7 @@ from crayon_plugins.config import RunConfig
 from crayon_plugins.errors import ConfigError, CrayonError
 from crayon_plugins.run.cache import ArtefactCache, default_cache_dir
 from crayon_plugins.run.pipeline import Pipeline
+from crayon_plugins.run.stages.report import ModelFiles
 from crayon_plugins.study.executors import Executor, create_executor
 from crayon_plugins.study.spec import Cell, StudySpec, base_error, load_spec
 from crayon_plugins.utils.files import writable_folder, write_atomically
@@ -48,11 +49,13 @@ def prepare_seed(config: RunConfig, refiners: list[str], cache_root: str) -> Non
     Pipeline.from_config(config, refiners, ArtefactCache(cache_root)).prepare_shared()
 
 
-def run_cell(cell: Cell, cache_root: str) -> dict:
-    """Run one cell; returns its record."""
+def run_cell(cell: Cell, cache_root: str, models: tuple[str, str] | None = None) -> dict:
+    """Run one cell; returns its record. With ``models`` = ``(root, suffix)`` its model is saved as
+    ``root/<method><suffix>`` (on the node that runs the cell)."""
     start = time.perf_counter()
     pipeline = Pipeline.from_config(cell.config, None, ArtefactCache(cache_root))
-    results = pipeline.run(include_original=cell.refiner == "original", observers=[])  # a cell prints nothing
+    observers = [ModelFiles(*models)] if models is not None else []  # a cell prints nothing
+    results = pipeline.run(include_original=cell.refiner == "original", observers=observers)
     row = results.rows[0]
     metrics = dict(flat_metrics(row.metrics))
     refiner = pipeline.refiners.get(cell.refiner)
@@ -75,6 +78,8 @@ def run_cell(cell: Cell, cache_root: str) -> dict:
         "row": row.model_dump(mode="json"),
         "dataset": results.dataset,
         "backbone": results.backbone,
+        "classes": results.classes,
+        "run": results.run,
         "judge": results.judge,
         "device": pipeline.device.type,
         "threads": cell.threads,
@@ -134,11 +139,17 @@ def _finished_records(cells_dir: Path, device: str) -> dict[str, dict]:
 
 
 def run_cells(
-    cells: list[Cell], cells_dir: Path, executor: Executor, cache_root: str | Path | None = None, finished: Callable[[dict[str, dict]], None] = lambda records: None
+    cells: list[Cell],
+    cells_dir: Path,
+    executor: Executor,
+    cache_root: str | Path | None = None,
+    finished: Callable[[dict[str, dict]], None] = lambda records: None,
+    models: Callable[[Cell], tuple[str, str]] | None = None,
 ) -> tuple[dict[str, dict], list[str]]:
     """Run, on ``executor``, every cell without a record in ``cells_dir``: first each seed's shared
     artefacts, then that seed's cells. Returns every record by key and a line per failed cell;
-    ``finished(records)`` is called with every record so far as each cell ends."""
+    ``finished(records)`` is called with every record so far as each cell ends. With ``models``,
+    each cell's model is saved where ``models(cell)`` says (see :func:`run_cell`)."""
     root = Path(cache_root if cache_root is not None else default_cache_dir()).absolute()
     with executor:
         device = executor.device(cells[0].config.device)
@@ -173,7 +184,7 @@ def run_cells(
                             advance()
                         continue
                     if cell is None:  # the seed's artefacts are in the cache: its cells can start
-                        running.update({executor.submit(run_cell, c, str(root)): (seed, c) for c in by_seed[seed]})
+                        running.update({executor.submit(run_cell, c, str(root), models(c) if models else None): (seed, c) for c in by_seed[seed]})
                         continue
                     record = {**value, "node": node}
                     write_atomically(cells_dir / f"{cell.key}.json", json.dumps(record, indent=1) + "\n")
@@ -187,7 +198,7 @@ def check_cells(cells: list[Cell], where: str, cache_root: str | Path | None = N
     """Build every distinct cell's components before any work: a bad option fails at once."""
     for cell in {c.key: c for c in cells}.values():
         try:  # on the CPU: the executor checks the device, where the cells run
-            Pipeline.from_config(cell.on("cpu").config, None, ArtefactCache(cache_root))
+            Pipeline.from_config(cell.on("cpu").config, None, ArtefactCache(cache_root)).check_needs()
         except CrayonError as error:
             raise ConfigError(f"{where}: {error}") from None
 
@@ -211,7 +222,8 @@ def run_study(
     shutil.copyfile(spec_path, out / "spec.toml")
     csv_path = out / "results.csv"
     console.print(f"{spec.title}:")
-    records, failures = run_cells(cells, out / "cells", runner, cache_root, lambda records: write_atomically(csv_path, results_csv(spec, records)))
+    models = (lambda cell: (str((out / "models" / cell.key).absolute()), "")) if spec.save_models else None
+    records, failures = run_cells(cells, out / "cells", runner, cache_root, lambda records: write_atomically(csv_path, results_csv(spec, records)), models)
     write_atomically(csv_path, results_csv(spec, records))
     if failures:
         raise CrayonError(f"{len(failures)} cell(s) failed (finished cells are kept in {csv_path}; run again to retry):\n" + "\n".join(failures))

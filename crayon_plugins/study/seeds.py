@@ -42,14 +42,19 @@ def mean_and_std(found: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str,
 def run_seeds(config: RunConfig, refiners: list[str], seeds: list[int], out: Path, jobs: int = 1) -> Results:
     """Run the original model and ``refiners`` for every seed (``dataset.seed`` stays the
     configuration's: every seed sees the same data); write ``out/results.json`` with mean ± std over
-    seeds and each seed's metrics and selection, keeping each cell's record in ``out/cells``."""
+    seeds and each seed's metrics and selection, keeping each cell's record in ``out/cells`` and
+    each model in ``out/models/<method>-seed<k>``."""
     spec = StudySpec(title="seeds", base=config.model_copy(update={"refiners": refiners}), grid=Grid(refiner=refiners or None, seed=seeds))
     cells = spec.cells()
     check_cells(cells, "--seeds")
-    records, failures = run_cells(cells, out / "cells", LocalProcesses(spec.threads, jobs))
+    models = str((out / "models").absolute())
+    records, failures = run_cells(cells, out / "cells", LocalProcesses(spec.threads, jobs), models=lambda cell: (models, f"-seed{cell.seed}"))
     by_cell = {(cell.refiner, cell.seed): records.get(cell.key) for cell in cells}
     first = next((r for r in by_cell.values() if r), None)
-    results = Results(dataset=first["dataset"] if first else "", backbone=first["backbone"] if first else "", seed=seeds[0], seeds=seeds, judge=first.get("judge") if first else None)
+    found = first or {}
+    results = Results(
+        dataset=found.get("dataset", ""), backbone=found.get("backbone", ""), seed=seeds[0], seeds=seeds, judge=found.get("judge"), classes=found.get("classes", []), run=found.get("run", {})
+    )
     for method in ["original", *refiners]:
         rows = [(seed, by_cell[method, seed]) for seed in seeds if by_cell.get((method, seed))]
         if len(rows) < len(seeds):

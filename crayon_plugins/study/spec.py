@@ -87,12 +87,14 @@ class StudySpec(BaseModel):
     """A study: ``title``, the ``question`` it answers (shown in its report), the torch ``threads``
     of every cell, a ``base`` run configuration (the keys of ``crayon run --config``) and the
     ``grid``. The threads are the study's, not the machine's: another thread count sums in another
-    order, so a cell's numbers would depend on where it ran."""
+    order, so a cell's numbers would depend on where it ran. ``save_models``: keep every cell's model
+    (off by default: a study of many cells would fill the disk)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     title: str = Field(min_length=1)
     question: str = ""
     threads: int = Field(1, ge=1)
+    save_models: bool = Field(False, description="save every cell's model under OUT/models/<cell key>/<method> (off: a study of many cells would fill the disk)")
     base: RunConfig = RunConfig()
     grid: Grid = Grid()
 

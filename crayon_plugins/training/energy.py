@@ -50,6 +50,21 @@ def degenerate_yes(original: Tensor, answers: Tensor) -> int:
     return int((zero & (answers == Answer.YES)).sum())
 
 
+def attention_parts(
+    current: Tensor, original: Tensor, answers: Tensor, alpha: float, beta: float, n_no: int, n_yes: int
+) -> dict[str, Tensor]:
+    """The two terms of :func:`attention_terms`, each present only where it adds something:
+    ``energy_no`` = ``α/N_no · Σ L_no`` and ``energy_yes`` = ``β/N_yes · Σ L_yes`` over the minibatch."""
+    current, original = crayon_normalise(current), crayon_normalise(original)
+    no, yes = answers == Answer.NO, answers == Answer.YES
+    parts = {}
+    if n_no and no.any():
+        parts["energy_no"] = alpha / n_no * energy_no(current[no], original[no]).sum()
+    if n_yes and yes.any():
+        parts["energy_yes"] = beta / n_yes * energy_yes(current[yes], original[yes]).sum()
+    return parts
+
+
 def attention_terms(
     current: Tensor, original: Tensor, answers: Tensor, alpha: float, beta: float, n_no: int, n_yes: int
 ) -> Tensor:
@@ -60,11 +75,7 @@ def attention_terms(
     as *not annotated*, adds nothing); ``n_no`` and ``n_yes`` count the *no* and *yes* answers of the
     whole annotation set (a term whose count is zero adds nothing).
     """
-    current, original = crayon_normalise(current), crayon_normalise(original)
-    no, yes = answers == Answer.NO, answers == Answer.YES
     total = current.new_zeros(())
-    if n_no and no.any():
-        total = total + alpha / n_no * energy_no(current[no], original[no]).sum()
-    if n_yes and yes.any():
-        total = total + beta / n_yes * energy_yes(current[yes], original[yes]).sum()
+    for part in attention_parts(current, original, answers, alpha, beta, n_no, n_yes).values():
+        total = total + part
     return total

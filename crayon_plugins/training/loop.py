@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from contextvars import ContextVar
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -17,11 +19,25 @@ from crayon_plugins.utils.progress import progress_bar
 
 
 class EpochObserver(Protocol):
-    """What :func:`fit` tells as it trains (Lightning's callbacks): after every epoch, and at the end."""
+    """What :func:`fit` tells as it trains (Lightning's callbacks): after every epoch, with the
+    epoch's loss log (see :func:`log_term`), and at the end."""
 
-    def on_epoch_end(self, epoch: int, model: nn.Module) -> None: ...
+    def on_epoch_end(self, epoch: int, model: nn.Module, log: dict[str, float]) -> None: ...
 
     def on_fit_end(self, model: nn.Module) -> None: ...
+
+
+_step_terms: ContextVar[list[tuple[str, Tensor, str]] | None] = ContextVar("step_terms", default=None)
+
+
+def log_term(name: str, value: Tensor, reduction: Literal["sum", "mean"] = "mean") -> None:
+    """Record one term of the minibatch loss being computed, for :func:`fit`'s per-epoch log
+    (Lightning's ``self.log``). ``value`` is the term as it enters the loss; ``reduction`` says how
+    it gathers the minibatch's items (``"sum"`` or ``"mean"`` over them). The epoch's log holds the
+    term per image: the sum over the epoch's items divided by their number. Does nothing outside
+    :func:`fit`."""
+    if (terms := _step_terms.get()) is not None:
+        terms.append((name, value.detach().float(), reduction))
 
 
 def fit(
@@ -47,7 +63,9 @@ def fit(
     it) is evaluated on validation after every epoch, ``model`` ends with the weights of the epoch
     the rule picks, and the :class:`Curve` is returned and kept in ``selection.curve`` (a
     :class:`~crayon_plugins.training.selection.KeepBestEpoch` observer does this). ``observers`` hear
-    of every epoch's end and of the end of training. The model is left in ``eval`` mode.
+    of every epoch's end, with its log: ``loss_per_step`` (the mean of the minibatch losses) and, per
+    image, every term the loss recorded with :func:`log_term`, and of the end of training. The model
+    is left in ``eval`` mode.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -75,9 +93,16 @@ def fit(
             chunks = order.split(optimisation.batch_size)
             minibatches = images.batches(order, optimisation.batch_size, augmentation) if images is not None else ((i, None) for i in chunks)
             losses = []  # on the device: checked once per epoch, so no step waits for the GPU
+            terms: dict[str, Tensor] = {}
             for indices, batch in minibatches:
-                with torch.autocast(device, dtype=precision, enabled=precision is not None):
-                    loss = batch_loss(indices, batch)
+                step = _step_terms.set([])
+                try:
+                    with torch.autocast(device, dtype=precision, enabled=precision is not None):
+                        loss = batch_loss(indices, batch)
+                    for name, value, reduction in _step_terms.get():
+                        terms[name] = terms.get(name, 0) + (value if reduction == "sum" else value * len(indices))
+                finally:
+                    _step_terms.reset(step)
                 losses.append(loss.detach().float().reshape(1))
                 optimiser.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -90,8 +115,9 @@ def fit(
                 raise TrainingError(f"{description}: the loss is {losses[step - 1].item()} at epoch {epoch}, step {step}; {_DIVERGED}")
             if bad := non_finite_weights(model):
                 raise TrainingError(f"{description}: weight {bad!r} is not finite after epoch {epoch}; {_DIVERGED}")
+            log = {"loss_per_step": float(losses.mean()) if len(losses) else math.nan, **{name: float(total) / n for name, total in terms.items()}}
             for observer in observers:
-                observer.on_epoch_end(epoch, model)
+                observer.on_epoch_end(epoch, model, log)
     for observer in observers:
         observer.on_fit_end(model)
     model.eval()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.api import Answer, Batch, Classifier, ConfigError, DifferentiableInterpreter, FineTuning, Need, RefinementContext, attention_terms, hookimpl, rows
+from crayon_plugins.api import Answer, Batch, Classifier, ConfigError, DifferentiableInterpreter, FineTuning, Need, RefinementContext, attention_parts, hookimpl, log_term, rows
 from crayon_plugins.factory import create_interpreter
 
 
@@ -61,8 +61,12 @@ class CrayonAttention(FineTuning):
     def loss(self, model: Classifier, batch: Batch, prepared: Guidance) -> Tensor:
         current, logits = self.interpreter.explain(model, batch.images, batch.labels)
         p = self.params
-        terms = attention_terms(current, rows(prepared.original_maps, batch), rows(prepared.answers, batch), p.alpha, p.beta, prepared.n_no, prepared.n_yes)
-        return self.prediction_loss(logits, batch) + terms
+        parts = attention_parts(current, rows(prepared.original_maps, batch), rows(prepared.answers, batch), p.alpha, p.beta, prepared.n_no, prepared.n_yes)
+        total = current.new_zeros(())
+        for name, part in parts.items():
+            log_term(name, part, "sum")
+            total = total + part
+        return self.prediction_loss(logits, batch) + total
 
 
 @hookimpl

@@ -15,7 +15,7 @@ from crayon_plugins.plugins.refiners.crayon_attention import CrayonAttention
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.api import Answer, Classifier, CrayonError, Need, Optimisation, Params, RefinementContext, Refiner, Selection, fit, hookimpl, to_device
+from crayon_plugins.api import Answer, Classifier, CrayonError, Need, Optimisation, Params, RefinementContext, Refiner, Selection, fit, hookimpl, log_term, to_device
 
 
 def prune(model: Classifier, neuron_answers: Tensor) -> Classifier:
@@ -87,7 +87,9 @@ class CrayonPruning(Refiner):
 
         def batch_loss(indices: Tensor, _: None) -> Tensor:
             on_device = to_device(indices, device)
-            return F.cross_entropy(model.classifier(features[on_device]), labels[on_device])
+            loss = F.cross_entropy(model.classifier(features[on_device]), labels[on_device])
+            log_term("cross_entropy", loss, "mean")
+            return loss
 
         fit(model.classifier, batch_loss, len(features), self.params, seed, f"retrain classifier ({self.name})", selection=selection, evaluated=model)
 

@@ -27,7 +27,7 @@ from pydantic import Field
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
-from crayon_plugins.api import Answer, Batch, Classifier, GradiaGradCam, Need, RefinementContext, hookimpl, normalise_maps, predict, rows
+from crayon_plugins.api import Answer, Batch, Classifier, GradiaGradCam, Need, RefinementContext, hookimpl, log_term, normalise_maps, predict, rows
 
 Pair = tuple[float, float]
 
@@ -95,10 +95,13 @@ class Gradia(MapGuided):
         logits, l1 = self.guidance(model, batch, rows(prepared.regions, batch), prepared.generator)
         w_att = rows(prepared.w_guide, batch)
         prediction = (rows(prepared.w_pred, batch) * F.cross_entropy(logits, batch.labels, reduction="none")).mean()
+        log_term("cross_entropy", prediction, "mean")
         aligned = w_att > 0
         if not aligned.any():
             return prediction
-        return prediction + self.params.lam * (w_att[aligned] * l1[aligned]).mean()
+        attention = self.params.lam * (w_att[aligned] * l1[aligned]).mean()
+        log_term("attention", attention, "mean")
+        return prediction + attention
 
 
 @hookimpl

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import Tensor
 
-from crayon_plugins.api import Classifier, CrayonError, Optimisation, RefinementContext, Refiner, fit, hookimpl, predict, to_device
+from crayon_plugins.api import Classifier, CrayonError, Optimisation, RefinementContext, Refiner, fit, hookimpl, log_term, predict, to_device
 
 
 def upsampled_weights(errors: Tensor, upweight: float) -> Tensor:
@@ -41,7 +41,9 @@ class JustTrainTwice(Refiner):
         train, device = context.train, context.device
 
         def batch_loss(indices: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(model(to_device(images, device)), to_device(train.labels[indices], device))
+            loss = F.cross_entropy(model(to_device(images, device)), to_device(train.labels[indices], device))
+            log_term("cross_entropy", loss, "mean")
+            return loss
 
         n = len(train) if weights is None else round(float(weights.sum()))
         options = self.params.model_copy(update={"epochs": epochs})

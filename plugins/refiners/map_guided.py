@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from crayon_plugins.api import Batch, Classifier, FineTuning, Need, RefinementContext, rows
+from crayon_plugins.api import Batch, Classifier, FineTuning, Need, RefinementContext, log_term, rows
 
 
 @dataclass(frozen=True)
@@ -54,4 +54,7 @@ class MapGuided(FineTuning):
     def loss(self, model: Classifier, batch: Batch, prepared: Drawings) -> Tensor:
         logits, guidance = self.guidance(model, batch, rows(prepared.regions, batch), prepared.generator)
         prediction = (rows(prepared.w_pred, batch) * F.cross_entropy(logits, batch.labels, reduction="none")).sum()
-        return (prediction + self.params.lam * (rows(prepared.w_guide, batch) * guidance).sum()) / len(batch.indices)
+        attention = self.params.lam * (rows(prepared.w_guide, batch) * guidance).sum()
+        log_term("cross_entropy", prediction, "sum")
+        log_term("attention", attention, "sum")
+        return (prediction + attention) / len(batch.indices)

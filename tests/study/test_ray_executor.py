@@ -298,7 +298,7 @@ def test_each_seed_shares_its_artefacts_once_before_its_cells_and_a_failure_name
             raise RuntimeError("disk full")
 
     monkeypatch.setattr(runner, "prepare_seed", prepare_seed)
-    monkeypatch.setattr(runner, "run_cell", lambda cell, cache_root: {"key": cell.key, "refiner": cell.refiner, "seed": cell.seed, "axes": cell.axes, "metrics": {"wga": 0.5}, "row": {}, "device": "cpu"})
+    monkeypatch.setattr(runner, "run_cell", lambda cell, cache_root, models=None: {"key": cell.key, "refiner": cell.refiner, "seed": cell.seed, "axes": cell.axes, "metrics": {"wga": 0.5}, "row": {}, "device": "cpu"})
     stale = next(c for c in cells if c.seed == 0 and c.refiner == "crayon-pruning")
     (tmp_path / "cells").mkdir()
     (tmp_path / "cells" / f"{stale.key}.json").write_text(json.dumps({"key": stale.key, "refiner": "crayon-pruning", "seed": 0, "axes": {}, "metrics": {"wga": 0.9}, "row": {}, "device": "cuda"}))

@@ -49,7 +49,7 @@ def test_fit_tells_its_observers_each_epoch_and_the_end_after_keeping_the_chosen
     heard = []
 
     class Recorder:
-        def on_epoch_end(self, epoch, m):
+        def on_epoch_end(self, epoch, m, log):
             heard.append(("epoch", epoch, m.training))
 
         def on_fit_end(self, m):

@@ -16,7 +16,7 @@ from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.model.features import SharedFeatures, predict
 from crayon_plugins.run.cache import Check, cache_key, component_key
 from crayon_plugins.run.stages.load import load
-from crayon_plugins.training.loop import fit, to_device
+from crayon_plugins.training.loop import fit, log_term, to_device
 from crayon_plugins.training.selection import Curve, Selection, validation_metrics
 
 if TYPE_CHECKING:
@@ -100,7 +100,9 @@ def original_model(pipeline: Pipeline, train: ImageSet) -> OriginalModel:
     def train_erm() -> dict:
         def batch_loss(indices: Tensor, images: Tensor) -> Tensor:
             logits = model(to_device(images, device))
-            return F.cross_entropy(logits, to_device(train.labels[indices], device))
+            loss = F.cross_entropy(logits, to_device(train.labels[indices], device))
+            log_term("cross_entropy", loss, "mean")
+            return loss
 
         config = pipeline.config
         curve = fit(model, batch_loss, len(train), config.training, config.seed, "train original (ERM)", selection=selection(pipeline), images=train.images.augmented())
@@ -108,5 +110,4 @@ def original_model(pipeline: Pipeline, train: ImageSet) -> OriginalModel:
 
     state, cached = pipeline.cache.get_or_compute("models", pipeline.model_key, train_erm, fits_model(model))
     model.load_state_dict(state["weights"])
-    curve = state["curve"]
-    return OriginalModel(model.eval(), cached, Curve(curve["rule"], curve["validation"], curve["epoch"]))
+    return OriginalModel(model.eval(), cached, Curve.from_dict(state["curve"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crayon_plugins.api.components import RefinementContext
@@ -16,6 +15,10 @@ from crayon_plugins.run.stages.original import new_model, selection
 
 if TYPE_CHECKING:
     from crayon_plugins.run.pipeline import Pipeline
+
+
+CONTROL = "finetune"
+"""The control of every loss-based refiner: the same training without the annotations."""
 
 
 def refinement_context(pipeline: Pipeline, model: Classifier, train: ImageSet) -> RefinementContext:
@@ -41,9 +44,9 @@ def refinement_context(pipeline: Pipeline, model: Classifier, train: ImageSet) -
     )
 
 
-def refine(pipeline: Pipeline, name: str, model: Classifier, context: RefinementContext, out: str | Path | None = None) -> Classifier:
-    """The refiner ``name``'s model; an error that is not a :class:`CrayonError` names its plugin and
-    says that the results before it were kept (in ``out``)."""
+def refine(pipeline: Pipeline, name: str, model: Classifier, context: RefinementContext) -> Classifier:
+    """The refiner ``name``'s model; an error that is not a :class:`CrayonError` becomes a
+    :class:`PluginError` naming its plugin."""
     context.selection.curve = None
     try:
         return pipeline.refiners[name].refine(model, context)
@@ -51,7 +54,4 @@ def refine(pipeline: Pipeline, name: str, model: Classifier, context: Refinement
         raise
     except Exception as error:
         plugin = pipeline.registry.get("refiner", name).plugin
-        raise PluginError(
-            f"refiner {name!r} (plugin {plugin!r}) failed: {type(error).__name__}: {error}. "
-            "Results of the methods before it were kept" + (f" in {out}/results.json" if out else "")
-        ) from error
+        raise PluginError(f"refiner {name!r} (plugin {plugin!r}) failed: {type(error).__name__}: {error}") from error

@@ -6,16 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 
 from crayon_plugins.annotation.paper_mix import relevant_rates_text
-from crayon_plugins.api.components import Need, RefinementContext
+from crayon_plugins.api.components import DRAWINGS, Need, RefinementContext
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import TrainingError
 from crayon_plugins.model.classifier import Classifier
+from crayon_plugins.model.saved import package_versions, save_model
 from crayon_plugins.run.results import ResultRow, Results
 from crayon_plugins.run.stages.evaluate import Evaluated, evaluate
 from crayon_plugins.run.stages.original import OriginalModel
+from crayon_plugins.run.stages.refine import CONTROL
 from crayon_plugins.run.table import annotation_kind
 from crayon_plugins.training.loop import non_finite_weights
 from crayon_plugins.training.selection import Curve
@@ -25,12 +28,37 @@ if TYPE_CHECKING:
     from crayon_plugins.run.pipeline import Pipeline
 
 
-def new_results(pipeline: Pipeline) -> Results:
-    """The run's results, before any method: what it ran on, and who judges test maps."""
-    results = Results(dataset=pipeline.dataset.describe(), backbone=pipeline.backbone.describe(), seed=pipeline.config.seed)
+def new_results(pipeline: Pipeline, train: ImageSet) -> Results:
+    """The run's results, before any method: what it ran on, with every resolved option, and who
+    judges test maps."""
+    results = Results(
+        dataset=pipeline.dataset.describe(), backbone=pipeline.backbone.describe(), seed=pipeline.config.seed, classes=list(train.class_names), image_size=list(train.image_size), run=run_record(pipeline)
+    )
     if pipeline.metrics_need(Need.MAP_ANSWERS):
         results.judge = pipeline.judge.describe()
     return results
+
+
+def run_record(pipeline: Pipeline) -> dict:
+    """What a run's numbers depend on beyond its data: every component with its resolved options (the
+    defaults filled in), the configuration as validated, the package versions, device and threads."""
+
+    def resolved(component) -> dict:
+        return {"name": component.name, "options": component.params.model_dump(mode="json")}
+
+    p = pipeline
+    single = {"dataset": p.dataset, "backbone": p.backbone, "interpreter": p.interpreter, "annotator": p.annotator, "concepts": p.concept_extractor, "neuron_annotator": p.neuron_annotator, "evaluation.judge": p.judge}
+    return {
+        "components": {
+            **{where: resolved(component) for where, component in single.items()},
+            "refiners": {name: resolved(refiner) for name, refiner in p.refiners.items()},
+            "metrics": {metric.name: resolved(metric) for metric in p.metrics},
+        },
+        "configuration": p.config.model_dump(mode="json"),
+        "versions": package_versions(),
+        "device": str(p.device),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def record_annotations(results: Results, context: RefinementContext, splits: dict[str, ImageSet]) -> None:
@@ -51,9 +79,16 @@ def result_row(
     if bad := non_finite_weights(model):
         raise TrainingError(f"{method}: weight {bad!r} of the model is not finite; it is not reported")
     details = {"seconds": round(seconds, 1), "neurons_pruned": int((model.neuron_mask == 0).sum()), "annotation": annotation_kind(needs)}
+    if CONTROL in pipeline.refiners and method not in ("original", CONTROL):
+        details["control"] = pipeline.control_of(method)
     selection = curve.as_dict() if curve is not None else {"rule": pipeline.config.selection.rule, "epoch": None, "validation": []}
     metrics = evaluate(pipeline, model, test[1], test[0], train_shares, others)
     return ResultRow(method=method, metrics=metrics, details=details, selection=[{"seed": pipeline.config.seed, **selection}])
+
+
+def refused_row(method: str, needs: frozenset[str], error: Exception) -> ResultRow:
+    """The row of a refiner that was refused or failed: no numbers, and why."""
+    return ResultRow(method=method, metrics={}, details={"refused": str(error), "annotation": annotation_kind(needs)})
 
 
 class RunObserver:
@@ -65,8 +100,9 @@ class RunObserver:
     def on_annotations(self, pipeline: Pipeline, results: Results, context: RefinementContext) -> None:
         """The answers are in ``context`` and recorded in ``results``."""
 
-    def on_method_end(self, pipeline: Pipeline, results: Results, row: ResultRow) -> None:
-        """``row`` (the original model's or a refiner's) has been added to ``results``."""
+    def on_method_end(self, pipeline: Pipeline, results: Results, row: ResultRow, model: Classifier | None) -> None:
+        """``row`` (the original model's or a refiner's) has been added to ``results``; ``model``
+        is the method's model (``None`` for a refiner that was refused: its row says why)."""
 
 
 class ConsoleReport(RunObserver):
@@ -104,5 +140,62 @@ class ResultsFile(RunObserver):
     def __init__(self, out: str | Path) -> None:
         self.out = out
 
-    def on_method_end(self, pipeline: Pipeline, results: Results, row: ResultRow) -> None:
+    def on_method_end(self, pipeline: Pipeline, results: Results, row: ResultRow, model: Classifier | None) -> None:
         results.write(self.out)
+
+
+class ModelFiles(RunObserver):
+    """Saves every method's model as ``root/<method><suffix>/`` (weights and card, see
+    :mod:`crayon_plugins.model.saved`), as soon as its row is in."""
+
+    def __init__(self, root: str | Path, suffix: str = "") -> None:
+        self.root, self.suffix = Path(root), suffix
+
+    def on_method_end(self, pipeline: Pipeline, results: Results, row: ResultRow, model: Classifier | None) -> None:
+        if model is not None:
+            save_model(model, self.root / f"{row.method}{self.suffix}", model_card(pipeline, results, row, model))
+
+
+class TensorBoardLog(RunObserver):
+    """Writes each trainer's per-epoch loss terms (``train/<term>``) and validation metrics
+    (``val/<metric>``) as TensorBoard event files under ``root/<method>``, as each method ends."""
+
+    def __init__(self, root: str | Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+        self.root, self.writer = Path(root), SummaryWriter
+
+    def on_method_end(self, pipeline: Pipeline, results: Results, row: ResultRow, model: Classifier | None) -> None:
+        for selection in row.selection:
+            writer = self.writer(str(self.root / row.method))
+            for split, key in (("train", "training"), ("val", "validation")):
+                for epoch, values in enumerate(selection.get(key) or [], 1):
+                    for name, value in values.items():
+                        if isinstance(value, (int, float)):
+                            writer.add_scalar(f"{split}/{name}", value, epoch)
+            writer.close()
+
+
+def model_card(pipeline: Pipeline, results: Results, row: ResultRow, model: Classifier) -> dict:
+    """The card of ``row``'s model (:class:`~crayon_plugins.model.saved.ModelCard`, less what
+    :func:`~crayon_plugins.model.saved.save_model` fills in)."""
+    refiner = pipeline.refiners.get(row.method) if row.method != "original" else None
+    needs = refiner.needs if refiner is not None else frozenset()
+    annotations = {}
+    if needs & (DRAWINGS | {Need.MAP_ANSWERS}):
+        annotations["maps"] = results.annotations
+    if Need.NEURON_ANSWERS in needs:
+        annotations["neurons"] = results.neuron_annotations
+    chosen = row.selection[0] if row.selection else {}
+    return {
+        "method": row.method,
+        "seed": pipeline.config.seed,
+        "backbone": results.run["components"]["backbone"],
+        "build": pipeline.backbone.recipe(len(results.classes)),
+        "classes": results.classes,
+        "input": {"size": results.image_size, "resize": getattr(pipeline.dataset, "resize", None), "mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
+        "refiner": results.run["components"]["refiners"][row.method] if refiner is not None else None,
+        "selection": {"rule": chosen.get("rule"), "epoch": chosen.get("epoch")},
+        "metrics": row.metrics,
+        "annotations": annotations,
+    }
