@@ -21,6 +21,7 @@ from rich.table import Table
 
 from crayon_plugins.annotation.records import Answer, Question
 from crayon_plugins.annotation.sheets import render_sheets
+from crayon_plugins.api.components import Need
 from crayon_plugins.config import RunConfig, load_config
 from crayon_plugins.errors import CrayonError, RunIncomplete
 from crayon_plugins.model.saved import ExportFormat
@@ -150,7 +151,10 @@ def _run(config: Path | None, refiners: str | None, out: Path, every_refiner: bo
     if chosen is not None and len(chosen) == 1:  # one seed: a plain run, without a deviation to show
         run_config = run_config.model_copy(update={"seed": chosen[0]})
     pipeline = Pipeline.from_config(run_config, names, ArtefactCache())  # every component, before any work
-    pipeline.check_needs()
+    if refiners is None and every_refiner and not pipeline.dataset.has_groups() and (grouped := pipeline.needing(Need.GROUPS)):
+        console.print(f"note: leaving out {', '.join(grouped)}: they need group labels, which dataset {run_config.dataset.name!r} does not have", highlight=False)
+        names = [n for n in names if n not in grouped]
+        pipeline = Pipeline.from_config(run_config, names, ArtefactCache())
     writable_folder(out, "--out")
     if chosen is None or len(chosen) == 1:
         try:
@@ -196,7 +200,11 @@ def compare(
     """Run every registered refiner (or the chosen ones) on the same original model, maps and
     annotations; write OUT/table.md (method, annotation kind, WGA, MGA, accuracy, RA, UA, mean ± std
     over seeds, best in bold) and OUT/results.json."""
-    results = _run(config, refiners, out, True, seeds, jobs, overrides)
+    try:
+        results = _run(config, refiners, out, True, seeds, jobs, overrides)
+    except RunIncomplete as error:  # the table of what ran, then the error naming what did not
+        (out / "table.md").write_text(markdown_table(error.results))
+        raise
     (out / "table.md").write_text(markdown_table(results))
     console.print(f"wrote {out / 'table.md'} and {out / 'results.json'}")
 
@@ -214,7 +222,7 @@ def export(
     from crayon_plugins.model.saved import export_model
 
     if out is not None:
-        writable_folder(out.parent if str(out.parent) else Path("."), "--out")
+        writable_folder(out.parent, "--out")
     path = export_model(model, format, out)
     console.print(escape(f"wrote {path}"), highlight=False)
 

@@ -6,6 +6,8 @@ exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CrayonError(Exception):
     """An error the user can fix (configuration, plugin set-up, input files).
@@ -42,8 +44,8 @@ class RunIncomplete(CrayonError):
     """Some refiners of a run were refused or failed and the others ran: ``results`` holds every
     row, each refused one saying why (``details["refused"]``)."""
 
-    def __init__(self, message: str, results=None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, field: str | None = None, *, results: Any = None) -> None:
+        super().__init__(message, field)
         self.results = results
 
 

@@ -79,23 +79,22 @@ def load_checkpoint(model: Classifier, path: str | Path, where: str = "original.
     ``mean``, ``std``, ``feature_map.mask``) or the state dict of the bare network ``model.body``
     wraps, named as torchvision or timm name it (``conv1.weight`` … ``fc.weight``): its head
     (``fc.*``, ``classifier.*``, ``head.*``, whatever ``body.get_classifier()`` is called) becomes
-    ``model.classifier``. A bare network fits only a backbone that wraps the whole network, not one cut
-    after a feature stage.
+    ``model.classifier``. For a backbone cut after a feature stage the bare network's file also holds
+    the head as ``classifier.*`` (as a saved model's ``weights.safetensors`` does); a whole
+    network's file does not fit it.
     """
     state = read_state_dict(path, where)
     body = getattr(model, "body", None)
     if isinstance(body, nn.Module) and not any(key.startswith("body.") for key in state):
-        head = next((name for name, module in body.named_modules() if module is model.classifier and name), None)
-        if head is None:
+        cut = not any(module is model.classifier for module in body.modules())
+        if cut and "classifier.weight" not in state:
             raise ConfigError(
                 f"{where}: {path} holds a bare network's weights (keys like {next(iter(state), '?')!r}), which fit "
                 "only a whole network, but this backbone is cut after a feature stage and has its own classifier; "
                 'set backbone.feature_stage = "whole"',
                 where,
             )
-        state = {f"body.{key}": value for key, value in state.items()} | {
-            f"classifier.{key[len(head) + 1 :]}": value for key, value in state.items() if key.startswith(f"{head}.")
-        }
+        state = model.own_names(state)
     check_fits(model, state, path, where, optional=OWN_BUFFERS)
     model.load_state_dict(state, strict=False)
 

@@ -79,17 +79,21 @@ class Classifier(nn.Module, ABC):
             return state
         return {k.removeprefix("body."): v for k, v in state.items() if not (head is not None and k.startswith("classifier."))}
 
+    def own_names(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``state``, named as :meth:`network_state_dict` names it, under this classifier's names."""
+        body, head = self._body_and_head()
+        if body is None:
+            return dict(state)
+        mapped = {}
+        for key, value in state.items():
+            mapped[key if head is None and key.startswith("classifier.") else f"body.{key}"] = value
+            if head is not None and key.startswith(f"{head}."):
+                mapped[f"classifier.{key[len(head) + 1:]}"] = value
+        return mapped
+
     def load_network_state_dict(self, state: dict[str, Tensor]) -> None:
         """Load weights named as :meth:`network_state_dict` names them; every key must fit."""
-        body, head = self._body_and_head()
-        if body is not None:
-            mapped = {}
-            for key, value in state.items():
-                mapped[key if head is None and key.startswith("classifier.") else f"body.{key}"] = value
-                if head is not None and key.startswith(f"{head}."):
-                    mapped[f"classifier.{key[len(head) + 1:]}"] = value
-            state = mapped
-        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing, unexpected = self.load_state_dict(self.own_names(state), strict=False)
         if unexpected or (missing := [k for k in missing if k not in OWN_BUFFERS]):
             raise KeyError(f"weights do not fit the network: missing {missing[:5]}, unexpected {unexpected[:5]}")
 

@@ -10,7 +10,6 @@ card is JSON and the weights are safetensors, so a crafted folder cannot run cod
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crayon_plugins.config import describe_validation_error
 from crayon_plugins.errors import ConfigError, CrayonError
+from crayon_plugins.model.checkpoints import file_digest
 from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.utils.files import publish, write_atomically
 
@@ -34,7 +34,7 @@ FORMAT = 1
 """The card's format version; a card of another version is refused with a message."""
 
 PACKAGES = ("crayon-plugins", "torch", "torchvision", "timm", "captum", "numpy", "safetensors")
-
+"""The packages whose versions a card and ``results.json`` record."""
 
 
 class ExportFormat(StrEnum):
@@ -93,14 +93,6 @@ class ModelCard(BaseModel):
     weights_sha256: str
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_model(model: Classifier, folder: str | Path, card: dict[str, Any]) -> Path:
     """Write ``model`` to ``folder``: ``weights.safetensors``, then ``card.json`` from ``card`` (the
     fields of :class:`ModelCard` but the mask, the channels, the versions and the weights' digest,
@@ -118,7 +110,7 @@ def save_model(model: Classifier, folder: str | Path, card: dict[str, Any]) -> P
         pruned_neurons=torch.nonzero(mask == 0).flatten().tolist(),
         channels=len(mask),
         versions=package_versions(),
-        weights_sha256=_sha256(weights),
+        weights_sha256=file_digest(weights),
     )
     write_atomically(folder / CARD, json.dumps(full.model_dump(mode="json"), indent=2, allow_nan=False) + "\n")
     return folder
@@ -156,7 +148,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Classi
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise ConfigError(f"{weights}: missing; the card {folder / CARD} describes weights that are not there")
-    if _sha256(weights) != card.weights_sha256:
+    if file_digest(weights) != card.weights_sha256:
         raise ConfigError(f"{weights}: its SHA-256 differs from the one in {CARD}; the file was changed or is incomplete")
     backbone = create_backbone(card.backbone["name"], card.backbone.get("options", {}), where=f"{folder / CARD}: backbone")
     try:

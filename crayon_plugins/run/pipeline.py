@@ -103,7 +103,8 @@ class Pipeline:
                 raise ConfigError(f"{where}: {spec.name!r} does not judge {question} (it judges {can})")
             return found
 
-        refiner = lambda n: create("refiner", control_spec(config, names, registry) if n == CONTROL else config.refiner_spec(n), f"refiner.{n}")  # noqa: E731
+        spec = lambda n: ComponentSpec(name=n, **control_options(config, names, registry)) if n == CONTROL else config.refiner_spec(n)  # noqa: E731
+        refiner = lambda n: create("refiner", spec(n), f"refiner.{n}")  # noqa: E731
         sections = {n: refiner(n) for n in config.refiner}  # a misspelled section would otherwise be ignored
         annotator = source(config.annotator, "annotator", Question.MAPS)
         neuron_annotator = source(config.neuron_annotator, "neuron_annotator", Question.NEURONS)
@@ -131,13 +132,15 @@ class Pipeline:
         computed once: it reads the dataset's fingerprint."""
         return model_key(self)
 
-    def control_of(self, name: str) -> str | None:
-        """``finetune`` when it runs with the same optimisation options (epochs, lr, …) as the
-        loss-based refiner ``name``, so their rows compare the annotations alone; else ``None``."""
-        control, refiner = self.refiners.get(CONTROL), self.refiners.get(name)
-        if control is None or name == CONTROL or not isinstance(refiner, FineTuning):
-            return None
-        return CONTROL if all(getattr(refiner.params, k) == getattr(control.params, k) for k in Optimisation.model_fields) else None
+    def controls(self) -> dict[str, str | None]:
+        """With ``finetune`` in the run, each other loss-based refiner → ``"finetune"`` when the
+        control trains with its optimisation options (epochs, lr, …), so their rows differ by the
+        annotations alone, else ``None``; empty without ``finetune``."""
+        control = self.refiners.get(CONTROL)
+        if control is None:
+            return {}
+        same = lambda refiner: all(getattr(refiner.params, k) == getattr(control.params, k) for k in Optimisation.model_fields)  # noqa: E731
+        return {name: CONTROL if same(r) else None for name, r in self.refiners.items() if name != CONTROL and isinstance(r, FineTuning)}
 
     def needing(self, *needs: Need) -> list[str]:
         """The refiners that need any of ``needs``."""
@@ -201,19 +204,19 @@ class Pipeline:
         def record(method: str, refined, seconds: float, curve, needs: frozenset[str] = frozenset()) -> None:
             row = result_row(self, method, refined, seconds, curve, needs, tested, others, shares)
             results.rows.append(row)
-            results.models[method] = refined
             for observer in observers:
                 observer.on_method_end(self, results, row, refined)
+            results.models[method] = refined if refined is model else refined.cpu()  # the device holds the original and the model in training
 
         if include_original:
             record("original", model, time.perf_counter() - start, original.curve)
-        refused = []
+        refused: list[CrayonError] = []
         for name, refiner in self.refiners.items():
             start = time.perf_counter()
             try:
                 refined = refine(self, name, model, context)
             except CrayonError as error:  # the other refiners still run; the run ends in an error naming it
-                refused.append(str(error))
+                refused.append(error)
                 results.rows.append(row := refused_row(name, refiner.needs, error))
                 for observer in observers:
                     observer.on_method_end(self, results, row, None)
@@ -221,20 +224,21 @@ class Pipeline:
             record(name, refined, time.perf_counter() - start, context.selection.curve, refiner.needs)
         if refused:
             kept = f"; the other methods' results are in {Path(out) / 'results.json'}" if out is not None else ""
-            raise RunIncomplete("\n".join(refused) + kept, results)
+            raise RunIncomplete("\n".join(map(str, refused)) + kept, results=results) from refused[0]
         return results
 
 
-def control_spec(config: RunConfig, names: list[str], registry: Registry) -> ComponentSpec:
-    """``[refiner.finetune]``, with the optimisation options it leaves unset taken from the first
-    loss-based refiner of the run that sets some: the control trains as the method it controls."""
+def control_options(config: RunConfig, names: list[str], registry: Registry) -> dict:
+    """The options of ``[refiner.finetune]``, with the optimisation options it leaves unset taken
+    from the first loss-based refiner among ``names`` that sets some: the control trains as the
+    method it controls (a study passes every refiner of its grid, so each cell's control is the run's)."""
     own = config.refiner.get(CONTROL, {})
     for name in names:
         if name == CONTROL or name not in registry.names("refiner") or not issubclass(registry.get("refiner", name).component, FineTuning):
             continue
         if set_here := {k: v for k, v in config.refiner.get(name, {}).items() if k in Optimisation.model_fields and k not in own}:
-            return ComponentSpec(name=CONTROL, **set_here, **own)
-    return config.refiner_spec(CONTROL)
+            return {**set_here, **own}
+    return dict(own)
 
 
 MISSING = {Need.MASKS: "object masks", Need.GROUPS: "a group attribute (group labels)"}

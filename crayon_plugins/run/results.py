@@ -77,6 +77,8 @@ class Results(BaseModel):
                 reasonability_figure(first["metrics"]["reasonability_counts"], title, directory / f"reasonability-{row.method}.png")
         if logged := self.epoch_log():
             write_atomically(directory / "training.csv", "method,seed,epoch,split,name,value\n" + "".join(",".join(map(str, entry)) + "\n" for entry in logged))
+        else:  # an earlier run's log into the same folder would belong to other models
+            (directory / "training.csv").unlink(missing_ok=True)
         path = directory / "results.json"
         write_atomically(path, json.dumps(strict(self.model_dump()), indent=2, allow_nan=False) + "\n")
         return path

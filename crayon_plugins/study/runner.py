@@ -79,6 +79,7 @@ def run_cell(cell: Cell, cache_root: str, models: tuple[str, str] | None = None)
         "dataset": results.dataset,
         "backbone": results.backbone,
         "classes": results.classes,
+        "image_size": results.image_size,
         "run": results.run,
         "judge": results.judge,
         "device": pipeline.device.type,

@@ -10,7 +10,9 @@ from typing import Any
 
 from crayon_plugins.config import RunConfig
 from crayon_plugins.errors import CrayonError
+from crayon_plugins.run.pipeline import Pipeline
 from crayon_plugins.run.results import ResultRow, Results
+from crayon_plugins.run.stages.report import run_record, write_tensorboard
 from crayon_plugins.study.executors import LocalProcesses
 from crayon_plugins.study.runner import check_cells, run_cells
 from crayon_plugins.study.spec import Grid, StudySpec
@@ -50,11 +52,19 @@ def run_seeds(config: RunConfig, refiners: list[str], seeds: list[int], out: Pat
     models = str((out / "models").absolute())
     records, failures = run_cells(cells, out / "cells", LocalProcesses(spec.threads, jobs), models=lambda cell: (models, f"-seed{cell.seed}"))
     by_cell = {(cell.refiner, cell.seed): records.get(cell.key) for cell in cells}
-    first = next((r for r in by_cell.values() if r), None)
-    found = first or {}
+    found = next((r for r in by_cell.values() if r), None) or {}
+    pipeline = Pipeline.from_config(spec.base)  # the run as a whole: every refiner, its control and options
     results = Results(
-        dataset=found.get("dataset", ""), backbone=found.get("backbone", ""), seed=seeds[0], seeds=seeds, judge=found.get("judge"), classes=found.get("classes", []), run=found.get("run", {})
+        dataset=found.get("dataset", ""),
+        backbone=found.get("backbone", ""),
+        seed=seeds[0],
+        seeds=seeds,
+        judge=found.get("judge"),
+        classes=found.get("classes", []),
+        image_size=found.get("image_size", []),
+        run={**run_record(pipeline), "seeds": seeds},
     )
+    controls = pipeline.controls()
     for method in ["original", *refiners]:
         rows = [(seed, by_cell[method, seed]) for seed in seeds if by_cell.get((method, seed))]
         if len(rows) < len(seeds):
@@ -68,10 +78,14 @@ def run_seeds(config: RunConfig, refiners: list[str], seeds: list[int], out: Pat
             "seconds": round(statistics.fmean(row["details"]["seconds"] for row in per_seed), 1),
             "neurons_pruned": per_seed[0]["details"]["neurons_pruned"] if len({row["details"]["neurons_pruned"] for row in per_seed}) == 1 else [row["details"]["neurons_pruned"] for row in per_seed],
         }
+        if method in controls:
+            details["control"] = controls[method]
         selection = [entry for row in per_seed for entry in row["selection"]]
         seeds_metrics = [{"seed": seed, "metrics": record["row"]["metrics"]} for seed, record in rows]
         results.rows.append(ResultRow(method=method, metrics=mean, std=std, details=details, selection=selection, seeds=seeds_metrics))
     results.write(out)
+    if config.logging.tensorboard:
+        write_tensorboard(results, out / "tensorboard")
     if failures:
         raise CrayonError(f"{len(failures)} cell(s) failed; the methods with every seed are in {out / 'results.json'} (run again to retry the rest):\n" + "\n".join(failures))
     console.print(f"{len(seeds)} seeds: {', '.join(map(str, seeds))}")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from crayon_plugins.config import RunConfig, describe_validation_error, non_finite
 from crayon_plugins.errors import ConfigError, CrayonError
 from crayon_plugins.run.cache import cache_key
+from crayon_plugins.run.stages.refine import CONTROL
 from crayon_plugins.utils.files import read_text
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -141,6 +142,11 @@ class StudySpec(BaseModel):
             name, option = OPTION_AXIS.match(key).groups()
             if key in axes:
                 data["refiner"] = {**data["refiner"], name: {**data["refiner"].get(name, {}), option: axes[key]}}
+        if refiner == CONTROL:  # the control trains as the method it controls in a run of all the refiners
+            from crayon_plugins.registry import default_registry
+            from crayon_plugins.run.pipeline import control_options
+
+            data["refiner"] = {**data["refiner"], CONTROL: {**control_options(self.base, self.refiners(), default_registry()), **data["refiner"].get(CONTROL, {})}}
         try:
             return RunConfig.model_validate(data)
         except ValidationError as error:

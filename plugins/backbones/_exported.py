@@ -106,7 +106,10 @@ def _check_container(path: Path) -> None:
 
 
 def _records(path: Path) -> list[str]:
-    from torch.export.pt2_archive._package import PT2ArchiveReader
+    try:
+        from torch.export.pt2_archive._package import PT2ArchiveReader
+    except ImportError:
+        raise ConfigError(f"{WHERE}: reading torch.export files safely needs torch.export.pt2_archive, which torch {torch.__version__} lacks; build the model with backbone.factory instead", WHERE) from None
 
     try:
         with PT2ArchiveReader(str(path)) as reader:

@@ -272,7 +272,9 @@ def _on_path(path: Path | None) -> Iterator[None]:
 
 
 def _source_files(factory: Callable[..., Any]) -> tuple[list[Path], Path]:
-    """The factory's source file and the other Python files of its top-level package, and the folder they are named relative to."""
+    """The factory's source file and the other Python files of its top-level package (for a module
+    outside any package: the Python files beside it, which it may import), and the folder they are
+    named relative to."""
     try:
         source = Path(inspect.getsourcefile(factory) or "")
     except TypeError:
@@ -280,7 +282,8 @@ def _source_files(factory: Callable[..., Any]) -> tuple[list[Path], Path]:
     module = sys.modules.get(getattr(factory, "__module__", "") or "")
     package = sys.modules.get((getattr(module, "__name__", "") or "").split(".")[0])
     folders = [Path(p) for p in getattr(package, "__path__", [])] if package is not module else []
-    files = sorted({*(p for folder in folders for p in folder.rglob("*.py")), *([source] if source.is_file() else [])})
+    beside = source.parent.glob("*.py") if not folders and source.is_file() else ()
+    files = sorted({*(p for folder in folders for p in folder.rglob("*.py")), *beside, *([source] if source.is_file() else [])})
     return files, (folders[0].parent if folders else source.parent)
 
 

@@ -101,10 +101,11 @@ class ImageFolder(FolderDataset):
         return trees
 
     def _skipped(self, folder: Path) -> set[str]:
-        """The sub-folders of ``folder`` that are no classes: hidden ones, and the masks folder."""
+        """The sub-folders of ``folder`` that are no classes: hidden ones, and the one holding the
+        masks folder (``masks = "ann/masks"`` under ``folder`` leaves ``ann`` out)."""
         skipped = {entry.name for entry in os.scandir(folder) if entry.name.startswith(".")}
-        if self._masks is not None and self._masks.resolve().parent == folder.resolve():
-            skipped.add(self._masks.name)
+        if self._masks is not None and self._masks.resolve() != folder.resolve() and self._masks.resolve().is_relative_to(folder.resolve()):
+            skipped.add(self._masks.resolve().relative_to(folder.resolve()).parts[0])
         return skipped
 
     @cached_property

@@ -176,3 +176,16 @@ def test_bad_model_folders_name_what_is_wrong(run, tmp_path):
     (folder / WEIGHTS).write_bytes((out / "models" / "crayon-pruning" / WEIGHTS).read_bytes())
     with pytest.raises(ConfigError, match="SHA-256"):
         load_model(folder)
+
+
+def test_saved_weights_serve_as_the_original_checkpoint_of_a_next_run(run):
+    """``[original] checkpoint = …/models/crayon-attention/weights.safetensors`` starts the next run
+    from the corrected model (the default backbone is cut after a feature stage)."""
+    from crayon_plugins import create_backbone
+    from crayon_plugins.model.checkpoints import load_checkpoint
+
+    out, results, images = run
+    fresh = create_backbone("timm").build(2).eval()
+    load_checkpoint(fresh, out / "models" / "crayon-attention" / WEIGHTS)
+    with torch.no_grad():
+        assert torch.equal(fresh(images), results.models["crayon-attention"](images))

@@ -117,10 +117,21 @@ def test_the_control_trains_as_the_method_it_controls(logged_run):
     assert results.row("crayon-attention").details["control"] == "finetune"
     config = RunConfig.model_validate({**TINY, "refiners": ["crayon-attention", "finetune"], "refiner": {"crayon-attention": {"epochs": 2}, "finetune": {"epochs": 3, "lr": 1e-3}}})
     pipeline = Pipeline.from_config(config)
-    assert pipeline.refiners["finetune"].params.epochs == 3 and pipeline.control_of("crayon-attention") is None
+    assert pipeline.refiners["finetune"].params.epochs == 3 and pipeline.controls() == {"crayon-attention": None}
     config = RunConfig.model_validate({**TINY, "refiners": ["crayon-attention", "finetune"], "refiner": {"crayon-attention": {"epochs": 2}, "finetune": {"lr": 1e-3}}})
     control = Pipeline.from_config(config).refiners["finetune"].params
     assert (control.epochs, control.lr) == (2, 1e-3)  # what finetune sets stays its own
+
+
+def test_a_studys_control_cells_train_as_the_runs_control():
+    """Each cell runs one refiner; its finetune still takes the options set for crayon-attention."""
+    from crayon_plugins.study.spec import Grid, StudySpec
+
+    base = RunConfig.model_validate({**TINY, "refiner": {"crayon-attention": {"epochs": 1, "lr": 3e-4}, "finetune": {"lr": 1e-3}}})
+    spec = StudySpec(title="t", base=base, grid=Grid(refiner=["crayon-attention", "finetune", "group-balanced"], seed=[0, 1]))
+    controls = [cell.config.refiner["finetune"] for cell in spec.cells() if cell.refiner == "finetune"]
+    assert controls == [{"epochs": 1, "lr": 1e-3}] * 2  # what finetune sets stays its own
+    assert all(cell.config.refiner["finetune"] == {"lr": 1e-3} for cell in spec.cells() if cell.refiner == "group-balanced")  # only the control's cells change
 
 
 class Exploding(Refiner):

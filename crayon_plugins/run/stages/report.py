@@ -3,6 +3,7 @@ write ``results.json`` as it goes (the study runner and tests choose silent ones
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,11 +15,10 @@ from crayon_plugins.api.components import DRAWINGS, Need, RefinementContext
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import TrainingError
 from crayon_plugins.model.classifier import Classifier
-from crayon_plugins.model.saved import package_versions, save_model
+from crayon_plugins.model.saved import CARD, package_versions, save_model
 from crayon_plugins.run.results import ResultRow, Results
 from crayon_plugins.run.stages.evaluate import Evaluated, evaluate
 from crayon_plugins.run.stages.original import OriginalModel
-from crayon_plugins.run.stages.refine import CONTROL
 from crayon_plugins.run.table import annotation_kind
 from crayon_plugins.training.loop import non_finite_weights
 from crayon_plugins.training.selection import Curve
@@ -79,8 +79,8 @@ def result_row(
     if bad := non_finite_weights(model):
         raise TrainingError(f"{method}: weight {bad!r} of the model is not finite; it is not reported")
     details = {"seconds": round(seconds, 1), "neurons_pruned": int((model.neuron_mask == 0).sum()), "annotation": annotation_kind(needs)}
-    if CONTROL in pipeline.refiners and method not in ("original", CONTROL):
-        details["control"] = pipeline.control_of(method)
+    if method in (controls := pipeline.controls()):
+        details["control"] = controls[method]
     selection = curve.as_dict() if curve is not None else {"rule": pipeline.config.selection.rule, "epoch": None, "validation": []}
     metrics = evaluate(pipeline, model, test[1], test[0], train_shares, others)
     return ResultRow(method=method, metrics=metrics, details=details, selection=[{"seed": pipeline.config.seed, **selection}])
@@ -146,34 +146,46 @@ class ResultsFile(RunObserver):
 
 class ModelFiles(RunObserver):
     """Saves every method's model as ``root/<method><suffix>/`` (weights and card, see
-    :mod:`crayon_plugins.model.saved`), as soon as its row is in."""
+    :mod:`crayon_plugins.model.saved`), as soon as its row is in; a refused method's folder from an
+    earlier run into the same place is removed, so no model outlives its row."""
 
     def __init__(self, root: str | Path, suffix: str = "") -> None:
         self.root, self.suffix = Path(root), suffix
 
     def on_method_end(self, pipeline: Pipeline, results: Results, row: ResultRow, model: Classifier | None) -> None:
+        folder = self.root / f"{row.method}{self.suffix}"
         if model is not None:
-            save_model(model, self.root / f"{row.method}{self.suffix}", model_card(pipeline, results, row, model))
+            save_model(model, folder, model_card(pipeline, results, row, model))
+        elif (folder / CARD).exists():
+            shutil.rmtree(folder)
 
 
 class TensorBoardLog(RunObserver):
-    """Writes each trainer's per-epoch loss terms (``train/<term>``) and validation metrics
-    (``val/<metric>``) as TensorBoard event files under ``root/<method>``, as each method ends."""
+    """Writes each trainer's per-epoch log as TensorBoard events (:func:`write_tensorboard`) as each
+    method ends."""
 
     def __init__(self, root: str | Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
-
-        self.root, self.writer = Path(root), SummaryWriter
+        self.root = Path(root)
 
     def on_method_end(self, pipeline: Pipeline, results: Results, row: ResultRow, model: Classifier | None) -> None:
-        for selection in row.selection:
-            writer = self.writer(str(self.root / row.method))
-            for split, key in (("train", "training"), ("val", "validation")):
-                for epoch, values in enumerate(selection.get(key) or [], 1):
-                    for name, value in values.items():
-                        if isinstance(value, (int, float)):
-                            writer.add_scalar(f"{split}/{name}", value, epoch)
-            writer.close()
+        write_tensorboard(results, self.root, row.method)
+
+
+def write_tensorboard(results: Results, root: Path, method: str | None = None) -> None:
+    """Each trainer's loss terms (``train/<term>``) and validation metrics (``val/<metric>``) per
+    epoch as TensorBoard event files under ``root/<method>[-seed<k>]`` (one method, or all)."""
+    from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+    several = len(results.seeds) > 1
+    runs: dict[str, list] = {}
+    for name, seed, epoch, split, metric, value in results.epoch_log():
+        if method is None or name == method:
+            runs.setdefault(f"{name}-seed{seed}" if several else name, []).append((f"{split}/{metric}", value, epoch))
+    for run, scalars in runs.items():
+        writer = SummaryWriter(str(root / run))
+        for tag, value, epoch in scalars:
+            writer.add_scalar(tag, value, epoch)
+        writer.close()
 
 
 def model_card(pipeline: Pipeline, results: Results, row: ResultRow, model: Classifier) -> dict:
