@@ -132,7 +132,7 @@ def _seeds(text: str | None) -> list[int] | None:
 
 
 OverridesArgument = Annotated[
-    Optional[list[str]], typer.Argument(help="Options that override the configuration file, KEY=VALUE with a dotted key, e.g. training.epochs=1 refiner.crayon-attention.alpha=1e4 (the value in TOML syntax).", show_default=False)
+    Optional[list[str]], typer.Argument(help="Options that override the configuration file, KEY=VALUE with a dotted key, e.g. training.epochs=1 refiner.crayon-attention.w_no=1e4 (the value in TOML syntax).", show_default=False)
 ]
 
 

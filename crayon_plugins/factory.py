@@ -1,6 +1,6 @@
 """One factory per component kind: the only way the pipeline builds components from configuration.
 
-``create_refiner("crayon-attention", {"alpha": 10.0})`` looks the name up in the plugin registry,
+``create_refiner("crayon-attention", {"w_no": 10.0})`` looks the name up in the plugin registry,
 validates the options against the component's ``Params`` model, and constructs it.
 """
 

@@ -81,7 +81,7 @@ def cached(tmp_path: Path, kind: str) -> list[Path]:
     ("text", "field"),
     [
         ("[training]\nlr = inf\n", "training.lr"),
-        ('[refiner.crayon-attention]\nalpha = inf\n', "refiner.crayon-attention.alpha"),
+        ('[refiner.crayon-attention]\nw_no = inf\n', "refiner.crayon-attention.w_no"),
         ("[annotator]\nflip_rate = nan\n", "annotator.flip_rate"),
     ],
 )
@@ -127,7 +127,7 @@ def test_a_section_for_an_unregistered_refiner_is_an_error_with_the_close_names(
 
 
 def test_a_study_option_axis_of_a_refiner_the_study_does_not_run_is_an_error(tmp_path):
-    spec = config(tmp_path, 'title = "t"\n[grid]\nrefiner = ["crayon-pruning"]\n"refiner.crayon-attention.alpha" = [1.0]\n', "spec.toml")
+    spec = config(tmp_path, 'title = "t"\n[grid]\nrefiner = ["crayon-pruning"]\n"refiner.crayon-attention.w_no" = [1.0]\n', "spec.toml")
     user_error(crayon(tmp_path, "study", "run", spec), "spec.toml:4", "refiner 'crayon-attention' is not among the study's refiners")
 
 
@@ -137,9 +137,19 @@ def test_an_unknown_component_names_the_file_and_field(tmp_path):
 
 
 def test_a_bad_option_in_a_study_base_carries_the_base_prefix_and_its_line(tmp_path):
-    spec = config(tmp_path, 'title = "t"\n[base.refiner.crayon-attention]\nalpha = "x"\n', "spec.toml")
-    user_error(crayon(tmp_path, "study", "run", spec), "spec.toml:2:", "base.refiner.crayon-attention.alpha: Input should be a valid number")
+    spec = config(tmp_path, 'title = "t"\n[base.refiner.crayon-attention]\nw_no = "x"\n', "spec.toml")
+    user_error(crayon(tmp_path, "study", "run", spec), "spec.toml:2:", "base.refiner.crayon-attention.w_no: Input should be a valid number")
 
+
+
+def test_the_papers_alpha_and_beta_are_refused_with_their_mapping_in_a_file_an_override_and_a_study_axis(tmp_path):
+    """The CRAYON paper's α weighs *yes* and β *no*: neither name may quietly land on the other answer."""
+    file = config(tmp_path, "[refiner.crayon-attention]\nalpha = 1e7\n")
+    user_error(crayon(tmp_path, "run", "--config", file, "--out", "out"), "'alpha' is not an option", "write w_yes = 10000000.0", "α → w_yes, β → w_no")
+    user_error(crayon(tmp_path, "run", "--out", "out", "refiner.crayon-attention.beta=2e5"), "'beta' is not an option", "write w_no = 200000.0")
+    spec = config(tmp_path, 'title = "t"\n[grid]\nrefiner = ["crayon-attention"]\n"refiner.crayon-attention.alpha" = [1e7]\n', "spec.toml")
+    user_error(crayon(tmp_path, "study", "run", spec), "'alpha' is not an option", "write w_yes")
+    assert not (tmp_path / "out").exists()
 
 # 3. Missing groups ------------------------------------------------------------------------------------
 
@@ -409,7 +419,7 @@ def test_help_renders_square_brackets_and_whole_sentences(tmp_path):
 # Hypothesis: no configuration gives a traceback or a non-finite value -------------------------------------
 
 SECTIONS = ["training", "annotator", "budget", "panel", "selection", "evaluation", "dataset", "concepts", "refiner", "backbone", "seed", "metrics"]
-FIELDS = ["lr", "epochs", "alpha", "beta", "fraction", "flip_rate", "size", "rule", "name", "k", "n_train", "judge", "crayon-attention", "batch_size", "weight_decay"]
+FIELDS = ["lr", "epochs", "w_yes", "w_no", "alpha", "beta", "fraction", "flip_rate", "size", "rule", "name", "k", "n_train", "judge", "crayon-attention", "batch_size", "weight_decay"]
 VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),

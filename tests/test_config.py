@@ -28,10 +28,10 @@ n_train = 500
 [training]
 epochs = 1
 [refiner.crayon-attention]
-alpha = 5.0
+w_no = 5.0
 """))
     assert config.seed == 3 and config.dataset.params == {"n_train": 500}
-    assert config.refiner_spec("crayon-attention").params == {"alpha": 5.0}
+    assert config.refiner_spec("crayon-attention").params == {"w_no": 5.0}
 
 
 @pytest.mark.parametrize(
@@ -60,8 +60,8 @@ def test_bad_toml_and_missing_file(tmp_path):
 
 
 def test_component_options_are_validated_with_their_field_path():
-    with pytest.raises(ConfigError, match=r"refiner\.crayon-attention\.alpha: Input should be greater than or equal to 0 \(got -1\)"):
-        Pipeline.from_config(RunConfig(refiner={"crayon-attention": {"alpha": -1}}))
+    with pytest.raises(ConfigError, match=r"refiner\.crayon-attention\.w_no: Input should be greater than or equal to 0 \(got -1\)"):
+        Pipeline.from_config(RunConfig(refiner={"crayon-attention": {"w_no": -1}}))
     with pytest.raises(ConfigError, match=r"dataset\.n_trian: Extra inputs are not permitted"):
         Pipeline.from_config(RunConfig.model_validate({"dataset": {"name": "spurious-bars", "n_trian": 10}}))
 

@@ -11,7 +11,7 @@ Each hook takes no arguments and returns a mapping ``{component name: component 
 are global within a kind: two plugins registering one name is an error that names both. The
 classes subclass the contracts in :mod:`crayon_plugins.api.components`, declare their options as a
 pydantic ``Params`` model, and are constructed by the factories in :mod:`crayon_plugins.factory`
-(``create_refiner("crayon-attention", {"alpha": 10})``).
+(``create_refiner("crayon-attention", {"w_no": 10})``).
 
 The built-in plugins in ``crayon_plugins.plugins`` and ``crayon_plugins.oracles`` register this
 way too, so they double as examples. ``crayon_plugins.testing`` checks a component against the

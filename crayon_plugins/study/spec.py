@@ -29,7 +29,7 @@ AXES = ("budget", "selection", *NOISE_AXES, "panel_size", "spread", "aggregation
 """Grid axes besides ``refiner``, ``seed`` and refiner options, in the order of ``results.csv``'s columns."""
 
 OPTION_AXIS = re.compile(r"^refiner\.([a-z0-9][a-z0-9+_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
-"""A refiner option as an axis: ``"refiner.crayon-attention.alpha" = [10, 100, 1000]``."""
+"""A refiner option as an axis: ``"refiner.crayon-attention.w_no" = [10, 100, 1000]``."""
 
 
 class Grid(BaseModel):

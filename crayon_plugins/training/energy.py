@@ -5,9 +5,10 @@ code does, ``(ε + x) / max(ε + x)`` with ``ε`` = :data:`EPS_BEFORE_MAX`: an a
 ones, so a model cannot escape the loss by switching its Grad-CAM off. For an image annotated *no*,
 ``L_no = Σ(E·P) / Σ(P)`` (attention still where the original looked); for *yes*,
 ``L_yes = Σ(E·(1−P)) / Σ(1−P)`` (attention outside where it looked); *maybe* adds nothing. Both terms
-lie in ``[0, 1]``. The minibatch loss (``crayon-attention``'s) is the summed cross-entropy plus ``α/N_no · Σ L_no`` and
-``β/N_yes · Σ L_yes`` over its images, where ``N_no`` and ``N_yes`` count the answers of the **whole**
-annotation set (``w_no / num_no`` in the code's ``src/solver/solver_waterbirds.py``).
+lie in ``[0, 1]``. The minibatch loss (``crayon-attention``'s) is the summed cross-entropy plus ``w_yes/N_yes · Σ L_yes`` and
+``w_no/N_no · Σ L_no`` over its images, where ``N_yes`` and ``N_no`` count the answers of the **whole**
+annotation set (``w_no / num_no`` in the code's ``src/solver/solver_waterbirds.py``). The paper's α is
+``w_yes`` and its β is ``w_no``: the authors' scripts pass them as ``--w_yes`` and ``--w_no``.
 
 A *yes* image whose original map is all zero has ``P ≡ 1`` and ``Σ(1−P) = 0``: the public code would
 divide by zero; its ``L_yes`` is left out (:func:`degenerate_yes` counts such images for the run's
@@ -51,31 +52,32 @@ def degenerate_yes(original: Tensor, answers: Tensor) -> int:
 
 
 def attention_parts(
-    current: Tensor, original: Tensor, answers: Tensor, alpha: float, beta: float, n_no: int, n_yes: int
+    current: Tensor, original: Tensor, answers: Tensor, *, w_yes: float, w_no: float, n_yes: int, n_no: int
 ) -> dict[str, Tensor]:
     """The two terms of :func:`attention_terms`, each present only where it adds something:
-    ``energy_no`` = ``α/N_no · Σ L_no`` and ``energy_yes`` = ``β/N_yes · Σ L_yes`` over the minibatch."""
+    ``energy_yes`` = ``w_yes/N_yes · Σ L_yes`` and ``energy_no`` = ``w_no/N_no · Σ L_no`` over the minibatch."""
     current, original = crayon_normalise(current), crayon_normalise(original)
     no, yes = answers == Answer.NO, answers == Answer.YES
     parts = {}
     if n_no and no.any():
-        parts["energy_no"] = alpha / n_no * energy_no(current[no], original[no]).sum()
+        parts["energy_no"] = w_no / n_no * energy_no(current[no], original[no]).sum()
     if n_yes and yes.any():
-        parts["energy_yes"] = beta / n_yes * energy_yes(current[yes], original[yes]).sum()
+        parts["energy_yes"] = w_yes / n_yes * energy_yes(current[yes], original[yes]).sum()
     return parts
 
 
 def attention_terms(
-    current: Tensor, original: Tensor, answers: Tensor, alpha: float, beta: float, n_no: int, n_yes: int
+    current: Tensor, original: Tensor, answers: Tensor, *, w_yes: float, w_no: float, n_yes: int, n_no: int
 ) -> Tensor:
-    """``α/N_no · Σ L_no + β/N_yes · Σ L_yes`` over one minibatch.
+    """``w_yes/N_yes · Σ L_yes + w_no/N_no · Σ L_no`` over one minibatch.
 
-    ``current`` and ``original`` are ``(B, h, w)`` non-negative maps (normalised here);
+    The CRAYON paper calls ``w_yes`` α and ``w_no`` β (its code passes them as ``--w_yes`` and
+    ``--w_no``). ``current`` and ``original`` are ``(B, h, w)`` non-negative maps (normalised here);
     ``answers`` holds an :class:`~crayon_plugins.annotation.records.Answer` code per image (any other code, such
-    as *not annotated*, adds nothing); ``n_no`` and ``n_yes`` count the *no* and *yes* answers of the
+    as *not annotated*, adds nothing); ``n_yes`` and ``n_no`` count the *yes* and *no* answers of the
     whole annotation set (a term whose count is zero adds nothing).
     """
     total = current.new_zeros(())
-    for part in attention_parts(current, original, answers, alpha, beta, n_no, n_yes).values():
+    for part in attention_parts(current, original, answers, w_yes=w_yes, w_no=w_no, n_yes=n_yes, n_no=n_no).values():
         total = total + part
     return total

@@ -72,7 +72,7 @@ def test_every_method_is_saved_with_its_card(run):
     assert card.classes == results.classes and len(card.classes) == 2
     assert card.input.size == (32, 32)
     assert card.refiner["name"] == "crayon-attention" and card.refiner["options"]["epochs"] == 1
-    assert card.refiner["options"]["alpha"] == results.run["components"]["refiners"]["crayon-attention"]["options"]["alpha"]
+    assert card.refiner["options"]["w_no"] == results.run["components"]["refiners"]["crayon-attention"]["options"]["w_no"]
     assert card.metrics == results.row("crayon-attention").metrics
     assert sum(card.annotations["maps"].values()) == 128
     assert card.selection == {"rule": "last", "epoch": 1}

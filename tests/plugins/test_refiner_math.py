@@ -135,7 +135,7 @@ def test_abstentions_leave_exactly_the_summed_cross_entropy(drawn):
     logits, labels = torch.from_numpy(logits), torch.tensor(labels)
     assert bool(((answers == Answer.MAYBE) | (answers == NOT_ANNOTATED)).all())
     ce = F.cross_entropy(logits, labels, reduction="sum")
-    assert torch.equal(ce + attention_terms(current, original, answers, 1e6, 1e6, 7, 9), ce)
+    assert torch.equal(ce + attention_terms(current, original, answers, w_yes=1e6, w_no=1e6, n_yes=9, n_no=7), ce)
 
 
 @FAST
@@ -146,22 +146,21 @@ def test_abstentions_leave_exactly_the_summed_cross_entropy(drawn):
 )
 def test_the_minibatch_loss_scales_with_the_whole_sets_counts(drawn, extra_no, extra_yes):
     """Two annotation sets that differ only outside the minibatch (``extra`` answers elsewhere) give
-    attention terms in the exact ratio of their counts: α/N_no and β/N_yes, not the minibatch's."""
+    attention terms in the exact ratio of their counts: w_no/N_no and w_yes/N_yes, not the minibatch's."""
     current, original, answers = drawn
     n_no, n_yes = int((answers == Answer.NO).sum()), int((answers == Answer.YES).sum())
-    alpha, beta = 3.0, 0.0  # one term at a time
-    small = attention_terms(current, original, answers, alpha, beta, n_no, n_yes)
-    large = attention_terms(current, original, answers, alpha, beta, n_no + extra_no, n_yes + extra_yes)
+    small = attention_terms(current, original, answers, w_yes=0.0, w_no=3.0, n_yes=n_yes, n_no=n_no)  # one term at a time
+    large = attention_terms(current, original, answers, w_yes=0.0, w_no=3.0, n_yes=n_yes + extra_yes, n_no=n_no + extra_no)
     if n_no:
         assert float(large) == pytest.approx(float(small) * n_no / (n_no + extra_no), rel=1e-5, abs=1e-9)
-    yes_small = attention_terms(current, original, answers, 0.0, 5.0, n_no, n_yes)
-    yes_large = attention_terms(current, original, answers, 0.0, 5.0, n_no + extra_no, n_yes + extra_yes)
+    yes_small = attention_terms(current, original, answers, w_yes=5.0, w_no=0.0, n_yes=n_yes, n_no=n_no)
+    yes_large = attention_terms(current, original, answers, w_yes=5.0, w_no=0.0, n_yes=n_yes + extra_yes, n_no=n_no + extra_no)
     if n_yes:
         assert float(yes_large) == pytest.approx(float(yes_small) * n_yes / (n_yes + extra_yes), rel=1e-5, abs=1e-9)
 
 
 def test_the_energy_loss_by_hand():
-    """Two 2×2 maps, one *no* and one *yes*, in a set of 4 *no* and 5 *yes*: α = 8, β = 10.
+    """Two 2×2 maps, one *no* and one *yes*, in a set of 4 *no* and 5 *yes*: w_no = 8, w_yes = 10.
 
     P_no = [[1, 0], [0, 0]], E_no = [[0.5, 1], [0, 0]]: L_no = 0.5 / 1 = 0.5.
     P_yes = [[1, 0.5], [0, 0]], E_yes = [[1, 0], [1, 0]]: L_yes = Σ E(1−P) / Σ(1−P) = 1 / 2.5 = 0.4.
@@ -169,7 +168,50 @@ def test_the_energy_loss_by_hand():
     original = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.5], [0.0, 0.0]]])
     current = torch.tensor([[[0.5, 1.0], [0.0, 0.0]], [[1.0, 0.0], [1.0, 0.0]]])
     answers = torch.tensor([Answer.NO, Answer.YES])
-    assert float(attention_terms(current, original, answers, 8.0, 10.0, 4, 5)) == pytest.approx(1.8, rel=1e-6)
+    assert float(attention_terms(current, original, answers, w_yes=10.0, w_no=8.0, n_yes=5, n_no=4)) == pytest.approx(1.8, rel=1e-6)
+
+
+class FixedMaps:
+    """An interpreter stand-in that returns given maps and logits, so a refiner's ``loss`` can be
+    checked against numbers worked by hand."""
+
+    def __init__(self, maps, logits):
+        self.maps, self.logits = maps, logits
+
+    def explain(self, model, images, labels):
+        return self.maps, self.logits
+
+
+def test_the_reference_weighting_with_the_papers_waterbirds_values():
+    """The public code's ``get_loss_expl`` weighting, ``loss_no·w_no/num_no + loss_yes·w_yes/num_yes``,
+    with its Waterbirds script's ``--w_yes 1e7 --w_no 2e5`` (the paper's α and β), in a whole set of
+    2 *yes* and 4 *no* answers. One *no* and one *yes* image, 2×2 maps:
+
+    P_no = [[1, 0], [0, 0]], E_no = [[0.5, 1], [0, 0]]: L_no = 0.5 / 1 = 0.5.
+    P_yes = [[1, 0.5], [0, 0]], E_yes = [[1, 0], [1, 0]]: L_yes = 1 / 2.5 = 0.4.
+    Attention terms = 1e7/2 · 0.4 + 2e5/4 · 0.5 = 2,000,000 + 25,000 = 2,025,000."""
+    original = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.5], [0.0, 0.0]]])
+    current = torch.tensor([[[0.5, 1.0], [0.0, 0.0]], [[1.0, 0.0], [1.0, 0.0]]])
+    answers = torch.tensor([Answer.NO, Answer.YES])
+    assert float(attention_terms(current, original, answers, w_yes=1e7, w_no=2e5, n_yes=2, n_no=4)) == pytest.approx(2_025_000, rel=1e-6)
+
+    # The paper's α and β entered as w_yes and w_no give the same loss through the refiner itself.
+    from crayon_plugins.plugins.refiners.crayon_attention import Guidance
+
+    refiner = create_refiner("crayon-attention", {"w_yes": 1e7, "w_no": 2e5})
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    refiner.interpreter = FixedMaps(current, logits)
+    batch = Batch(indices=torch.tensor([0, 1]), images=torch.zeros(2, 3, 2, 2), labels=labels)
+    loss = refiner.loss(None, batch, Guidance(original, answers, n_no=4, n_yes=2))
+    assert float(loss) == pytest.approx(float(F.cross_entropy(logits, labels, reduction="sum")) + 2_025_000, rel=1e-6)
+
+
+def test_the_papers_names_for_the_weights_are_refused_with_the_mapping():
+    from crayon_plugins.errors import ConfigError
+
+    for old, new in (("alpha", "w_yes"), ("beta", "w_no")):
+        with pytest.raises(ConfigError, match=rf"'{old}' is not an option.*write {new} = 10000000.0.*α → w_yes, β → w_no"):
+            create_refiner("crayon-attention", {old: 1e7}, where="refiner.crayon-attention")
 
 
 @FAST
@@ -181,7 +223,7 @@ def test_an_all_zero_current_map_on_a_no_image_pays_the_full_loss(original):
     normalised = crayon_normalise(original)
     assert torch.allclose(energy_no(crayon_normalise(zero), normalised), torch.ones(len(original)), rtol=1e-6, atol=0)
     answers = torch.full((len(original),), int(Answer.NO))
-    assert float(attention_terms(zero, original, answers, 1.0, 0.0, len(original), 0)) == pytest.approx(1.0, rel=1e-5)
+    assert float(attention_terms(zero, original, answers, w_yes=0.0, w_no=1.0, n_yes=0, n_no=len(original))) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_a_yes_on_an_all_zero_original_map_adds_no_term_and_is_counted():
@@ -189,7 +231,7 @@ def test_a_yes_on_an_all_zero_original_map_adds_no_term_and_is_counted():
     original[1, 0, 0] = 1.0
     current = torch.rand(2, 3, 3)
     answers = torch.tensor([Answer.YES, Answer.YES])
-    term = attention_terms(current, original, answers, 0.0, 2.0, 2, 2)
+    term = attention_terms(current, original, answers, w_yes=2.0, w_no=0.0, n_yes=2, n_no=2)
     expected = energy_yes(crayon_normalise(current[1:]), crayon_normalise(original[1:])).sum()
     assert bool(torch.isfinite(term)) and float(term) == pytest.approx(float(expected), rel=1e-6)
     assert degenerate_yes(original, answers) == 1

@@ -121,7 +121,7 @@ def test_finetune_is_crayon_attention_without_annotations(tmp_path):
     model, context = original_and_context(tiny_pipeline(tmp_path / "cache"))
     assert context.annotations.counts()["no"] + context.annotations.counts()["yes"] > 0
     finetuned = create_refiner("finetune", {"epochs": 1}).refine(model, context)
-    silent = create_refiner("crayon-attention", {"epochs": 1, "alpha": 0, "beta": 0}).refine(model, context)
+    silent = create_refiner("crayon-attention", {"epochs": 1, "w_yes": 0, "w_no": 0}).refine(model, context)
     guided = create_refiner("crayon-attention", {"epochs": 1}).refine(model, context)
     a, b, c = (m.state_dict() for m in (finetuned, silent, guided))
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)

@@ -104,7 +104,7 @@ def test_results_json_records_every_resolved_option_and_the_versions(logged_run)
     out, _ = logged_run
     run = json.loads((out / "results.json").read_text())["run"]
     attention = run["components"]["refiners"]["crayon-attention"]["options"]
-    assert attention["epochs"] == 2 and attention["alpha"] == 5000.0 and attention["lr"] == 1e-4  # set, and defaults filled in
+    assert attention["epochs"] == 2 and attention["w_no"] == 5000.0 and attention["lr"] == 1e-4  # set, and defaults filled in
     assert run["components"]["backbone"] == {"name": "timm", "options": {"model": "resnet10t", "feature_stage": 2, "output_stride": None, "pretrained": False, "weights": None}}
     assert run["configuration"]["training"]["epochs"] == 1 and run["device"] == "cpu" and run["threads"] >= 1
     assert {"python", "torch", "timm", "crayon-plugins"} <= set(run["versions"])
@@ -178,7 +178,7 @@ def test_dotted_overrides_equal_the_same_keys_in_the_file(tmp_path):
 
 
 def test_overrides_are_validated_like_the_file():
-    assert load_config(None, ["refiner.crayon-attention.alpha=10", "refiners=[\"finetune\"]"]).refiner == {"crayon-attention": {"alpha": 10}}
+    assert load_config(None, ["refiner.crayon-attention.w_no=10", "refiners=[\"finetune\"]"]).refiner == {"crayon-attention": {"w_no": 10}}
     with pytest.raises(ConfigError, match="the configuration has no key 'trainin'; close: training"):
         load_config(None, ["trainin.epochs=1"])
     with pytest.raises(ConfigError, match="training.epochs: Input should be greater than 0"):

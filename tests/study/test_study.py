@@ -144,11 +144,11 @@ def test_a_study_of_data_without_a_group_attribute_gets_no_wga_report_and_says_w
 
 
 def test_any_refiner_option_is_an_axis_of_its_refiners_cells(tmp_path):
-    grid = 'refiner = ["crayon-attention", "finetune"]\n"refiner.crayon-attention.alpha" = [10.0, 100.0]\n"refiner.crayon-attention.beta" = [1.0, 2.0]'
+    grid = 'refiner = ["crayon-attention", "finetune"]\n"refiner.crayon-attention.w_no" = [10.0, 100.0]\n"refiner.crayon-attention.w_yes" = [1.0, 2.0]'
     spec = load_spec(write_spec(tmp_path, grid))
-    assert spec.grid.varied() == ["refiner.crayon-attention.alpha", "refiner.crayon-attention.beta"]
+    assert spec.grid.varied() == ["refiner.crayon-attention.w_no", "refiner.crayon-attention.w_yes"]
     attention = [c for c in spec.cells() if c.refiner == "crayon-attention"]
-    assert sorted((c.config.refiner["crayon-attention"]["alpha"], c.config.refiner["crayon-attention"]["beta"]) for c in attention) == [(10.0, 1.0), (10.0, 2.0), (100.0, 1.0), (100.0, 2.0)]
+    assert sorted((c.config.refiner["crayon-attention"]["w_no"], c.config.refiner["crayon-attention"]["w_yes"]) for c in attention) == [(10.0, 1.0), (10.0, 2.0), (100.0, 1.0), (100.0, 2.0)]
     assert all(c.config.refiner["crayon-attention"]["epochs"] == 1 for c in attention)  # the base's options stay
     finetune = [c for c in spec.cells() if c.refiner == "finetune"]
     assert len(finetune) == 1 and finetune[0].axes == {}  # another refiner's options are not finetune's axes
@@ -161,19 +161,19 @@ def test_any_refiner_option_is_an_axis_of_its_refiners_cells(tmp_path):
 def test_the_report_picks_option_values_on_validation_and_pairs_each_cell_with_its_seeds_original(tmp_path):
     from crayon_plugins.study.report import _options_section, _paired, _paired_section
 
-    alpha, beta = "refiner.crayon-attention.alpha", "refiner.crayon-attention.beta"
+    w_no, w_yes = "refiner.crayon-attention.w_no", "refiner.crayon-attention.w_yes"
     rows = []
     for seed, base in ((0, 0.2), (1, 0.4)):
         for a in (10.0, 100.0):
             for b in (1.0, 2.0):
-                # test WGA best at alpha 100; validation best at alpha 10 (the report must not peek at test)
-                rows.append({"refiner": "crayon-attention", "seed": seed, alpha: a, beta: b, "wga": base + (0.3 if a == 100.0 else 0.1) + 0.01 * b, "val.wga": 0.9 if a == 10.0 else 0.5})
+                # test WGA best at w_no 100; validation best at w_no 10 (the report must not peek at test)
+                rows.append({"refiner": "crayon-attention", "seed": seed, w_no: a, w_yes: b, "wga": base + (0.3 if a == 100.0 else 0.1) + 0.01 * b, "val.wga": 0.9 if a == 10.0 else 0.5})
     cells = pd.DataFrame(rows)
     original = pd.DataFrame([{"refiner": "original", "seed": 0, "wga": 0.2}, {"refiner": "original", "seed": 1, "wga": 0.4}])
     paired = _paired(cells, original)
     assert paired["dwga"].tolist() == pytest.approx([0.11, 0.12, 0.31, 0.32] * 2)  # the same change on both seeds
-    text = "\n".join(_options_section(paired, [alpha, beta], "val-wga", tmp_path))
-    assert f"`{alpha}` picked on validation: **10.0**" in text and "best on test: 100.0" in text
-    assert (tmp_path / "wga-crayon-attention-alpha-beta.png").exists()
-    summary = "\n".join(_paired_section(paired, [alpha, beta]))
+    text = "\n".join(_options_section(paired, [w_no, w_yes], "val-wga", tmp_path))
+    assert f"`{w_no}` picked on validation: **10.0**" in text and "best on test: 100.0" in text
+    assert (tmp_path / "wga-crayon-attention-w_no-w_yes.png").exists()
+    summary = "\n".join(_paired_section(paired, [w_no, w_yes]))
     assert "11.0 ± 0.0" in summary and "32.0 ± 0.0" in summary  # zero spread: the seeds' originals are paired out

@@ -12,8 +12,8 @@ def test_energy_terms_match_hand_computed_values():
     assert torch.allclose(energy_yes(current, original), torch.tensor([1.8 / 2.5]))
 
 
-def test_loss_divides_alpha_and_beta_by_the_whole_sets_counts_and_ignores_maybe():
-    """The minibatch holds 2 *no* and 1 *yes*, the whole annotation set 5 and 4: α/5 and β/4."""
+def test_loss_divides_the_weights_by_the_whole_sets_counts_and_ignores_maybe():
+    """The minibatch holds 2 *no* and 1 *yes*, the whole annotation set 5 and 4: w_no/5 and w_yes/4."""
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
     labels = torch.tensor([0, 1, 0, 1])
     original = torch.rand(4, 3, 3, generator=torch.Generator().manual_seed(0))
@@ -23,7 +23,7 @@ def test_loss_divides_alpha_and_beta_by_the_whole_sets_counts_and_ignores_maybe(
     l_no = energy_no(crayon_normalise(current), crayon_normalise(original))
     l_yes = energy_yes(crayon_normalise(current), crayon_normalise(original))
     expected = ce + 7.0 / 5 * (l_no[0] + l_no[1]) + 3.0 / 4 * l_yes[2]
-    got = ce + attention_terms(current, original, answers, alpha=7.0, beta=3.0, n_no=5, n_yes=4)
+    got = ce + attention_terms(current, original, answers, w_yes=3.0, w_no=7.0, n_yes=4, n_no=5)
     assert torch.allclose(got, expected)
 
 
@@ -32,4 +32,4 @@ def test_maybe_and_unannotated_add_nothing():
     maps = torch.rand(3, 4, 4)
     answers = torch.tensor([Answer.MAYBE, NOT_ANNOTATED, Answer.MAYBE])
     ce = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
-    assert torch.equal(ce + attention_terms(maps, maps.flip(0), answers, 1e6, 1e6, 3, 3), ce)
+    assert torch.equal(ce + attention_terms(maps, maps.flip(0), answers, w_yes=1e6, w_no=1e6, n_yes=3, n_no=3), ce)
