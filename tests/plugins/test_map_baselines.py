@@ -110,6 +110,19 @@ def test_jtt_upsamples_the_errors_of_an_early_stopped_model_trained_from_scratch
     assert not torch.equal(refined.classifier.weight, fresh.classifier.weight)
 
 
+def test_dfrs_regression_is_l1_penalised():
+    """DFR's penalty is L1 (the DFR paper's): with a strong penalty, features that carry no signal get
+    coefficients of exactly zero, which an L2 penalty never gives."""
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    features = np.column_stack([labels + 0.3 * rng.standard_normal(400), rng.standard_normal((400, 20))])
+    scaler = StandardScaler().fit(features)
+    regression = create_refiner("dfr").fit_regression(features, labels, 0.05, scaler, seed=0)
+    assert regression.coef_[0, 0] != 0 and (regression.coef_[0, 1:] == 0).sum() >= 15
+
+
 def test_dfr_tunes_on_a_balanced_half_and_refits_on_balanced_validation(tmp_path):
     rng = np.random.default_rng(0)
     groups = np.array([0] * 40 + [1] * 10 + [2] * 30 + [3] * 20)
