@@ -139,8 +139,10 @@ class ModelSelection(BaseModel):
     evaluates the validation split after every epoch.
 
     ``last``: the last epoch, as the CRAYON code does. ``val-wga``: the best validation worst-group
-    accuracy, which uses validation group labels (Group DRO, JtT, DFR). ``val-accuracy``: the best
-    share of validation items predicted right, which needs no group labels.
+    accuracy, which uses validation group labels (Group DRO, JtT, DFR); ties broken by mean-group
+    accuracy, then accuracy. ``val-accuracy``: the best share of validation items predicted right,
+    which needs no group labels; ties broken by balanced accuracy. A tie on the rule's own metric is
+    recorded in ``results.json`` and said under the table.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -130,9 +130,25 @@ class Results(BaseModel):
             filter(None, [f"finetune is the control of {', '.join(paired)}." if paired else None, f"No control trained as {', '.join(unpaired)} did." if unpaired else None])
         )
 
+    def tie_note(self) -> str | None:
+        """A sentence naming each row (and seed) whose selection rule's own metric could not separate
+        the kept epoch from others, and what decided instead."""
+        names = {"wga": "WGA", "mga": "MGA", "plain_accuracy": "accuracy", "balanced_accuracy": "balanced accuracy"}
+        ties = []
+        for row in self.rows:
+            for entry in row.selection:
+                if tie := entry.get("tie"):
+                    seed = f" (seed {entry['seed']})" if len(self.seeds) > 1 and "seed" in entry else ""
+                    decided = f"by validation {names.get(tie['decided_by'], tie['decided_by'])}" if tie["decided_by"] else "as the first of them: nothing separated them"
+                    ties.append(
+                        f"{row.method}{seed} kept epoch {entry['epoch']} of epochs {', '.join(map(str, tie['epochs']))}, tied at "
+                        f"{100 * tie['value']:.1f} % validation {names.get(tie['metric'], tie['metric'])}, {decided}"
+                    )
+        return f"The selection rule's own metric tied: {'; '.join(ties)}." if ties else None
+
     def notes(self) -> list[str]:
         """The sentences under the table."""
-        return [note for note in (self.no_groups_note(), self.groups_note(), self.control_note(), self.refused_note()) if note]
+        return [note for note in (self.no_groups_note(), self.groups_note(), self.control_note(), self.tie_note(), self.refused_note()) if note]
 
     def table(self) -> Table:
         """Method, WGA, MGA (worst class without a group attribute) and accuracy in % (mean ± standard

@@ -174,10 +174,10 @@ def _paired_section(cells: pd.DataFrame, axes: list[str]) -> list[str]:
 def _options_section(cells: pd.DataFrame, options: list[str], rule: str, out: Path) -> list[str]:
     """Per refiner-option axis: WGA per value, the value validation picks, and for α × β of
     ``crayon-attention`` (or any refiner's two options) a heatmap of mean WGA."""
-    score = "val.accuracy" if rule == "val-accuracy" else "val.wga"
+    score = "val.plain_accuracy" if rule == "val-accuracy" else "val.wga"
     text = ["## Refiner options", "",
             f"Per value, mean test WGA over seeds and the other axes' values; **picked on validation**: the value with the best mean validation "
-            f"{'accuracy' if score == 'val.accuracy' else 'worst-group accuracy'} at the epoch each cell kept (selection rule `{rule}`), "
+            f"{'accuracy' if score == 'val.plain_accuracy' else 'worst-group accuracy'} at the epoch each cell kept (selection rule `{rule}`), "
             "which is how to choose it without looking at the test split.", ""]
     for key in options:
         refiner = key.split(".")[1]
@@ -188,8 +188,10 @@ def _options_section(cells: pd.DataFrame, options: list[str], rule: str, out: Pa
         text += [_table(summary, ["refiner"], key), ""]
         picked = part.groupby(key)[score].mean().dropna() if score in part else pd.Series(dtype=float)
         if len(picked):
+            tied = [value for value, score_of in picked.items() if score_of == picked.max()]
+            tie = f" Validation could not separate {', '.join(map(str, tied))}: the first is shown, and validation does not justify it." if len(tied) > 1 else ""
             text.append(f"- `{key}` picked on validation: **{picked.idxmax()}** (validation {pct(picked.max())}%); "
-                        f"best on test: {summary.loc[summary['mean'].idxmax(), key]} ({pct(summary['mean'].max())}%).")
+                        f"best on test: {summary.loc[summary['mean'].idxmax(), key]} ({pct(summary['mean'].max())}%).{tie}")
             text.append("")
     by_refiner: dict[str, list[str]] = {}
     for key in options:
@@ -302,6 +304,14 @@ def write_report(directory: str | Path) -> Path:
         "Numbers are means over seeds with 95% t-intervals, in %.",
         "",
     ]
+    if "selection.tied" in cells and (cells["selection.tied"] > 0).any():
+        tied = cells[cells["selection.tied"] > 0]
+        text += [
+            f"**Selection ties.** In {len(tied)} of {len(cells)} cells the selection rule's own validation metric could not separate the kept "
+            f"epoch from others ({', '.join(f'{name}: {n}' for name, n in tied.groupby('refiner').size().items())}); the rule's tie-breakers "
+            "decided (validation MGA, then accuracy, for `val-wga`; balanced accuracy for `val-accuracy`), as each cell's record in `cells/` says.",
+            "",
+        ]
     if "budget" in cells:
         text += _budget_section(cells, directory, baseline)
     if any(a in cells for a in NOISE_AXES):

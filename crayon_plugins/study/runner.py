@@ -69,6 +69,7 @@ def run_cell(cell: Cell, cache_root: str, models: tuple[str, str] | None = None)
     if chosen.get("epoch"):  # the validation metrics of the kept epoch, for choosing options
         metrics["selection.epoch"] = float(chosen["epoch"])
         metrics.update(flat_metrics(chosen["validation"][chosen["epoch"] - 1], "val."))
+        metrics["selection.tied"] = float(len(chosen["tie"]["epochs"])) if chosen.get("tie") else 0.0
     return {
         "key": cell.key,
         "refiner": cell.refiner,

@@ -53,7 +53,8 @@ def test_a_class_missing_from_the_split_is_none_and_left_out_of_the_worst():
 def test_validation_without_groups_measures_what_it_can_and_val_wga_is_refused():
     val = no_groups([0, 0, 1, 1, 2, 2])
     found = validation_metrics(val, torch.tensor([0, 0, 1, 0, 2, 1]), val.group_shares())
-    assert found == {"worst_class_accuracy": 0.5, "accuracy": pytest.approx(4 / 6), "plain_accuracy": pytest.approx(4 / 6)}
+    # classes' accuracies 2/2, 1/2, 1/2: balanced accuracy (1 + 0.5 + 0.5) / 3
+    assert found == {"worst_class_accuracy": 0.5, "accuracy": pytest.approx(4 / 6), "plain_accuracy": pytest.approx(4 / 6), "balanced_accuracy": pytest.approx(2 / 3)}
     epochs = [found, {**found, "plain_accuracy": 0.9}, {**found, "plain_accuracy": 0.8}]
     assert choose_epoch("val-accuracy", epochs) == 2 and choose_epoch("last", epochs) == 3
     with pytest.raises(ConfigError, match=r"selection\.rule = 'val-wga' .*no group attribute.*val-accuracy"):

@@ -174,6 +174,8 @@ def test_the_report_picks_option_values_on_validation_and_pairs_each_cell_with_i
     assert paired["dwga"].tolist() == pytest.approx([0.11, 0.12, 0.31, 0.32] * 2)  # the same change on both seeds
     text = "\n".join(_options_section(paired, [w_no, w_yes], "val-wga", tmp_path))
     assert f"`{w_no}` picked on validation: **10.0**" in text and "best on test: 100.0" in text
+    assert "Validation could not separate 1.0, 2.0" in text  # w_yes: validation 0.7 at both values
+    assert text.count("Validation could not separate") == 1
     assert (tmp_path / "wga-crayon-attention-w_no-w_yes.png").exists()
     summary = "\n".join(_paired_section(paired, [w_no, w_yes]))
     assert "11.0 ± 0.0" in summary and "32.0 ± 0.0" in summary  # zero spread: the seeds' originals are paired out

@@ -12,16 +12,46 @@ from crayon_plugins.run.table import best_row, markdown_table
 from crayon_plugins.study.seeds import mean_and_std
 from crayon_plugins.testing.tiny import tiny_image_set, tiny_model
 from crayon_plugins.training.loop import fit
-from crayon_plugins.training.selection import Selection, choose_epoch
+from crayon_plugins.training.selection import Selection, choose_epoch, selection_tie
 
-CURVE = [{"wga": 0.2, "plain_accuracy": 0.9}, {"wga": 0.6, "plain_accuracy": 0.8}, {"wga": 0.6, "plain_accuracy": 0.95}, {"wga": 0.4, "plain_accuracy": 0.7}]
+CURVE = [
+    {"wga": 0.2, "mga": 0.5, "plain_accuracy": 0.9},
+    {"wga": 0.6, "mga": 0.8, "plain_accuracy": 0.8},
+    {"wga": 0.6, "mga": 0.7, "plain_accuracy": 0.95},
+    {"wga": 0.4, "mga": 0.6, "plain_accuracy": 0.7},
+]
 
 
 def test_selection_picks_the_argmax_epoch_of_a_hand_made_curve():
     assert choose_epoch("last", CURVE) == 4
-    assert choose_epoch("val-wga", CURVE) == 2  # the first of the tied best
+    assert choose_epoch("val-wga", CURVE) == 2  # tied on WGA with epoch 3, ahead on MGA
     assert choose_epoch("val-accuracy", CURVE) == 3
     assert choose_epoch("val-wga", [{"wga": math.nan}, {"wga": 0.1}]) == 2  # NaN never wins
+
+
+def test_a_tie_on_the_rules_own_metric_is_broken_by_the_stated_next_metric_and_recorded():
+    assert selection_tie("val-wga", CURVE, 2) == {"metric": "wga", "value": 0.6, "epochs": [2, 3], "decided_by": "mga"}
+    assert selection_tie("val-accuracy", CURVE, 3) is None  # 0.95 alone
+    assert selection_tie("last", CURVE, 4) is None
+    # A validation WGA of 0 at every epoch (no epoch gets the worst group right): MGA, then accuracy, decide.
+    flat = [{"wga": 0.0, "mga": 0.41, "plain_accuracy": 0.5}, {"wga": 0.0, "mga": 0.54, "plain_accuracy": 0.6}, {"wga": 0.0, "mga": 0.54, "plain_accuracy": 0.7}]
+    assert choose_epoch("val-wga", flat) == 3
+    assert selection_tie("val-wga", flat, 3) == {"metric": "wga", "value": 0.0, "epochs": [1, 2, 3], "decided_by": "plain_accuracy"}
+    # Tied on every metric of the rule: the first is kept, and the record says nothing decided.
+    same = [{"plain_accuracy": 0.5, "balanced_accuracy": 0.5}] * 3
+    assert choose_epoch("val-accuracy", same) == 1
+    assert selection_tie("val-accuracy", same, 1) == {"metric": "plain_accuracy", "value": 0.5, "epochs": [1, 2, 3], "decided_by": None}
+
+
+def test_the_table_says_which_rows_were_kept_by_a_tie_breaker():
+    tie = {"metric": "wga", "value": 0.0, "epochs": [1, 2, 3], "decided_by": "mga"}
+    rows = [
+        ResultRow(method="original", metrics={"wga": 0.1}, selection=[{"seed": 0, "rule": "val-wga", "epoch": 2, "validation": [], "tie": tie}]),
+        ResultRow(method="finetune", metrics={"wga": 0.2}, selection=[{"seed": 0, "rule": "val-wga", "epoch": 3, "validation": []}]),
+    ]
+    text = markdown_table(Results(dataset="d", backbone="b", seed=0, rows=rows))
+    assert "The selection rule's own metric tied: original kept epoch 2 of epochs 1, 2, 3, tied at 0.0 % validation WGA, by validation MGA." in text
+    assert "finetune kept" not in text
 
 
 def test_fit_keeps_the_weights_of_the_chosen_epoch():
@@ -40,6 +70,7 @@ def test_fit_keeps_the_weights_of_the_chosen_epoch():
     selection = Selection("val-wga", evaluate)
     curve = fit(model, batch_loss, len(train), Optimisation(epochs=4, lr=1e-2, batch_size=8), 0, "test", selection=selection, images=train.images)
     assert curve is selection.curve and curve.chosen == 2 and curve.epochs == CURVE
+    assert curve.as_dict()["tie"]["decided_by"] == "mga"
     assert all(torch.equal(model.state_dict()[k], v) for k, v in seen[1].items())
     assert not all(torch.equal(model.state_dict()[k], v) for k, v in seen[3].items())
 
