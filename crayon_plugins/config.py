@@ -138,7 +138,8 @@ class ModelSelection(BaseModel):
     """Which epoch's weights every trainer (the original model and each refiner) keeps; each
     evaluates the validation split after every epoch.
 
-    ``last``: the last epoch, as the CRAYON code does. ``val-wga``: the best validation worst-group
+    ``val-accuracy`` (the default) needs nothing the user may not have. ``last``: the last epoch, as
+    the CRAYON code does. ``val-wga``: the best validation worst-group
     accuracy, which uses validation group labels (Group DRO, JtT, DFR); ties broken by mean-group
     accuracy, then accuracy. ``val-accuracy``: the best share of validation items predicted right,
     which needs no group labels; ties broken by balanced accuracy. A tie on the rule's own metric is
@@ -146,7 +147,7 @@ class ModelSelection(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    rule: Rule = "last"
+    rule: Rule = "val-accuracy"
 
 
 class Logging(BaseModel):
@@ -202,7 +203,10 @@ class RunConfig(Sections):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    seed: int = 0
+    seed: int = Field(
+        default=0,
+        description="seeds the training, and is the seed of the dataset and the annotation sources that have a seed option, unless their section sets it: a generated dataset and simulated annotators' noise vary with it",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dataset: ComponentSpec = ComponentSpec(name="spurious-bars")
     backbone: ComponentSpec = ComponentSpec(name="timm")

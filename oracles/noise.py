@@ -32,7 +32,7 @@ class NoiseParams(Params):
     """
 
     annotator: str = Field(default="oracle", min_length=1, description="id written on every answer")
-    seed: int = 0
+    seed: int = Field(default=0, description="the seed of the noise's draws; the run's seed unless set here")
     flip_rate: float = Field(default=0.0, ge=0, le=1, description="P(yes ↔ no) for a truthful answer")
     abstain_rate: float = Field(default=0.0, ge=0, le=1, description="P(answer maybe instead)")
     yes_bias: float = Field(default=0.0, ge=-1, le=1, description="P(answer yes regardless); negative: P(no)")

@@ -65,7 +65,7 @@ def test_compare_writes_a_table_with_annotation_kinds_and_the_best_value_in_bold
     result = runner.invoke(app, ["compare", "--config", str(config), "--refiners", "gradia,jtt,crayon-pruning", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out" / "table.md").read_text()
-    assert "Bold: the best mean of a column" in text and "selection rule `last`" in text
+    assert "Bold: the best mean of a column" in text and "selection rule `val-accuracy`" in text
     lines = [line for line in text.splitlines() if line.startswith("|")]
     assert lines[0] == "| method | annotation | WGA | MGA | accuracy | RA | UA |"
     kinds = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in lines[2:]}
@@ -75,7 +75,7 @@ def test_compare_writes_a_table_with_annotation_kinds_and_the_best_value_in_bold
     best_row = lines[2 + wga.index(max(wga))]
     clear = sorted(wga)[-1] > sorted(wga)[-2]  # one seed: the best is bold unless tied
     assert (f"**{100 * max(wga):.2f}**" == best_row.split(" | ")[2]) == clear
-    assert all(row["selection"][0]["rule"] == "last" for row in written["rows"])
+    assert all(row["selection"][0]["rule"] == "val-accuracy" for row in written["rows"])
     assert (tmp_path / "out" / "reasonability-gradia.png").exists()
 
 

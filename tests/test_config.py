@@ -1,6 +1,7 @@
 import re
 
 import pytest
+import torch
 
 from crayon_plugins import ConfigError, Pipeline, create_refiner, load_config
 from crayon_plugins.config import RunConfig, parse_config
@@ -92,3 +93,15 @@ def test_an_annotator_asked_what_it_cannot_judge_is_a_config_error(section, name
 def test_a_judge_section_without_name_configures_the_default_judge():
     judge = parse_config({"evaluation": {"judge": {"yes_above": 0.6}}}).evaluation.judge
     assert judge.name == "saliency-oracle" and judge.params == {"yes_above": 0.6}
+
+
+def test_the_run_seed_draws_the_generated_data_and_the_annotators_noise_unless_pinned():
+    """A spread over seeds covers the data's draw and the oracles' noise as well as the training."""
+    seeded = Pipeline.from_config(RunConfig(seed=3))
+    assert seeded.dataset.params.seed == 3 and seeded.annotator.params.seed == 3 and seeded.neuron_annotator.params.seed == 3
+    assert all(member.params.seed == 3 for member in seeded.map_panel)
+    pinned = Pipeline.from_config(RunConfig(seed=3, dataset={"name": "spurious-bars", "seed": 0}, annotator={"name": "saliency-oracle", "seed": 7}))
+    assert pinned.dataset.params.seed == 0 and pinned.annotator.params.seed == 7
+    small = {"name": "spurious-bars", "n_train": 8, "n_val": 4, "n_test": 4, "image_size": 32}
+    images = [Pipeline.from_config(RunConfig(seed=s, dataset=small)).dataset.load("train").images.tensor for s in (3, 4)]
+    assert not torch.equal(*images)

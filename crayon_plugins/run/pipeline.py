@@ -94,7 +94,7 @@ class Pipeline:
     @classmethod
     def _build(cls, config: RunConfig, names: list[str], cache: ArtefactCache | None, registry: Registry) -> Pipeline:
         def create(kind: str, spec: ComponentSpec, where: str):
-            return factory.create_from_spec(kind, spec, where, registry)
+            return factory.create_from_spec(kind, run_seeded(kind, spec, config.seed, registry), where, registry)
 
         def source(spec: ComponentSpec, where: str, question: Question) -> components.AnnotationSource:
             found = create("annotation_source", spec, where)
@@ -226,6 +226,26 @@ class Pipeline:
             kept = f"; the other methods' results are in {Path(out) / 'results.json'}" if out is not None else ""
             raise RunIncomplete("\n".join(map(str, refused)) + kept, results=results) from refused[0]
         return results
+
+
+SEEDED_KINDS = ("dataset", "annotation_source")
+"""The kinds whose ``seed`` option follows the run's seed unless the configuration pins it."""
+
+
+def run_seeded(kind: str, spec: ComponentSpec, seed: int, registry: Registry) -> ComponentSpec:
+    """``spec`` with the run's ``seed`` as its ``seed`` option, for a dataset or annotation source
+    that has one and whose section does not set it: a seed then draws the generated data and the
+    simulated annotators' noise as well as the training, so a spread over seeds covers all three.
+    Writing ``seed`` in the section pins it."""
+    if kind not in SEEDED_KINDS or "seed" in spec.params:
+        return spec
+    try:
+        component = registry.get(kind, spec.name).component
+    except CrayonError:
+        return spec  # the factory names the unknown component
+    if "seed" not in component.Params.model_fields:
+        return spec
+    return ComponentSpec(name=spec.name, **spec.params, seed=seed)
 
 
 def control_options(config: RunConfig, names: list[str], registry: Registry) -> dict:

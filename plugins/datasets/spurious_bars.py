@@ -42,7 +42,7 @@ class SpuriousBars(Dataset):
     """
 
     class Params(Params):
-        seed: int = 0
+        seed: int = Field(default=0, description="the seed the data is generated from; the run's seed unless set here")
         n_train: PositiveInt = 3000
         n_val: PositiveInt = 400
         n_test: PositiveInt = 2000

@@ -75,7 +75,7 @@ def test_every_method_is_saved_with_its_card(run):
     assert card.refiner["options"]["w_no"] == results.run["components"]["refiners"]["crayon-attention"]["options"]["w_no"]
     assert card.metrics == results.row("crayon-attention").metrics
     assert sum(card.annotations["maps"].values()) == 128
-    assert card.selection == {"rule": "last", "epoch": 1}
+    assert card.selection == {"rule": "val-accuracy", "epoch": 1}
     assert {"torch", "timm", "python"} <= set(card.versions)
     pruning = read_card(out / "models" / "crayon-pruning")
     assert len(pruning.pruned_neurons) == results.row("crayon-pruning").details["neurons_pruned"]
