@@ -10,7 +10,11 @@ from crayon_plugins import Pipeline, RunConfig
 @pytest.mark.slow(minutes=4)
 def test_default_benchmark_shows_the_shortcut_and_the_attention_refiners_fix_it(benchmark_cache):
     refiners = ["crayon-attention", "gradia"]
-    results = Pipeline.from_config(RunConfig(refiners=refiners), cache=benchmark_cache).run()
+    # GRADIA's Grad-CAM image by image in train mode, as published, also feeds single images through
+    # batch norm's running statistics: on this benchmark it then lowers WGA (docs/results.md). The
+    # target is the alignment loss's, measured with the minibatch form.
+    config = RunConfig(refiners=refiners, refiner={"gradia": {"gradcam": "batched"}})
+    results = Pipeline.from_config(config, cache=benchmark_cache).run()
     original, attention, gradia = (results.row(name).metrics for name in ["original", *refiners])
     assert original["accuracy"] >= 0.85  # in-distribution accuracy: the shortcut pays on the training mix
     assert original["wga"] <= 0.45  # ... and fails on the group that contradicts it
