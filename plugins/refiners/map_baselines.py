@@ -21,6 +21,8 @@ they were 10³–10⁴ times larger and drove ``gradmask`` to a constant predict
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from crayon_plugins.plugins.refiners.map_guided import MapGuided
@@ -72,33 +74,81 @@ class GradMask(MapGuided):
         return logits, ((~regions)[:, None] * grads.abs()).mean(dim=(1, 2, 3))
 
 
-def shuffle_outside(images: Tensor, regions: Tensor, generator: torch.Generator) -> Tensor:
-    """``(B, 3, H, W)`` images whose pixels outside each drawn region ``(B, H, W)`` are randomly
-    permuted among themselves (one permutation per image, the same for its three channels); pixels
-    inside stay, and an image without a drawing is left whole (ActDiff's ``shuffle_outside_mask``)."""
+Shuffle = Literal["values", "pixels", "channels"]
+"""How :func:`shuffle_outside` permutes the values outside a drawn region (see :class:`ActDiff`)."""
+
+
+def shuffle_outside(images: Tensor, regions: Tensor, generator: torch.Generator, mode: Shuffle = "values") -> Tensor:
+    """``(B, C, H, W)`` images whose values outside each drawn region ``(B, H, W)`` are randomly
+    permuted; values inside stay, and an image without a drawing is left whole. ``mode``:
+
+    - ``"values"``: one permutation of all ``C·n`` values outside (``n`` pixels), across positions
+      and channels together: ActDiff's ``shuffle_outside_mask``, ``X[b, seg[b]][randperm]``, with the
+      mask over every channel (its images have one channel; on one channel all modes coincide);
+    - ``"pixels"``: one permutation of the ``n`` positions, the same for every channel (each pixel's
+      colour moves whole, so each image keeps its colour histogram);
+    - ``"channels"``: an independent permutation of the ``n`` positions per channel, drawn in channel
+      order (each channel keeps its own histogram; the joint colour distribution is broken).
+
+    Every mode draws from ``generator``, one ``randperm`` per image (``"channels"``: per channel)."""
     shuffled = images.clone()
     for b in range(len(images)):
         if not bool(regions[b].any()):
             continue
         outside = (~regions[b]).flatten().nonzero().flatten()
-        permuted = outside[torch.randperm(len(outside), generator=generator).to(outside.device)]
-        flat = shuffled[b].flatten(1)
-        flat[:, outside] = images[b].flatten(1)[:, permuted]
+        n, channels = len(outside), images.shape[1]
+        source, target = images[b].flatten(1), shuffled[b].flatten(1)
+        if mode == "pixels":
+            target[:, outside] = source[:, outside[torch.randperm(n, generator=generator).to(outside.device)]]
+        elif mode == "channels":
+            for c in range(channels):
+                target[c, outside] = source[c, outside[torch.randperm(n, generator=generator).to(outside.device)]]
+        elif mode == "values":
+            values = source[:, outside].flatten()  # channel-major, as X[b, mask] orders them
+            target[:, outside] = values[torch.randperm(n * channels, generator=generator).to(values.device)].view(channels, n)
+        else:
+            raise ValueError(f"unknown shuffle mode {mode!r}; expected one of {Shuffle.__args__}")
     return shuffled
 
 
 class ActDiff(MapGuided):
-    """``actdiff``: ``‖f(x) − f(x_shuffled)‖₂`` of the penultimate features ``f`` (pooled).
+    """``actdiff``: ``λ · ‖f(x) − f(x_shuffled)‖₂`` of the penultimate features ``f`` (pooled).
 
-    ``x_shuffled`` permutes the pixels outside the drawn region (:func:`shuffle_outside`): a grey or
-    zero fill would be out of distribution. The distance is the plain L2 norm per image (PyTorch's
-    ``PairwiseDistance``), as the public code computes it; only the original image's cross-entropy
-    is added. The public code adds the term unweighted (λ = 1, the default here).
+    ``x_shuffled`` permutes the values outside the drawn region (:func:`shuffle_outside`, ``shuffle``
+    says how): a grey or zero fill would be out of distribution. The distance is the plain L2 norm
+    per image (PyTorch's ``PairwiseDistance``, ``‖a − b + 10⁻⁶‖₂``), as the public code computes it;
+    only the original image's cross-entropy is added. ``λ`` (``lam``) defaults to 1, as the public
+    code adds the term: its ``actdiff_lamb`` only switches the term on (``ResNetModel.loss`` adds
+    ``compare_activations`` unscaled, although its configurations search ``actdiff_lamb``); the
+    CRAYON comparison (``misc/training_config.md``) multiplies it by 0.1 on Waterbirds and 1e-5 on
+    Biased CelebA, with Adam at lr 5e-5, weight decay 1e-4, 10 epochs, batches of 128 (Waterbirds) or
+    64 (Biased CelebA); the other defaults here are the shared fine-tuning ones.
+
+    ``shuffle`` defaults to ``"values"``, what the public ``shuffle_outside_mask`` computes on a
+    multi-channel image (its indexing ``X[b, seg[b]]`` needs the mask over every channel, and then
+    permutes every selected value together; on its one-channel images the modes coincide). Before
+    this option the shuffle was ``"pixels"``, which keeps each image's colour histogram, so a colour
+    shortcut outside the drawing survives into ``x_shuffled``.
     """
+
+    class Params(MapGuided.Params):
+        lam: float = Field(
+            default=1.0,
+            ge=0,
+            description="weight λ of the activation distance ‖f(x) − f(x_shuffled)‖₂. 1: the public ActDiff code adds the term unscaled "
+            "(its actdiff_lamb only switches it on); the CRAYON comparison uses 0.1 on Waterbirds and 1e-5 on Biased CelebA",
+        )
+        shuffle: Shuffle = Field(
+            default="values",
+            description="how the values outside the drawn region are permuted: 'values' all of them together across positions and channels "
+            "(the public code's shuffle_outside_mask with the mask over every channel; its images have one channel, where all modes agree), "
+            "'pixels' whole pixels (each image keeps its colour histogram), 'channels' each channel's pixels independently "
+            "(the joint colour distribution is broken, each channel's histogram kept)",
+        )
 
     def guidance(self, model: Classifier, batch: Batch, regions: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         features = model.features(batch.images)
-        shuffled = shuffle_outside(batch.images, regions, generator).detach()
+        shuffled = shuffle_outside(batch.images, regions, generator, self.params.shuffle).detach()
         distance = F.pairwise_distance(model.pool(features), model.pool(model.features(shuffled)))
         return model.head(features), distance
 

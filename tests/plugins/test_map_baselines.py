@@ -59,12 +59,12 @@ def test_training_on_the_term_alone_lowers_it(trained, name):
     assert float(guidance(refiner, model, batch, regions)[1].detach().mean()) < factor * before
 
 
-def test_actdiff_shuffle_keeps_the_drawing_and_permutes_the_rest():
+def test_actdiffs_pixel_shuffle_keeps_the_drawing_and_permutes_the_rest():
     images = torch.rand(3, 3, 6, 6)
     regions = torch.zeros(3, 6, 6, dtype=torch.bool)
     regions[0, 1:3, 1:4] = True
     regions[1, :, :] = True  # everything drawn: nothing to shuffle
-    shuffled = shuffle_outside(images, regions, torch.Generator().manual_seed(0))  # image 2: no drawing, left whole
+    shuffled = shuffle_outside(images, regions, torch.Generator().manual_seed(0), "pixels")  # image 2: no drawing, left whole
     assert torch.equal(shuffled[1:], images[1:])
     inside, outside = regions[0], ~regions[0]
     assert torch.equal(shuffled[0][:, inside], images[0][:, inside])
@@ -99,11 +99,12 @@ def test_box_energy_on_the_bilinearly_upsampled_map_by_hand():
 def test_jtt_upsamples_the_errors_of_an_early_stopped_model_trained_from_scratch(tmp_path):
     errors = torch.tensor([True, False, True, False])
     assert upsampled_weights(errors, 20).tolist() == [21.0, 1.0, 21.0, 1.0]
-    pipeline = tiny_pipeline(tmp_path, refiners=["jtt"], refiner={"jtt": {"epochs": 1, "upweight": 5}})
+    options = {"epochs": 1, "stage_one_epochs": 1, "upweight": 5}  # single values: no search
+    pipeline = tiny_pipeline(tmp_path, refiners=["jtt"], refiner={"jtt": options})
     model, context = original_and_context(pipeline)
     built = []
     build = context.build_model
-    refined = create_refiner("jtt", {"epochs": 1, "upweight": 5}).refine(model, type(context)(**{**vars(context), "build_model": lambda: built.append(1) or build()}))
+    refined = create_refiner("jtt", options).refine(model, type(context)(**{**vars(context), "build_model": lambda: built.append(1) or build()}))
     assert len(built) == 2  # stage one and stage two each start from a new model
     fresh = build()
     assert not torch.equal(refined.classifier.weight, model.classifier.weight)
