@@ -45,9 +45,12 @@ from crayon_plugins.model.gradcam import GradCam, GradiaGradCam
 from crayon_plugins.model.maps import bounding_boxes, energy_on_mask, grid_masks, normalise_maps
 from crayon_plugins.training.energy import attention_parts, attention_terms, crayon_normalise, energy_no, energy_yes
 from crayon_plugins.training.loop import fit, log_term, to_device
-from crayon_plugins.training.selection import Selection
+from crayon_plugins.training.selection import ORDER, Selection, choose_epoch, validation_metrics
 
 __all__ = [
+    "ORDER",
+    "choose_epoch",
+    "validation_metrics",
     "NOT_ANNOTATED",
     "AnnotationSource",
     "Annotations",

@@ -31,7 +31,6 @@ The search is in :attr:`JustTrainTwice.search` after :meth:`~JustTrainTwice.refi
 from __future__ import annotations
 
 import logging
-import math
 from typing import Annotated, Any, Literal
 
 import torch
@@ -39,16 +38,9 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import Tensor
 
-from crayon_plugins.api import Classifier, CrayonError, ImageSet, Optimisation, RefinementContext, Refiner, fit, hookimpl, log_term, predict, to_device
+from crayon_plugins.api import ORDER, Classifier, CrayonError, Optimisation, RefinementContext, Refiner, choose_epoch, fit, hookimpl, log_term, predict, to_device, validation_metrics
 
 logger = logging.getLogger(__name__)
-
-GROUP_ORDER = ("wga", "mga", "plain_accuracy")
-"""Validation metrics a pair is ranked by, in order, when validation has groups (the run's ``val-wga`` rule's)."""
-
-ACCURACY_ORDER = ("plain_accuracy", "balanced_accuracy")
-"""Likewise without a group attribute, or with ``search_metric = "accuracy"`` (the run's ``val-accuracy`` rule's)."""
-
 
 def upsampled_weights(errors: Tensor, upweight: float) -> Tensor:
     """Per item how often an epoch of the upsampled training set holds it: ``1 + λ_up`` for an
@@ -56,38 +48,22 @@ def upsampled_weights(errors: Tensor, upweight: float) -> Tensor:
     return torch.where(errors, 1.0 + upweight, 1.0).double()
 
 
+def search_rule(scores: list[dict[str, float]], metric: str = "wga") -> str:
+    """The run's selection rule the pairs are ranked by: ``val-wga`` when ``metric`` is ``"wga"``
+    and every pair's validation has ``wga``, else ``val-accuracy`` (their metrics and tie-breakers
+    are :data:`~crayon_plugins.api.ORDER`'s)."""
+    return "val-wga" if metric == "wga" and scores and all("wga" in s for s in scores) else "val-accuracy"
+
+
 def ranking(scores: list[dict[str, float]], metric: str = "wga") -> tuple[str, ...]:
-    """The metrics the pairs are ranked by: :data:`GROUP_ORDER` when ``metric`` is ``"wga"`` and
-    every pair's validation has ``wga``, else :data:`ACCURACY_ORDER`."""
-    return GROUP_ORDER if metric == "wga" and scores and all("wga" in s for s in scores) else ACCURACY_ORDER
+    """The validation metrics the pairs are ranked by, in order."""
+    return ORDER[search_rule(scores, metric)]
 
 
 def choose_pair(scores: list[dict[str, float]], metric: str = "wga") -> int:
-    """The index of the best of ``scores`` (one dict of validation metrics per pair, in grid order):
-    the largest by :func:`ranking`'s metrics in turn, a NaN or missing one ranking below everything;
-    the first of pairs tied on all of them."""
-
-    def value(score: dict[str, float], metric: str) -> float:
-        found = score.get(metric, math.nan)
-        return -math.inf if math.isnan(found) else found
-
-    order = ranking(scores, metric)
-    keys = [tuple(value(s, m) for m in order) for s in scores]
-    return keys.index(max(keys))
-
-
-def validation_scores(model: Classifier, val: ImageSet, device: torch.device) -> dict[str, float]:
-    """What the run's model selection measures on ``val``, for a context without one: ``wga``,
-    ``mga`` and ``plain_accuracy`` with a group attribute, ``plain_accuracy`` and
-    ``balanced_accuracy`` (the mean of the classes' accuracies) without."""
-    predicted = predict(model, val.images, device).argmax(dim=1)
-    plain = val.accuracy(predicted)
-    if val.has_groups:
-        summary = val.group_summary(predicted)
-        return {"wga": summary["wga"], "mga": summary["mga"], "plain_accuracy": plain}
-    classes = val.labels.unique()
-    balanced = float(torch.stack([(predicted[val.labels == c] == c).double().mean() for c in classes]).mean()) if len(classes) else math.nan
-    return {"plain_accuracy": plain, "balanced_accuracy": balanced}
+    """The index of the best of ``scores`` (one dict of validation metrics per pair, in grid order),
+    ranked as the run's selection rule ranks epochs (:func:`~crayon_plugins.api.choose_epoch`)."""
+    return choose_epoch(search_rule(scores, metric), scores) - 1
 
 
 def as_grid(value: Any) -> list:
@@ -190,7 +166,7 @@ class JustTrainTwice(Refiner):
             if curve is not None and curve.epochs:
                 scores, epoch = dict(curve.epochs[curve.chosen - 1]), curve.chosen
             else:
-                scores, epoch = (validation_scores(candidate, context.val, context.device) if context.val is not None and len(grid) > 1 else {}), None
+                scores, epoch = (validation_metrics(context.val, predict(candidate, context.val.images, context.device).argmax(dim=1), context.train.group_shares()) if context.val is not None and len(grid) > 1 else {}), None
             pairs.append({"stage_one_epochs": t, "upweight": u, "errors": int(found.sum()), "epoch": epoch, "validation": scores})
             logger.info("%s: T = %d, λ_up = %g, %d errors: validation %s (epoch %s)", self.name, t, u, int(found.sum()), scores, epoch)
             curves.append(curve)

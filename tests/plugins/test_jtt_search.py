@@ -7,7 +7,9 @@ import math
 
 import pytest
 import torch
-from crayon_plugins.plugins.refiners.jtt import ACCURACY_ORDER, GROUP_ORDER, ErrorsAfter, choose_pair, ranking
+from crayon_plugins.plugins.refiners.jtt import ErrorsAfter, choose_pair, ranking
+
+GROUP_ORDER, ACCURACY_ORDER = ("wga", "mga", "plain_accuracy"), ("plain_accuracy", "balanced_accuracy")
 from test_pipeline import original_and_context, tiny_pipeline
 
 from crayon_plugins import create_refiner
