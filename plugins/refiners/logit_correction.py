@@ -55,6 +55,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from crayon_plugins.plugins.refiners.lff import generalized_cross_entropy  # LfF's GCE, which LC's code uses as is
 from pydantic import Field, PositiveInt
 from torch import Tensor
 
@@ -62,13 +63,6 @@ from crayon_plugins.api import Batch, Classifier, CrayonError, FineTuning, Refin
 
 CORRECTION_EPS = 1e-4
 """Added to ``prior^η`` before the log (``LogitCorrectionLoss``) and to the group counts of ``M``."""
-
-
-def generalised_cross_entropy(logits: Tensor, labels: Tensor, q: float) -> Tensor:
-    """``(B,)`` the code's GCE: ``q · p_y^q · CE(logits, y)``, ``p_y`` the softmax probability of the
-    label, held constant (so the gradient is q times that of ``(1 − p_y^q)/q``)."""
-    p = F.softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1).detach()
-    return F.cross_entropy(logits, labels, reduction="none") * (p**q) * q
 
 
 def prior_matrix(probabilities: Tensor, labels: Tensor, predicted: Tensor, num_classes: int, previous: Tensor | None = None, momentum: float = 0.0) -> Tensor:
@@ -197,7 +191,7 @@ class LogitCorrection(FineTuning):
 
         state.model.train()
         aux_logits = state.model(batch.images)
-        gce = generalised_cross_entropy(aux_logits, batch.labels, p.q).mean()
+        gce = generalized_cross_entropy(aux_logits, batch.labels, p.q).mean()
         state.optimiser.zero_grad(set_to_none=True)
         state.scaler.scale(gce).backward()
         state.scaler.step(state.optimiser)
