@@ -209,7 +209,8 @@ class RayCluster(Executor):
             wanted = " and ".join(f"{v} {k}" for k, v in need.items())
             raise ConfigError(f"threads = {self.threads}: every task needs {wanted}, and no node of the Ray cluster has as much ({have})", "threads")
         self._check_nodes_see(cache_root)
-        self.task = self.ray.remote(in_worker).options(num_cpus=self.threads, num_gpus=gpus, max_retries=RAY_RETRIES, retry_exceptions=False)
+        # SPREAD: cells go round the nodes rather than filling the node the driver joined first.
+        self.task = self.ray.remote(in_worker).options(num_cpus=self.threads, num_gpus=gpus, max_retries=RAY_RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD")
         total = {kind: sum(node["Resources"].get(kind, 0) for node in self.nodes) for kind in ("CPU", "GPU")}
         where = f"Ray cluster of {len(self.nodes)} node(s), {total['CPU']:g} CPU(s), {total['GPU']:g} GPU(s); each task {self.threads} thread(s) on {device}"
         return where + (f"; Ray dashboard: http://{self.dashboard}" if self.dashboard else "")
