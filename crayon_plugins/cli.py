@@ -277,9 +277,9 @@ def check(
     component = create(key, name, params, where="--options")
     try:
         report = CHECKS[key](component)
-        kept, broken, skipped = report.kept, [], report.skipped
+        kept, broken, skipped, models = report.kept, [], report.skipped, report.models
     except ContractError as error:
-        kept, broken, skipped = error.kept, error.broken, ()
+        kept, broken, skipped, models = error.kept, error.broken, error.skipped, error.models
     table = Table("promise", "", "how it broke", title=f"{kind} {name}: {len(kept)} of {len(kept) + len(broken)} promises kept")
     for promise in kept:
         table.add_row(promise, "[green]kept[/]", "")
@@ -288,6 +288,8 @@ def check(
     for failure in broken:
         table.add_row(failure.promise, "[bold red]broken[/]", escape(failure.detail))
     stdout.print(table)
+    if models:
+        stdout.print(escape(f"checked on {', '.join(models)}"))
     if broken:
         raise typer.Exit(1)
 

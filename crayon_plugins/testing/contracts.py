@@ -28,6 +28,7 @@ from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.model.concepts import NeuronConcepts
+from crayon_plugins.model.maps import normalise_maps
 from crayon_plugins.registry import KINDS, Registration, default_registry
 from crayon_plugins.testing.tiny import mixed_answers, tiny_context, tiny_image_set, tiny_model
 from crayon_plugins.utils.progress import silenced
@@ -42,9 +43,13 @@ PROMISES: dict[str, dict[str, str]] = {
         "leaves-the-original-untouched": "the model given to ``refine`` keeps its weights, buffers, mode and gradients",
         "deterministic-under-seed": "two refinements with one context (one seed) give identical weights",
         "maybe-adds-nothing": "answers that are all *maybe* refine exactly as no answers at all",
+        "answers-change-the-model": "annotations of the kinds it needs (mixed map and neuron answers, drawn object regions) give other weights than none at all "
+        "(every item unannotated, nothing drawn); not applicable to a refiner that needs no annotation",
         "finite-on-all-zero-maps": "all-zero original maps, no drawings, or a model whose every neuron is pruned leave the weights finite",
         "clear-error-without-annotations": "a context without an annotation the refiner needs raises CrayonError",
         "accepts-maps-of-any-grid": "original maps at image resolution (another interpreter's) refine without error",
+        "works-on-batch-norm": "on a tiny model with batch normalisation too, ``refine`` returns a Classifier with the original's classes and neurons, "
+        "finite logits (not applicable when the caller passes its own model: the check runs on that one only)",
     },
     "interpreter": {
         **OPTIONS,
@@ -125,19 +130,24 @@ class BrokenPromise:
 @dataclass(frozen=True)
 class Report:
     """The outcome of a check that passed: every promise of the kind kept, or not applicable to
-    this component (``skipped``)."""
+    this component (``skipped``); ``models``: the models the promises were checked on, where the
+    check runs the component on models (``check_refiner``)."""
 
     kind: str
     component: str
     kept: tuple[str, ...]
     skipped: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
 
 
 class ContractError(AssertionError):
-    """A component broke promises of its kind; :attr:`broken` lists each with what went wrong."""
+    """A component broke promises of its kind; :attr:`broken` lists each with what went wrong;
+    :attr:`skipped` and :attr:`models` are as in :class:`Report`."""
 
-    def __init__(self, kind: str, component: str, broken: list[BrokenPromise], kept: list[str]) -> None:
-        self.kind, self.component, self.broken, self.kept = kind, component, broken, kept
+    def __init__(
+        self, kind: str, component: str, broken: list[BrokenPromise], kept: list[str], skipped: tuple[str, ...] = (), models: tuple[str, ...] = ()
+    ) -> None:
+        self.kind, self.component, self.broken, self.kept, self.skipped, self.models = kind, component, broken, kept, skipped, models
         lines = [f"{kind.replace('_', ' ')} {component} broke {len(broken)} of {len(broken) + len(kept)} promises:"]
         lines += [f"  - {b.promise}: {b.detail}" for b in broken]
         super().__init__("\n".join(lines))
@@ -152,6 +162,7 @@ class _Contract:
         self.kept: list[str] = []
         self.skipped: list[str] = []
         self.broken: list[BrokenPromise] = []
+        self.models: tuple[str, ...] = ()
 
     @contextmanager
     def promise(self, name: str) -> Iterator[None]:
@@ -173,8 +184,8 @@ class _Contract:
         missing = set(PROMISES[self.kind]) - set(self.kept) - set(self.skipped) - {b.promise for b in self.broken}
         assert not missing, f"check of {self.kind} skipped promises {sorted(missing)}"
         if self.broken:
-            raise ContractError(self.kind, self.label, self.broken, self.kept)
-        return Report(self.kind, self.label, tuple(self.kept), tuple(self.skipped))
+            raise ContractError(self.kind, self.label, self.broken, self.kept, tuple(self.skipped), self.models)
+        return Report(self.kind, self.label, tuple(self.kept), tuple(self.skipped), self.models)
 
     def check_options(self) -> None:
         with self.promise("options-are-validated"):
@@ -238,13 +249,32 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module, atol: float = 0.0) -> 
     return None
 
 
+ANNOTATION_NEEDS = frozenset(need for need in Need if need.question is not None)
+"""The refiner needs that annotators answer: map and neuron answers, drawings."""
+
+
+def _require_a_classifier(refined: Any, model: Classifier, train: ImageSet, on: str = "") -> None:
+    """Break the promise unless ``refined`` is a Classifier with ``model``'s neurons whose logits on
+    ``train`` are finite, one per class (``on`` names the model in the message)."""
+    require(isinstance(refined, Classifier), f"refine returned {type(refined).__name__}, not a Classifier{on}")
+    with torch.no_grad():
+        logits = refined.eval()(train.images.all())
+    require(logits.shape == (len(train), len(train.class_names)), f"logits {tuple(logits.shape)} for {len(train)} images of {len(train.class_names)} classes{on}")
+    require(bool(torch.isfinite(logits).all()), f"the refined model's logits are not finite{on}")
+    require(refined.neuron_mask.shape == model.neuron_mask.shape, f"the refined model has another number of neurons{on}")
+
+
 @silenced()
 def check_refiner(refiner: components.Refiner, model: Classifier | None = None, train: ImageSet | None = None) -> Report:
     """Check ``refiner`` against :data:`PROMISES` ``["refiner"]`` on ``model`` (default: a seeded
-    :func:`~crayon_plugins.testing.tiny.tiny_model`) and ``train`` (24 tiny images with masks)."""
+    :func:`~crayon_plugins.testing.tiny.tiny_model`, and for ``works-on-batch-norm`` the same with
+    batch normalisation; a given ``model`` is the only one) and ``train`` (24 tiny images with masks).
+    The report's ``models`` names the models used."""
     contract = _Contract("refiner", refiner)
     contract.check_options()
-    model = model if model is not None else tiny_model()
+    given = model is not None
+    model = model if given else tiny_model()
+    contract.models = (f"the given {type(model).__name__}",) if given else ("tiny_model()", "tiny_model(batch_norm=True)")
     train = train if train is not None else tiny_image_set()
     context = tiny_context(model, train)
     needs = type(refiner).needs
@@ -252,19 +282,17 @@ def check_refiner(refiner: components.Refiner, model: Classifier | None = None, 
     def refine(ctx: components.RefinementContext, start: Classifier = model) -> Classifier:
         return refiner.refine(copy.deepcopy(start), ctx)
 
+    def everyone(code: int, drawings: bool = True) -> components.RefinementContext:
+        """The context with every map and neuron answered ``code`` (``drawings=False``: nothing drawn)."""
+        return tiny_context(model, train, torch.full((len(train),), code), torch.full((len(context.neurons.answers),), code), drawings=drawings)
+
     first = _Once(lambda: refine(context))
 
     with contract.promise("declares-known-needs"):
         unknown = set(needs) - components.REFINER_NEEDS
         require(not unknown, f"needs {sorted(unknown)}, which the pipeline never prepares; known: {sorted(components.REFINER_NEEDS)}")
     with contract.promise("returns-a-classifier"):
-        refined = first()
-        require(isinstance(refined, Classifier), f"refine returned {type(refined).__name__}, not a Classifier")
-        with torch.no_grad():
-            logits = refined.eval()(train.images.all())
-        require(logits.shape == (len(train), len(train.class_names)), f"logits {tuple(logits.shape)} for {len(train)} images of {len(train.class_names)} classes")
-        require(bool(torch.isfinite(logits).all()), "the refined model's logits are not finite")
-        require(refined.neuron_mask.shape == model.neuron_mask.shape, "the refined model has another number of neurons")
+        _require_a_classifier(first(), model, train)
     with contract.promise("leaves-the-original-untouched"):
         original = copy.deepcopy(model)
         before = _snapshot(original)
@@ -274,11 +302,15 @@ def check_refiner(refiner: components.Refiner, model: Classifier | None = None, 
     with contract.promise("deterministic-under-seed"):
         require((difference := _same_weights(first(), refine(context))) is None, f"two refinements with seed {context.seed} differ: {difference}")
     with contract.promise("maybe-adds-nothing"):
-        def everyone(code: int) -> components.RefinementContext:  # every map and neuron answered ``code``
-            return tiny_context(model, train, torch.full((len(train),), code), torch.full((len(context.neurons.answers),), code))
-
         difference = _same_weights(refine(everyone(int(Answer.MAYBE))), refine(everyone(NOT_ANNOTATED)), atol=1e-6)
         require(difference is None, f"all-maybe answers refine differently from no answers: {difference}")
+    annotations = sorted(set(needs) & ANNOTATION_NEEDS)
+    if not annotations:
+        contract.not_applicable("answers-change-the-model")
+    else:
+        with contract.promise("answers-change-the-model"):
+            unchanged = _same_weights(first(), refine(everyone(NOT_ANNOTATED, drawings=False))) is None
+            require(not unchanged, f"with {', '.join(annotations)} it refines exactly as with no annotations at all (all unannotated, nothing drawn): they change nothing")
     with contract.promise("finite-on-all-zero-maps"):
         zero_maps = tiny_context(model, train, original_maps=torch.zeros_like(context.original_maps), drawings=False)
         blind = copy.deepcopy(model)
@@ -301,6 +333,12 @@ def check_refiner(refiner: components.Refiner, model: Classifier | None = None, 
         size = train.image_size
         fine = tiny_context(model, train, original_maps=torch.rand(len(train), *size, generator=torch.Generator().manual_seed(0)))
         require(isinstance(refine(fine), Classifier), "with image-resolution original maps, refine returned no Classifier")
+    if given:
+        contract.not_applicable("works-on-batch-norm")
+    else:
+        with contract.promise("works-on-batch-norm"):
+            normed = tiny_model(batch_norm=True)
+            _require_a_classifier(refine(tiny_context(normed, train), normed), normed, train, on=" on the batch-norm model")
     return contract.report()
 
 
@@ -599,8 +637,15 @@ def check_dataset(dataset: components.Dataset) -> Report:
 def _shuffled(predictions: components.Predictions, order: Tensor) -> components.Predictions:
     s = predictions.split
     split = replace(s, images=s.images[order], labels=s.labels[order], spurious=s.spurious[order], masks=None if s.masks is None else s.masks[order], ids=tuple(s.ids[i] for i in order))
-    answers = None if predictions.map_answers is None else predictions.map_answers[order]
-    return replace(predictions, split=split, predicted=predictions.predicted[order], map_answers=answers)
+    answers, maps, original = (None if t is None else t[order] for t in (predictions.map_answers, predictions.maps, predictions.original_maps))
+    return replace(predictions, split=split, predicted=predictions.predicted[order], map_answers=answers, maps=maps, original_maps=original)
+
+
+def _seeded_maps(n: int, seed: int) -> Tensor:
+    """``(n, 4, 4)`` seeded max-normalised maps, the first all zero (as an interpreter may give)."""
+    maps = normalise_maps(torch.rand(n, 4, 4, generator=torch.Generator().manual_seed(seed)))
+    maps[0] = 0
+    return maps
 
 
 def _numbers(found: Any) -> dict[str, float]:
@@ -621,8 +666,8 @@ def _numbers(found: Any) -> dict[str, float]:
 @silenced()
 def check_metric(metric: components.Metric, predictions: components.Predictions | None = None) -> Report:
     """Check ``metric`` against :data:`PROMISES` ``["metric"]`` on ``predictions`` (default: seeded
-    predictions on 24 tiny test images in four groups, with map answers if the metric needs them,
-    and likewise on each evaluation split it reads)."""
+    predictions on 24 tiny test images in four groups, with object masks, with map answers and
+    seeded maps if the metric needs them, and likewise on each evaluation split it reads)."""
     contract = _Contract("metric", metric)
     contract.check_options()
     if predictions is None:
@@ -635,7 +680,8 @@ def check_metric(metric: components.Metric, predictions: components.Predictions 
         others = {name: predicted(name, 10 + i) for i, name in enumerate(type(metric).evaluation_splits)}
         test = predicted("test", 0)
         answers = mixed_answers(len(test.split)) if Need.MAP_ANSWERS in type(metric).needs else None
-        predictions = replace(test, map_answers=answers, others=others)
+        maps = (_seeded_maps(len(test.split), 0), _seeded_maps(len(test.split), 1)) if Need.MAPS in type(metric).needs else (None, None)
+        predictions = replace(test, map_answers=answers, others=others, maps=maps[0], original_maps=maps[1])
     pristine = copy.deepcopy(predictions)
     compute = lambda p: _numbers(metric.compute(copy.deepcopy(p)))  # noqa: E731 - each call on its own copy
     result = _Once(lambda: compute(pristine))
@@ -655,7 +701,7 @@ def check_metric(metric: components.Metric, predictions: components.Predictions 
             require(not (differ := [k for k in expected if not same(k)]), f"reordering the items changes {', '.join(differ[:3])}")
     with contract.promise("leaves-predictions-untouched"):
         metric.compute(predictions)
-        tensors = lambda p: [p.predicted, p.train_group_shares, p.split.images.all(), p.split.labels, p.split.spurious] + ([p.map_answers] if p.map_answers is not None else [])  # noqa: E731
+        tensors = lambda p: [p.predicted, p.train_group_shares, p.split.images.all(), p.split.labels, p.split.spurious] + [t for t in (p.map_answers, p.maps, p.original_maps) if t is not None]  # noqa: E731
         require(all(torch.equal(a, b) for a, b in zip(tensors(pristine), tensors(predictions))), "compute modified its predictions")
     return contract.report()
 

@@ -19,16 +19,20 @@ from crayon_plugins.model.gradcam import GradCam
 
 
 class TinyClassifier(Classifier):
-    """Two 3×3 convolutions (the second with ``stride``), ReLU, global average pooling, a linear head.
+    """Two 3×3 convolutions (the second with ``stride``), each followed by batch normalisation when
+    ``batch_norm``, ReLU, global average pooling, a linear head.
 
-    No batch normalisation, so an image's outputs never depend on its batch-mates.
+    Without batch normalisation (the default) an image's outputs never depend on its batch-mates; with
+    it they do in train mode, and training updates its running statistics, as in a ResNet.
     """
 
-    def __init__(self, channels: int, stride: int, num_classes: int) -> None:
+    def __init__(self, channels: int, stride: int, num_classes: int, batch_norm: bool = False) -> None:
         super().__init__(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), channels=channels)
-        self.body = nn.Sequential(
-            nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, stride=stride, padding=1), nn.ReLU()
-        )
+
+        def block(conv: nn.Conv2d) -> list[nn.Module]:
+            return [conv, *([nn.BatchNorm2d(channels)] if batch_norm else []), nn.ReLU()]
+
+        self.body = nn.Sequential(*block(nn.Conv2d(3, channels, 3, padding=1)), *block(nn.Conv2d(channels, channels, 3, stride=stride, padding=1)))
         self.classifier = nn.Linear(channels, num_classes)
 
     def forward_features(self, normalised: Tensor) -> Tensor:
@@ -44,15 +48,17 @@ class TinyBackbone(Backbone):
     class Params(Params):
         channels: int = Field(default=8, ge=1)
         stride: int = Field(default=2, ge=1)
+        batch_norm: bool = Field(default=False, description="batch normalisation after each convolution")
 
     def build(self, num_classes: int) -> Classifier:
-        return TinyClassifier(self.params.channels, self.params.stride, num_classes)
+        return TinyClassifier(self.params.channels, self.params.stride, num_classes, self.params.batch_norm)
 
 
-def tiny_model(seed: int = 0, num_classes: int = 2, channels: int = 8) -> Classifier:
-    """A seeded :class:`TinyClassifier` in ``eval`` mode."""
+def tiny_model(seed: int = 0, num_classes: int = 2, channels: int = 8, batch_norm: bool = False) -> Classifier:
+    """A seeded :class:`TinyClassifier` in ``eval`` mode (``batch_norm``: with batch normalisation
+    after each convolution, its running statistics those of a fresh layer)."""
     torch.manual_seed(seed)
-    return TinyBackbone(TinyBackbone.Params(channels=channels)).build(num_classes).eval()
+    return TinyBackbone(TinyBackbone.Params(channels=channels, batch_norm=batch_norm)).build(num_classes).eval()
 
 
 def tiny_image_set(

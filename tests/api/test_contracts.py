@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from crayon_plugins.plugins.datasets.spurious_bars import SpuriousBars
 from crayon_plugins.plugins.interpreters.captum import CaptumSaliency
 from crayon_plugins.plugins.metrics.groups import GroupAccuracy
 from crayon_plugins.plugins.refiners.crayon_attention import CrayonAttention
+from crayon_plugins.plugins.refiners.crayon_pruning import CrayonPruning, prune
 from crayon_plugins.plugins.refiners.finetune import FineTune
 from hypothesis import given, settings
 
@@ -24,7 +26,7 @@ from crayon_plugins.factory import create
 from crayon_plugins.model.gradcam import GradCam
 from crayon_plugins.model.maps import normalise_maps
 from crayon_plugins.registry import default_registry
-from crayon_plugins.testing import CHECKS, PROMISES, ContractError, TinyBackbone, TinyClassifier, strategies, tiny_answer_files
+from crayon_plugins.testing import CHECKS, PROMISES, ContractError, TinyBackbone, TinyClassifier, strategies, tiny_answer_files, tiny_model
 from crayon_plugins.testing.benchmark_folders import write_backgrounds_challenge, write_biased_celeba, write_waterbirds
 from crayon_plugins.testing.user_folders import write_csv_table, write_image_folder
 from crayon_plugins.training.loop import fit
@@ -122,7 +124,7 @@ class NaNOnZeroMaps(CrayonAttention):
         def loss(i, x):
             current, logits = self.interpreter.explain(refined, x, context.train.labels[i])
             original = context.original_maps[i]
-            l_no = (current * original).sum(dim=(1, 2)) / original.sum(dim=(1, 2))
+            l_no = (current * original).sum(dim=(1, 2)) / original.sum(dim=(1, 2)) * (context.map_answers[i] == Answer.NO)
             return torch.nn.functional.cross_entropy(logits, context.train.labels[i]) + l_no.mean()
 
         fit(refined, loss, len(context.train), self.params, context.seed, "x", images=context.train.images)
@@ -147,12 +149,29 @@ class NeedsSomethingUnknown(FineTune):
     needs = frozenset({"human-masks"})
 
 
-class CrashesWithoutNeuronAnswers(FineTune):
-    needs = frozenset({"neuron-answers"})
-
+class CrashesWithoutNeuronAnswers(CrayonPruning):
     def refine(self, model, context):
-        context.neurons.answers.sum()  # AttributeError on None instead of a clear CrayonError
-        return super().refine(model, context)
+        return self.retrained(prune(model, context.neurons.answers), context)  # AttributeError on None instead of a clear CrayonError
+
+
+class PenaltyAlwaysZero(CrayonAttention):
+    """Its energy terms read every answer as *maybe* (a code mix-up), so the penalty is identically
+    zero and it refines exactly as ``finetune``."""
+
+    def prepare(self, model, context):
+        return replace(super().prepare(model, context), answers=torch.full_like(context.map_answers, Answer.MAYBE), n_no=0, n_yes=0)
+
+
+class ThirdDerivatives(FineTune):
+    """Penalises the curvature of the input gradients: training differentiates the model three times,
+    which batch norm in train mode refuses."""
+
+    def loss(self, model, batch, prepared):
+        images = batch.images.detach().requires_grad_(True)
+        logits = model(images)
+        (slope,) = torch.autograd.grad(logits.logsumexp(dim=1).sum(), images, create_graph=True)
+        (curvature,) = torch.autograd.grad(slope.pow(2).sum(), images, create_graph=True)
+        return self.prediction_loss(logits, batch) + curvature.pow(2).mean()
 
 
 class ReturnsTheHead(FineTune):
@@ -172,7 +191,9 @@ BROKEN_REFINERS = [
     (Unseeded(), {"deterministic-under-seed", "maybe-adds-nothing"}),
     (NeedsSomethingUnknown(), {"declares-known-needs"}),
     (CrashesWithoutNeuronAnswers(), {"clear-error-without-annotations"}),
-    (ReturnsTheHead(), {"returns-a-classifier", "accepts-maps-of-any-grid"}),
+    (PenaltyAlwaysZero(), {"answers-change-the-model"}),
+    (ThirdDerivatives(), {"works-on-batch-norm"}),
+    (ReturnsTheHead(), {"returns-a-classifier", "accepts-maps-of-any-grid", "works-on-batch-norm"}),
     (LooseOptions(), {"options-are-validated"}),
 ]
 
@@ -181,7 +202,26 @@ def test_the_report_says_how_a_promise_broke():
     with pytest.raises(ContractError) as caught:
         CHECKS["refiner"](CrashesWithoutNeuronAnswers())
     assert "without neuron-answers, refine raised AttributeError" in str(caught.value)
-    assert "broke 1 of 9 promises" in str(caught.value)
+    assert "broke 1 of 11 promises" in str(caught.value)
+
+
+def test_the_report_names_the_models_checked_on_and_the_promises_that_do_not_apply():
+    """A refiner without annotation needs skips ``answers-change-the-model``; with the caller's own
+    model the check runs on that one only, and skips ``works-on-batch-norm``."""
+    plain = CHECKS["refiner"](FineTune())
+    assert plain.models == ("tiny_model()", "tiny_model(batch_norm=True)")
+    assert plain.skipped == ("answers-change-the-model",)
+    own = CHECKS["refiner"](CrayonAttention(CrayonAttention.Params(epochs=1)), model=tiny_model(seed=1))
+    assert own.models == ("the given TinyClassifier",)
+    assert own.skipped == ("works-on-batch-norm",)
+    assert len(own.kept) == len(PROMISES["refiner"]) - 1
+
+
+def test_the_batch_norm_tiny_model_has_two_batch_norms_and_keeps_the_backbone_contract():
+    model = tiny_model(batch_norm=True)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 2
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in tiny_model().modules())
+    assert len(CHECKS["backbone"](TinyBackbone(TinyBackbone.Params(batch_norm=True))).kept) == len(PROMISES["backbone"])
 
 
 # --- interpreters ---------------------------------------------------------------------------------
@@ -449,8 +489,9 @@ def test_crayon_check_prints_every_promise_kept_and_exits_0():
 
     result = CliRunner().invoke(app, ["check", "refiner", "crayon-attention", "--options", '{"epochs": 1}'])
     assert result.exit_code == 0, result.output
-    assert "9 of 9 promises kept" in result.stdout
+    assert "11 of 11 promises kept" in result.stdout
     assert all(promise in result.stdout for promise in PROMISES["refiner"])
+    assert "checked on tiny_model(), tiny_model(batch_norm=True)" in result.stdout
 
 
 def test_crayon_check_names_the_broken_promise_of_a_registered_component_and_exits_1(monkeypatch):
@@ -468,5 +509,6 @@ def test_crayon_check_names_the_broken_promise_of_a_registered_component_and_exi
     monkeypatch.setattr(crayon_plugins.factory, "default_registry", lambda: registry)
     result = CliRunner().invoke(app, ["check", "refiner", "mutates"])
     assert result.exit_code == 1
-    assert "8 of 9 promises kept" in result.stdout
+    assert "9 of 10 promises kept" in result.stdout
+    assert re.search(r"answers-change-the-model\s*│\s*not applicable", result.stdout)
     assert re.search(r"leaves-the-original-untouched\s*│\s*broken\s*│\s*refine changed", result.stdout)
