@@ -115,6 +115,8 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON ins
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML run configuration (default: built-in defaults).")]
 
 
+COMPARE_SEEDS = "0,1,2,3,4"
+"""``crayon compare``'s seeds unless ``--seeds`` says otherwise."""
 SeedsOption = Annotated[Optional[str], typer.Option("--seeds", "-s", help="Comma-separated seeds, e.g. 0,1,2 (default: the configuration's one seed); several give mean ± std.")]
 JobsOption = Annotated[int, typer.Option("--jobs", "-j", help="With several seeds: cells run in parallel processes (0: one per seed, up to the cores).")]
 
@@ -193,20 +195,31 @@ def compare(
     config: ConfigOption = None,
     refiners: Annotated[Optional[str], typer.Option("--refiners", "-r", help="Comma-separated refiners (default: every registered one).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for table.md and results.json.")] = Path("runs/compare"),
-    seeds: SeedsOption = None,
+    seeds: Annotated[str, typer.Option("--seeds", "-s", help="Comma-separated seeds; mean ± std over them (a seed draws the training, generated data and oracle noise).")] = COMPARE_SEEDS,
     jobs: JobsOption = 0,
     overrides: OverridesArgument = None,
 ) -> None:
     """Run every registered refiner (or the chosen ones) on the same original model, maps and
     annotations; write OUT/table.md (method, annotation kind, WGA, MGA, accuracy, RA, UA, mean ± std
-    over seeds, best in bold) and OUT/results.json."""
+    over seeds, best in bold), OUT/table-RULE.md for each rule of [selection] also (looked up from
+    the same trainings) and OUT/results.json."""
     try:
         results = _run(config, refiners, out, True, seeds, jobs, overrides)
-    except RunIncomplete as error:  # the table of what ran, then the error naming what did not
-        (out / "table.md").write_text(markdown_table(error.results))
+    except RunIncomplete as error:  # the tables of what ran, then the error naming what did not
+        write_tables(error.results, out)
         raise
-    (out / "table.md").write_text(markdown_table(results))
-    console.print(f"wrote {out / 'table.md'} and {out / 'results.json'}")
+    written = write_tables(results, out)
+    console.print(f"wrote {', '.join(str(path) for path in written)} and {out / 'results.json'}")
+
+
+def write_tables(results: Results, out: Path) -> list[Path]:
+    """OUT/table.md under the run's selection rule, and OUT/table-RULE.md for each other rule the run
+    recorded (``[selection] also``)."""
+    also = dict.fromkeys(rule for row in results.rows for entry in row.selection for rule in entry.get("rules", {}))
+    tables = {out / "table.md": results, **{out / f"table-{rule}.md": results.under(rule) for rule in also}}
+    for path, shown in tables.items():
+        path.write_text(markdown_table(shown))
+    return list(tables)
 
 
 @app.command()

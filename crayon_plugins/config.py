@@ -148,6 +148,12 @@ class ModelSelection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     rule: Rule = "val-accuracy"
+    also: list[Rule] = Field(
+        default_factory=list,
+        description="other rules whose rows are reported from the same trainings: every trainer then also evaluates the test split after each epoch, "
+        "so each rule's row is a lookup of the epoch it keeps (results.json: selection[].rules; crayon compare: table-RULE.md); "
+        "every method still starts from the original model the run's own rule kept",
+    )
 
 
 class Logging(BaseModel):

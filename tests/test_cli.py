@@ -62,7 +62,7 @@ def test_compare_writes_a_table_with_annotation_kinds_and_the_best_value_in_bold
         '[dataset]\nn_train = 192\nn_test = 64\nimage_size = 32\n[training]\nepochs = 1\n[concepts]\nk = 10\n'
         '[refiner.gradia]\nepochs = 1\n[refiner.jtt]\nepochs = 1\n[refiner.crayon-pruning]\nmax_pruned = 1.0\n'  # a one-epoch model's degenerate answers
     )
-    result = runner.invoke(app, ["compare", "--config", str(config), "--refiners", "gradia,jtt,crayon-pruning", "--out", str(tmp_path / "out")])
+    result = runner.invoke(app, ["compare", "--config", str(config), "--refiners", "gradia,jtt,crayon-pruning", "--seeds", "0", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out" / "table.md").read_text()
     assert "Bold: the best mean of a column" in text and "selection rule `val-accuracy`" in text
@@ -82,7 +82,7 @@ def test_compare_writes_a_table_with_annotation_kinds_and_the_best_value_in_bold
 def test_compare_over_seeds_writes_mean_and_std_with_each_seeds_metrics_and_selection(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text(
-        'metrics = ["accuracy", "group-accuracy"]\n[selection]\nrule = "val-wga"\n'
+        'metrics = ["accuracy", "group-accuracy"]\n[selection]\nrule = "val-wga"\nalso = ["last", "val-wga"]\n'
         '[dataset]\nn_train = 192\nn_val = 64\nn_test = 64\nimage_size = 32\n[training]\nepochs = 2\n[refiner.finetune]\nepochs = 2\n'
     )
     out = tmp_path / "out"
@@ -102,6 +102,20 @@ def test_compare_over_seeds_writes_mean_and_std_with_each_seeds_metrics_and_sele
     table = (out / "table.md").read_text()
     assert " ± " in table and "uses validation group labels" in table
     assert (out / "curves-finetune-seed1.png").exists()
+    # One training serves every rule: each rule's row is the test metrics of the epoch it keeps.
+    for row in written["rows"]:
+        for entry in row["selection"]:
+            assert entry["rules"]["val-wga"]["metrics"] == row["seeds"][entry["seed"]]["metrics"]  # the run's own rule, looked up: its row
+            if entry["epoch"] is None:  # dfr: one model for every rule
+                assert entry["rules"]["last"] == {"epoch": None, "metrics": row["seeds"][entry["seed"]]["metrics"]}
+            else:
+                assert entry["rules"]["last"] == {"epoch": 2, "metrics": entry["test"][1]} and len(entry["test"]) == 2
+    last = (out / "table-last.md").read_text()
+    assert "selection rule `last`" in last and "Looked up from the same trainings as the run's rule `val-wga`" in last
+    finetune = written["rows"][1]
+    per_seed = [entry["test"][1]["wga"] for entry in finetune["selection"]]
+    shown = next(line for line in last.splitlines() if line.startswith("| finetune |")).split(" | ")[2]
+    assert shown.startswith(f"{100 * sum(per_seed) / 2:.2f} ± ")
 
 
 def test_version_prints_the_distributions_version():

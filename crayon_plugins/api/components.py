@@ -95,9 +95,13 @@ class Need(StrEnum):
     GROUPS = "groups"
     """Refiner, annotation source: true group labels of the training (and validation) items."""
     MASKS = "masks"
-    """Annotation source: the dataset's object masks (an oracle judges or draws by them)."""
+    """Annotation source, metric: the dataset's object masks (an oracle judges or draws by them; a
+    metric measures maps against them)."""
     EVALUATION_SPLITS = "evaluation-splits"
     """Metric: predictions on the dataset's extra evaluation splits (Backgrounds Challenge's)."""
+    MAPS = "maps"
+    """Metric: the evaluated model's maps of the split for its predicted classes, and the original
+    model's maps of the same images for the original's predicted classes."""
 
     @property
     def question(self) -> Question | None:
@@ -317,6 +321,9 @@ class RefinementContext:
             (``jtt`` trains from scratch).
         annotation_stats: per question (``"maps"``, ``"neurons"``) what the pipeline measured of the
             answers: items annotated, shares of each answer, the panel's agreement, oracle error rate.
+        details: what the refiner reports about its refinement beyond the model (JSON values, e.g. a
+            search over its options); the run records it under ``details.refiner`` of the refiner's
+            row in ``results.json``. The pipeline empties it before each refiner.
     """
 
     train: ImageSet
@@ -333,6 +340,7 @@ class RefinementContext:
     selection: Selection | None = None
     build_model: Callable[[], Classifier] | None = None
     annotation_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, train: ImageSet, original_maps: Tensor, answers: AnswerSet, seed: int, device: torch.device, **rest) -> RefinementContext:
@@ -388,7 +396,7 @@ class RefinementContext:
 REFINER_NEEDS = frozenset({Need.MAP_ANSWERS, Need.NEURON_ANSWERS, Need.ATTENTION_MAPS, Need.BOXES, Need.GROUPS})
 """Everything a refiner may declare in ``needs``."""
 
-METRIC_NEEDS = frozenset({Need.MAP_ANSWERS, Need.EVALUATION_SPLITS})
+METRIC_NEEDS = frozenset({Need.MAP_ANSWERS, Need.EVALUATION_SPLITS, Need.MAPS, Need.MASKS})
 """Everything a metric may declare in ``needs``."""
 
 
@@ -417,6 +425,12 @@ class Predictions:
             each image for its predicted class, for metrics that need ``"map-answers"``; else ``None``.
         others: the same model's predictions on each of the dataset's ``evaluation_splits``, by split
             name, for metrics that need ``"evaluation-splits"``; else empty.
+        maps: ``(N, h, w)`` the model's maps of the split for its predicted classes, when some metric
+            needs ``"maps"`` or ``"map-answers"``; else ``None``.
+        original_maps: ``(N, h, w)`` the original model's maps of the same images for *its* predicted
+            classes (where the original looked), for metrics that need ``"maps"``; else ``None``.
+            While the original model itself trains (its epochs' test metrics, ``[selection] also``),
+            the model in training is the original: its own maps.
     """
 
     split: ImageSet
@@ -424,14 +438,19 @@ class Predictions:
     train_group_shares: Tensor
     map_answers: Tensor | None = None
     others: Mapping[str, Predictions] = field(default_factory=dict)
+    maps: Tensor | None = None
+    original_maps: Tensor | None = None
 
 
 class Metric(Component, ABC):
     """Predictions → named numbers (a float, or a mapping name → float).
 
     ``needs``: ``"map-answers"`` makes the pipeline explain the evaluated model on the split and ask
-    the evaluation judge about each map (:attr:`Predictions.map_answers`); ``"evaluation-splits"``
-    makes it predict the dataset's extra evaluation splits too (:attr:`Predictions.others`).
+    the evaluation judge about each map (:attr:`Predictions.map_answers`); ``"maps"`` gives the maps
+    themselves, the evaluated model's and the original's (:attr:`Predictions.maps`,
+    :attr:`Predictions.original_maps`); ``"masks"`` makes a run whose dataset has no object masks be
+    refused before any work; ``"evaluation-splits"`` makes it predict the dataset's extra evaluation
+    splits too (:attr:`Predictions.others`).
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()

@@ -29,7 +29,7 @@ from crayon_plugins.registry import Registry, default_registry
 from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.results import Results
 from crayon_plugins.run.stages.evaluate import evaluation_splits
-from crayon_plugins.run.stages.explain import concepts, original_maps, shared_features
+from crayon_plugins.run.stages.explain import concepts, original_maps, original_test_maps, shared_features
 from crayon_plugins.run.stages.load import load, warn_missing_groups
 from crayon_plugins.run.stages.original import model_key, original_model
 from crayon_plugins.run.stages.refine import CONTROL, refine, refinement_context
@@ -150,9 +150,9 @@ class Pipeline:
         """Whether some refiner needs any of ``needs``."""
         return bool(self.needing(*needs))
 
-    def metrics_need(self, need: Need) -> bool:
-        """Whether some metric needs ``need``."""
-        return any(need in metric.needs for metric in self.metrics)
+    def metrics_need(self, *needs: Need) -> bool:
+        """Whether some metric needs any of ``needs``."""
+        return any(metric.needs & set(needs) for metric in self.metrics)
 
     def check_needs(self) -> None:
         """Refuse, before any work, a run whose dataset lacks what a component needs (object masks,
@@ -170,6 +170,9 @@ class Pipeline:
         original_maps(self, model, train)
         for name in SPLITS:
             shared_features(self, model, load(self, name), name)
+        if self.metrics_need(Need.MAPS):
+            test = load(self, "test")
+            original_test_maps(self, model, test, shared_features(self, model, test, "test"))
         evaluation_splits(self, model)
         if self.needs(Need.NEURON_ANSWERS):
             concepts(self, model, train)
@@ -194,6 +197,8 @@ class Pipeline:
         model = original.model
         context = refinement_context(self, model, train)
         tested = (test, shared_features(self, model, test, "test"))
+        if self.metrics_need(Need.MAPS):
+            original_test_maps(self, model, *tested)
         others = evaluation_splits(self, model)
         results = new_results(self, train)
         record_annotations(results, context, {"train": train, "val": val, "test": test, **{n: s for n, (s, _) in others.items()}})
@@ -201,8 +206,8 @@ class Pipeline:
             observer.on_annotations(self, results, context)
         shares = train.group_shares()
 
-        def record(method: str, refined, seconds: float, curve, needs: frozenset[str] = frozenset()) -> None:
-            row = result_row(self, method, refined, seconds, curve, needs, tested, others, shares)
+        def record(method: str, refined, seconds: float, curve, needs: frozenset[str] = frozenset(), reported: dict | None = None) -> None:
+            row = result_row(self, method, refined, seconds, curve, needs, tested, others, shares, reported)
             results.rows.append(row)
             for observer in observers:
                 observer.on_method_end(self, results, row, refined)
@@ -221,7 +226,7 @@ class Pipeline:
                 for observer in observers:
                     observer.on_method_end(self, results, row, None)
                 continue
-            record(name, refined, time.perf_counter() - start, context.selection.curve, refiner.needs)
+            record(name, refined, time.perf_counter() - start, context.selection.curve, refiner.needs, dict(context.details))
         if refused:
             kept = f"; the other methods' results are in {Path(out) / 'results.json'}" if out is not None else ""
             raise RunIncomplete("\n".join(map(str, refused)) + kept, results=results) from refused[0]
@@ -281,9 +286,14 @@ def unmet_needs(pipeline: Pipeline) -> list[str]:
     for source, where, name, used, fix in asked:
         for need in sorted(source.needs & lacks) if used else ():
             problems.append(f"{where}: {name!r} needs {MISSING[need]}, which dataset {config.dataset.name!r} does not have; {fix}")
+    for metric in pipeline.metrics:
+        for need in sorted(metric.needs & lacks):
+            problems.append(f"metrics: {metric.name!r} needs {MISSING[need]}, which dataset {config.dataset.name!r} does not have; drop {metric.name!r} from metrics")
     if Need.GROUPS in lacks:
         for name in pipeline.needing(Need.GROUPS):
             problems.append(f"refiners: {name!r} needs {MISSING[Need.GROUPS]}, which dataset {config.dataset.name!r} does not have; remove it from refiners")
         if config.selection.rule == "val-wga":
             problems.append(f'selection.rule: "val-wga" needs {MISSING[Need.GROUPS]} of the validation split, which dataset {config.dataset.name!r} does not have; set [selection] rule = "val-accuracy" or "last"')
+        if "val-wga" in config.selection.also:
+            problems.append(f'selection.also: "val-wga" needs {MISSING[Need.GROUPS]} of the validation split, which dataset {config.dataset.name!r} does not have; leave it out')
     return problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,31 @@ class Results(BaseModel):
 
     def row(self, method: str) -> ResultRow:
         return next(r for r in self.rows if r.method == method)
+
+    def under(self, rule: str) -> Results:
+        """These results as selection rule ``rule`` (one of ``[selection] also``) reports them: each
+        row's numbers looked up from the same trainings (``selection[].rules``), mean ± std over
+        seeds. A row without that lookup keeps no numbers and says why in ``details["no_lookup"]``."""
+        rows = []
+        for row in self.rows:
+            found = [entry.get("rules", {}).get(rule) for entry in row.selection]
+            if "refused" in row.details:
+                rows.append(row)
+                continue
+            if not found or any(f is None or f["metrics"] is None for f in found):
+                why = next((f["why"] for f in found if f and f.get("why")), f"no lookup for rule {rule!r} was recorded (run with [selection] also = [{rule!r}])")
+                rows.append(row.model_copy(update={"metrics": {}, "std": {}, "seeds": [], "details": {**row.details, "no_lookup": why}}))
+                continue
+            kept = ("seed", "validation", "training")
+            selection = [{**{k: e[k] for k in kept if k in e}, "rule": rule, "from_rule": e["rule"], **{k: v for k, v in f.items() if k != "metrics"}} for e, f in zip(row.selection, found)]
+            per_seed = [f["metrics"] for f in found]
+            if len(per_seed) == 1:
+                rows.append(row.model_copy(update={"metrics": per_seed[0], "std": {}, "selection": selection}))
+                continue
+            mean, std = seeds_mean_and_std(per_seed)
+            seeds = [{"seed": entry["seed"], "metrics": metrics} for entry, metrics in zip(selection, per_seed)]
+            rows.append(row.model_copy(update={"metrics": mean, "std": std, "selection": selection, "seeds": seeds}))
+        return self.model_copy(update={"rows": rows})
 
     def write(self, directory: str | Path) -> Path:
         """Write ``directory/results.json`` atomically, ``reasonability-<method>.png`` for each row
@@ -146,9 +172,17 @@ class Results(BaseModel):
                     )
         return f"The selection rule's own metric tied: {'; '.join(ties)}." if ties else None
 
+    def lookup_note(self) -> str | None:
+        """For results :meth:`under` another rule: that every method started from the original
+        model the run's own rule kept, and which rows have no lookup."""
+        run_rules = sorted({e["from_rule"] for r in self.rows for e in r.selection if "from_rule" in e})
+        missing = [f"{r.method} ({r.details['no_lookup']})" for r in self.rows if "no_lookup" in r.details]
+        said = [f"Looked up from the same trainings as the run's rule {', '.join(f'`{r}`' for r in run_rules)}, from whose original model every method started." if run_rules else None]
+        return " ".join(filter(None, [*said, f"No numbers: {'; '.join(missing)}." if missing else None])) or None
+
     def notes(self) -> list[str]:
         """The sentences under the table."""
-        return [note for note in (self.no_groups_note(), self.groups_note(), self.control_note(), self.tie_note(), self.refused_note()) if note]
+        return [note for note in (self.no_groups_note(), self.groups_note(), self.control_note(), self.tie_note(), self.lookup_note(), self.refused_note()) if note]
 
     def table(self) -> Table:
         """Method, WGA, MGA (worst class without a group attribute) and accuracy in % (mean ± standard
@@ -207,3 +241,34 @@ def percent(mean: float | None, std: float | None = None) -> str:
     if mean is None:
         return "—"
     return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def mean_and_std(found: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and sample standard deviation of every number in the nested metrics ``found`` (one dict
+    per seed, same keys); a number missing or NaN in any seed gives NaN, a key whose values are not
+    numbers is left out, and with one seed there is no deviation."""
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    for key, value in found[0].items():
+        values = [metrics.get(key) for metrics in found]
+        if isinstance(value, dict):
+            if all(isinstance(v, dict) for v in values):
+                mean[key], std[key] = mean_and_std(values)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers = [float(v) if isinstance(v, (int, float)) else math.nan for v in values]
+            if any(math.isnan(n) for n in numbers):
+                mean[key] = std[key] = math.nan
+            else:
+                mean[key] = statistics.fmean(numbers)
+                if len(numbers) > 1:  # one value has no deviation, not a deviation of 0
+                    std[key] = statistics.stdev(numbers)
+    return mean, std
+
+
+def seeds_mean_and_std(found: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`mean_and_std` of a method's metrics over seeds, without the counts of the
+    reasonability matrix (each seed's are in its own metrics)."""
+    mean, std = mean_and_std(found)
+    mean.pop("reasonability_counts", None)
+    std.pop("reasonability_counts", None)
+    return mean, std

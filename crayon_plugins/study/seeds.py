@@ -3,15 +3,13 @@ processes and resumable, and the table shows mean ± standard deviation over the
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
-from typing import Any
 
 from crayon_plugins.config import RunConfig
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.run.pipeline import Pipeline
-from crayon_plugins.run.results import ResultRow, Results
+from crayon_plugins.run.results import ResultRow, Results, seeds_mean_and_std
 from crayon_plugins.run.stages.report import run_record, write_tensorboard
 from crayon_plugins.study.executors import LocalProcesses
 from crayon_plugins.study.runner import check_cells, run_cells
@@ -19,31 +17,9 @@ from crayon_plugins.study.spec import Grid, StudySpec
 from crayon_plugins.utils.progress import console
 
 
-def mean_and_std(found: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Mean and sample standard deviation of every number in the nested metrics ``found`` (one dict
-    per seed, same keys); a number missing or NaN in any seed gives NaN, a key whose values are not
-    numbers is left out, and with one seed there is no deviation."""
-    mean: dict[str, Any] = {}
-    std: dict[str, Any] = {}
-    for key, value in found[0].items():
-        values = [metrics.get(key) for metrics in found]
-        if isinstance(value, dict):
-            if all(isinstance(v, dict) for v in values):
-                mean[key], std[key] = mean_and_std(values)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            numbers = [float(v) if isinstance(v, (int, float)) else math.nan for v in values]
-            if any(math.isnan(n) for n in numbers):
-                mean[key] = std[key] = math.nan
-            else:
-                mean[key] = statistics.fmean(numbers)
-                if len(numbers) > 1:  # one value has no deviation, not a deviation of 0
-                    std[key] = statistics.stdev(numbers)
-    return mean, std
-
-
 def run_seeds(config: RunConfig, refiners: list[str], seeds: list[int], out: Path, jobs: int = 1) -> Results:
-    """Run the original model and ``refiners`` for every seed (``dataset.seed`` stays the
-    configuration's: every seed sees the same data); write ``out/results.json`` with mean ± std over
+    """Run the original model and ``refiners`` for every seed (a seed also draws generated data and
+    the oracles' noise, unless the configuration pins their ``seed``); write ``out/results.json`` with mean ± std over
     seeds and each seed's metrics and selection, keeping each cell's record in ``out/cells`` and
     each model in ``out/models/<method>-seed<k>``."""
     spec = StudySpec(title="seeds", base=config.model_copy(update={"refiners": refiners}), grid=Grid(refiner=refiners or None, seed=seeds))
@@ -70,9 +46,7 @@ def run_seeds(config: RunConfig, refiners: list[str], seeds: list[int], out: Pat
         if len(rows) < len(seeds):
             continue  # a failed cell: reported below, never averaged over fewer seeds silently
         per_seed = [record["row"] for _, record in rows]
-        mean, std = mean_and_std([row["metrics"] for row in per_seed])
-        mean.pop("reasonability_counts", None)
-        std.pop("reasonability_counts", None)
+        mean, std = seeds_mean_and_std([row["metrics"] for row in per_seed])
         details = {
             "annotation": per_seed[0]["details"]["annotation"],
             "seconds": round(statistics.fmean(row["details"]["seconds"] for row in per_seed), 1),

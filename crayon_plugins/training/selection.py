@@ -47,14 +47,23 @@ class Curve:
     """Per epoch, the training loss log (:func:`~crayon_plugins.training.loop.fit`'s)."""
     tie: dict | None = None
     """When the rule's own metric could not separate the kept epoch from others: :func:`selection_tie`'s record."""
+    test: list[dict] = field(default_factory=list)
+    """Per epoch, every metric on the test split, when the run reports other rules (``[selection] also``)."""
 
     def as_dict(self) -> dict:
         found = {"rule": self.rule, "epoch": self.chosen, "validation": self.epochs, "training": self.training}
-        return found | ({"tie": self.tie} if self.tie else {})
+        return found | ({"tie": self.tie} if self.tie else {}) | ({"test": self.test} if self.test else {})
 
     @classmethod
     def from_dict(cls, data: dict) -> Curve:
-        return cls(data["rule"], data["validation"], data["epoch"], data.get("training", []), data.get("tie"))
+        return cls(data["rule"], data["validation"], data["epoch"], data.get("training", []), data.get("tie"), data.get("test", []))
+
+    def under(self, rule: Rule) -> dict:
+        """The epoch ``rule`` keeps from this curve and that epoch's test metrics (a lookup: needs
+        :attr:`test`), with the tie record where the rule's own metric tied."""
+        epoch = choose_epoch(rule, self.epochs)
+        found = {"epoch": epoch, "metrics": self.test[epoch - 1]}
+        return found | ({"tie": tie} if (tie := selection_tie(rule, self.epochs, epoch)) else {})
 
 
 def choose_epoch(rule: Rule, epochs: list[dict[str, float]]) -> int:
@@ -106,6 +115,8 @@ class Selection:
     rule: Rule
     evaluate: Callable[[Classifier], dict[str, float]]
     curve: Curve | None = None
+    test: Callable[[Classifier], dict] | None = None
+    """With other rules to report: every metric of a model on the test split, recorded each epoch in :attr:`Curve.test`."""
 
 
 
@@ -123,7 +134,10 @@ class KeepBestEpoch:
     def on_epoch_end(self, epoch: int, model: Classifier, log: dict[str, float]) -> None:
         self.curve.training.append(log)
         model.eval()
-        self.curve.epochs.append(self.selection.evaluate(self.evaluated if self.evaluated is not None else model))
+        evaluated = self.evaluated if self.evaluated is not None else model
+        self.curve.epochs.append(self.selection.evaluate(evaluated))
+        if self.selection.test is not None:
+            self.curve.test.append(self.selection.test(evaluated))
         model.train()
         if self.curve.rule != "last" and choose_epoch(self.curve.rule, self.curve.epochs) == len(self.curve.epochs):
             self.kept = copy.deepcopy(model.state_dict())

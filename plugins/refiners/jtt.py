@@ -24,8 +24,10 @@ attribute on validation, or with ``search_metric = "accuracy"`` (no validation g
 plain accuracy, then balanced accuracy. Single values are no search. The default grid,
 T ∈ {1, 2} × λ_up ∈ {20, 100}, costs two stage-one epochs and four stage-two trainings.
 
-The search is in :attr:`JustTrainTwice.search` after :meth:`~JustTrainTwice.refine`; the run's
-``selection`` record of ``jtt`` is the kept pair's stage-two validation curve.
+The search is reported in ``context.details["search"]`` (``details.refiner.search`` of the row in
+``results.json``): each pair's errors, kept epoch and validation metrics, the pair chosen and the
+metrics that ranked them. The run's ``selection`` record of ``jtt`` is the kept pair's stage-two
+validation curve.
 """
 
 from __future__ import annotations
@@ -176,7 +178,7 @@ class JustTrainTwice(Refiner):
         chosen = kept[0]  # choose_pair over all the pairs' scores, kept as they came so one model is held at a time
         if selection is not None:
             selection.curve = curves[chosen]  # the run records the kept model's curve, not the last trained
-        self.search = {"pairs": pairs, "chosen": chosen, "ranked_by": list(ranking([pair["validation"] for pair in pairs], p.search_metric))}
+        context.details["search"] = {"pairs": pairs, "chosen": chosen, "ranked_by": list(ranking([pair["validation"] for pair in pairs], p.search_metric))}
         if len(grid) > 1:
             best = pairs[chosen]
             logger.info("%s: kept T = %d, λ_up = %g (validation %s)", self.name, best["stage_one_epochs"], best["upweight"], best["validation"])

@@ -83,7 +83,7 @@ def test_a_tiny_search_keeps_the_pair_best_on_validation_and_its_model(tmp_path,
     monkeypatch.setattr(grid, "stage_one_errors", stage_one(len(context.train)))
     searched = dataclasses.replace(context, selection=scripted(context.selection))
     refined = grid.refine(model, searched)
-    search = grid.search
+    search = searched.details["search"]
     assert [(p["stage_one_epochs"], p["upweight"]) for p in search["pairs"]] == [(1, 20), (1, 5), (2, 20), (2, 5)]
     assert [p["validation"]["wga"] for p in search["pairs"]] == [0.50, 0.60, 0.60, 0.40]
     assert search["chosen"] == 2 and search["ranked_by"] == list(GROUP_ORDER)
@@ -93,7 +93,7 @@ def test_a_tiny_search_keeps_the_pair_best_on_validation_and_its_model(tmp_path,
     single = create_refiner("jtt", {"epochs": 1, "stage_one_epochs": 2, "upweight": 20})
     monkeypatch.setattr(single, "stage_one_errors", stage_one(len(context.train)))
     alone = single.refine(model, context)
-    assert single.search["pairs"][0]["errors"] == search["pairs"][2]["errors"]
+    assert context.details["search"]["pairs"][0]["errors"] == search["pairs"][2]["errors"]
     for (name, a), b in zip(refined.state_dict().items(), alone.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -136,8 +136,8 @@ def test_a_pair_whose_error_set_an_earlier_t_had_is_not_trained_again(tmp_path, 
     built = []
     counted = dataclasses.replace(context, selection=scripted(context.selection), build_model=lambda: built.append(1) or context.build_model())
     refiner.refine(model, counted)
-    pairs = refiner.search["pairs"]
+    pairs = counted.details["search"]["pairs"]
     assert len(built) == 2  # only (1, 20) and (1, 5) trained
     assert [p.get("same_as") for p in pairs] == [None, None, 0, 1]
     assert [p["validation"]["wga"] for p in pairs] == [0.50, 0.60, 0.50, 0.60]
-    assert refiner.search["chosen"] == 1 and [p["stage_one_epochs"] for p in pairs] == [1, 1, 2, 2]
+    assert counted.details["search"]["chosen"] == 1 and [p["stage_one_epochs"] for p in pairs] == [1, 1, 2, 2]

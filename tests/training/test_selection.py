@@ -7,9 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from crayon_plugins.config import Optimisation
-from crayon_plugins.run.results import ResultRow, Results
+from crayon_plugins.run.results import ResultRow, Results, mean_and_std
 from crayon_plugins.run.table import best_row, markdown_table
-from crayon_plugins.study.seeds import mean_and_std
 from crayon_plugins.testing.tiny import tiny_image_set, tiny_model
 from crayon_plugins.training.loop import fit
 from crayon_plugins.training.selection import Selection, choose_epoch, selection_tie

@@ -12,7 +12,7 @@ from torch import Tensor
 from crayon_plugins.api import components
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.data.items import Items
-from crayon_plugins.errors import PluginError, call_plugin
+from crayon_plugins.errors import CrayonError, PluginError, call_plugin
 from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.model.concepts import NeuronConcepts
 from crayon_plugins.model.features import SharedFeatures, backbone_digest, pooled_features, pools_channelwise
@@ -68,9 +68,10 @@ def fits_fields(names: set[str], sized: tuple[str, ...] = ()) -> Check:
     return check
 
 
-def maps_key(pipeline: Pipeline) -> str:
-    """Cache key of the original model's maps of the training split."""
-    return cache_key(artefact="maps", model=pipeline.model_key, interpreter=component_key(pipeline.interpreter, pipeline.config.interpreter), split="train")
+def maps_key(pipeline: Pipeline, split: str = "train") -> str:
+    """Cache key of the original model's maps of ``split``: of the training split for the true
+    labels (:func:`original_maps`), of the test split for its predictions (:func:`original_test_maps`)."""
+    return cache_key(artefact="maps", model=pipeline.model_key, interpreter=component_key(pipeline.interpreter, pipeline.config.interpreter), split=split)
 
 
 def concepts_key(pipeline: Pipeline) -> str:
@@ -83,6 +84,24 @@ def original_maps(pipeline: Pipeline, model: Classifier, train: ImageSet) -> Ten
     compute = lambda: explain_all(pipeline.interpreter, model, train.images, train.labels, pipeline.device, "explain original")  # noqa: E731
     maps, _ = pipeline.cache.get_or_compute("maps", maps_key(pipeline), compute, fits_tensor(len(train), 3))
     return maps
+
+
+def original_test_maps(pipeline: Pipeline, model: Classifier, test: ImageSet, features: SharedFeatures) -> Tensor:
+    """The original ``model``'s maps of the test split for its predicted classes (``features``: its
+    shared features of the split), computed once and cached, for metrics that need ``"maps"``: the
+    evaluate stage reads them back for every model (:func:`cached_test_maps`), so an entry that
+    could not be written is an error."""
+    compute = lambda: explain_all(pipeline.interpreter, model, test.images, features.logits(model).argmax(dim=1), pipeline.device, "explain original on the test split")  # noqa: E731
+    key = maps_key(pipeline, "test")
+    maps, _ = pipeline.cache.get_or_compute("maps", key, compute, fits_tensor(len(test), 3))
+    if not pipeline.cache.path("maps", key).is_file():
+        raise CrayonError(f"the original model's test maps could not be written to the cache ({pipeline.cache.path('maps', key)}), and metrics that need maps read them from there")
+    return maps
+
+
+def cached_test_maps(pipeline: Pipeline, test: ImageSet) -> Tensor | None:
+    """The original model's test maps as :func:`original_test_maps` cached them; ``None`` before it has."""
+    return pipeline.cache.load("maps", maps_key(pipeline, "test"), fits_tensor(len(test), 3))
 
 
 def shared_features(pipeline: Pipeline, model: Classifier, split: ImageSet, name: str) -> SharedFeatures:

@@ -15,6 +15,8 @@ from crayon_plugins.model.checkpoints import file_digest, load_checkpoint
 from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.model.features import SharedFeatures, predict
 from crayon_plugins.run.cache import Check, cache_key, component_key
+from crayon_plugins.run.stages.evaluate import evaluate, evaluated_splits, evaluation_splits
+from crayon_plugins.run.stages.explain import shared_features
 from crayon_plugins.run.stages.load import load
 from crayon_plugins.training.loop import fit, log_term, to_device
 from crayon_plugins.training.selection import Curve, Selection, validation_metrics
@@ -60,7 +62,9 @@ def model_key(pipeline: Pipeline) -> str:
     seed, or the checkpoint's content; and where it is computed (the device and the number of
     torch threads change the order of sums, so the bits of everything computed from it)."""
     c = pipeline.config
-    made = {"checkpoint": file_digest(c.original.checkpoint)} if c.original.checkpoint else {"training": c.training.model_dump(), "selection": c.selection.rule, "seed": c.seed}
+    # With `also`, the cached curve holds each epoch's test metrics: what they measure is part of the key.
+    chosen = {**c.selection.model_dump(), "metrics": c.metrics, "evaluation": c.evaluation.model_dump()} if c.selection.also else c.selection.rule
+    made = {"checkpoint": file_digest(c.original.checkpoint)} if c.original.checkpoint else {"training": c.training.model_dump(), "selection": chosen, "seed": c.seed}
     return cache_key(
         artefact="original-model",
         dataset={**component_key(pipeline.dataset, c.dataset), "files": pipeline.dataset.fingerprint()},
@@ -77,16 +81,27 @@ def new_model(pipeline: Pipeline, num_classes: int) -> Classifier:
     return pipeline.backbone.build(num_classes).to(pipeline.device)
 
 
-def selection(pipeline: Pipeline, features: SharedFeatures | None = None) -> Selection:
+def selection(pipeline: Pipeline, features: SharedFeatures | None = None, original: Classifier | None = None) -> Selection:
     """Model selection for one trainer: the run's rule, on the validation split (from the original
-    model's shared ``features`` of it where a model's backbone computed them)."""
+    model's shared ``features`` of it where a model's backbone computed them). With other rules to
+    report (``[selection] also``), each epoch is also evaluated on the test split as the evaluate
+    stage does, from the ``original`` model's shared features of each split where given."""
     val, shares = load(pipeline, "val"), load(pipeline, "train").group_shares()
 
-    def evaluate(model: Classifier) -> dict[str, float]:
+    def evaluate_val(model: Classifier) -> dict[str, float]:
         logits = features.logits(model) if features is not None else predict(model, val.images, pipeline.device)
         return validation_metrics(val, logits.argmax(dim=1), shares)
 
-    return Selection(pipeline.config.selection.rule, evaluate)
+    if not pipeline.config.selection.also:
+        return Selection(pipeline.config.selection.rule, evaluate_val)
+    if original is not None:
+        test, others = load(pipeline, "test"), evaluation_splits(pipeline, original)
+        tested = shared_features(pipeline, original, test, "test")
+    else:  # the original model itself in training: nothing computed from it yet
+        unshared = lambda split: SharedFeatures(split.images, None, "", pipeline.device)  # noqa: E731
+        test, others = load(pipeline, "test"), {name: (split, unshared(split)) for name, split in ((n, load(pipeline, n)) for n in evaluated_splits(pipeline))}
+        tested = unshared(test)
+    return Selection(pipeline.config.selection.rule, evaluate_val, test=lambda model: evaluate(pipeline, model, tested, test, shares, others))
 
 
 def original_model(pipeline: Pipeline, train: ImageSet) -> OriginalModel:

@@ -39,7 +39,7 @@ def refinement_context(pipeline: Pipeline, model: Classifier, train: ImageSet) -
         features=features,
         val=val,
         val_features=val_features,
-        selection=selection(pipeline, val_features),
+        selection=selection(pipeline, val_features, model),
         build_model=lambda: new_model(pipeline, len(train.class_names)),
     )
 
@@ -48,6 +48,7 @@ def refine(pipeline: Pipeline, name: str, model: Classifier, context: Refinement
     """The refiner ``name``'s model; an error that is not a :class:`CrayonError` becomes a
     :class:`PluginError` naming its plugin."""
     context.selection.curve = None
+    context.details.clear()
     try:
         return pipeline.refiners[name].refine(model, context)
     except CrayonError:

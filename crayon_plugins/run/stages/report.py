@@ -3,15 +3,17 @@ write ``results.json`` as it goes (the study runner and tests choose silent ones
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from crayon_plugins.annotation.paper_mix import relevant_rates_text
 from crayon_plugins.api.components import DRAWINGS, Need, RefinementContext
+from crayon_plugins.config import Rule
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import TrainingError
 from crayon_plugins.model.classifier import Classifier
@@ -72,18 +74,55 @@ def record_annotations(results: Results, context: RefinementContext, splits: dic
 
 
 def result_row(
-    pipeline: Pipeline, method: str, model: Classifier, seconds: float, curve: Curve | None, needs: frozenset[str], test: Evaluated, others: dict[str, Evaluated], train_shares: Tensor
+    pipeline: Pipeline,
+    method: str,
+    model: Classifier,
+    seconds: float,
+    curve: Curve | None,
+    needs: frozenset[str],
+    test: Evaluated,
+    others: dict[str, Evaluated],
+    train_shares: Tensor,
+    reported: dict | None = None,
 ) -> ResultRow:
     """``method``'s row: its metrics on ``test`` (and ``others``), time, pruned neurons, annotation
-    kind and validation curve; a model with non-finite weights is refused."""
+    kind, validation curve and what the refiner ``reported`` (``details.refiner``); a model with
+    non-finite weights is refused."""
     if bad := non_finite_weights(model):
         raise TrainingError(f"{method}: weight {bad!r} of the model is not finite; it is not reported")
     details = {"seconds": round(seconds, 1), "neurons_pruned": int((model.neuron_mask == 0).sum()), "annotation": annotation_kind(needs)}
+    if reported:
+        details["refiner"] = reported
     if method in (controls := pipeline.controls()):
         details["control"] = controls[method]
     selection = curve.as_dict() if curve is not None else {"rule": pipeline.config.selection.rule, "epoch": None, "validation": []}
     metrics = evaluate(pipeline, model, test[1], test[0], train_shares, others)
+    if also := pipeline.config.selection.also:
+        selection["rules"] = other_rules(also, curve, metrics)
     return ResultRow(method=method, metrics=metrics, details=details, selection=[{"seed": pipeline.config.seed, **selection}])
+
+
+def other_rules(rules: list[Rule], curve: Curve | None, metrics: dict) -> dict[str, dict]:
+    """Each of ``rules`` → the epoch it keeps from ``curve`` and that epoch's test metrics, looked up
+    in the curve's per-epoch test metrics. A model not trained by epochs has one row for every rule
+    (``epoch`` ``None``). The lookup is refused (``metrics`` ``None``, with ``why``) when the run's own
+    rule's lookup does not give the ``metrics`` measured on the returned model: the refiner changed the
+    model after the training the curve followed, so another epoch's numbers would not describe it."""
+    if curve is None or not curve.epochs:
+        return {rule: {"epoch": None, "metrics": metrics} for rule in rules}
+    if not curve.test or not same_numbers(curve.test[curve.chosen - 1], metrics):
+        why = "the returned model is not the one its validation curve followed; other rules' epochs cannot be looked up"
+        return {rule: {"epoch": None, "metrics": None, "why": why} for rule in rules}
+    return {rule: curve.under(rule) for rule in rules}
+
+
+def same_numbers(a: Any, b: Any, tolerance: float = 1e-9) -> bool:
+    """Whether nested metrics ``a`` and ``b`` hold the same keys and numbers (NaN equal to NaN)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_numbers(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tolerance
+    return a == b
 
 
 def refused_row(method: str, needs: frozenset[str], error: Exception) -> ResultRow:
