@@ -74,7 +74,7 @@ DRY = Sizes(
     attention_epochs=1,
     gradia_images=4,
     feature_images=16,
-    limits={"cuda-tests": 60, "steps": 60, "gradia-pruning": 60, "folder": 60, "loading": 60, "real-size": 120},
+    limits={"cuda-tests": 60, "steps": 120, "gradia-pruning": 60, "folder": 60, "loading": 60, "real-size": 120},
 )
 
 STEP_RATIO_GOAL = 1.2

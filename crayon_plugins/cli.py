@@ -30,7 +30,7 @@ from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.pipeline import Pipeline
 from crayon_plugins.run.results import Results
 from crayon_plugins.run.stages import explain
-from crayon_plugins.run.stages.annotate import noise_free_answers, prepare_task
+from crayon_plugins.run.stages.annotate import MapsOf, noise_free_answers, prepare_task
 from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.run.table import markdown_table
@@ -363,18 +363,27 @@ app.add_typer(annotate_app, name="annotate")
 QuestionOption = Annotated[Question, typer.Option("--question", "-q", help="maps (yes / no / maybe on Grad-CAM maps), neurons (on concept sheets) or attention (paint where to look).")]
 
 
-def _task(config: Path | None, question: Question, folder: Path | None, sources: bool = False):
+MapsOfOption = Annotated[
+    MapsOf,
+    typer.Option("--maps-of", help="With --question maps: the map of each image's label, or of the class the model predicts (what gradia's answers are about)."),
+]
+
+
+def _task(config: Path | None, question: Question, folder: Path | None, sources: bool = False, maps_of: MapsOf = MapsOf.LABEL):
     """The pipeline of ``config`` and the prepared annotation task of ``question`` in ``folder``
-    (default ``annotation/QUESTION``). Unless ``sources``, the configuration's annotation sources
-    are not built: the task is what people are asked, and their answers file need not exist yet."""
+    (default ``annotation/QUESTION``, ``annotation/maps-predicted`` for the predicted classes' maps).
+    Unless ``sources``, the configuration's annotation sources are not built: the task is what people
+    are asked, and their answers file need not exist yet."""
+    if maps_of != MapsOf.LABEL and question != Question.MAPS:
+        raise CrayonError(f"--maps-of {maps_of}: applies to --question maps, not {question}")
     run_config = load_config(config)
     if not sources:
         defaults = RunConfig()
         run_config = run_config.model_copy(update={"annotator": defaults.annotator, "neuron_annotator": defaults.neuron_annotator, "evaluation": defaults.evaluation})
     pipeline = Pipeline.from_config(run_config, [], ArtefactCache())
-    folder = folder if folder is not None else Path("annotation") / question
+    folder = folder if folder is not None else Path("annotation") / (question if maps_of == MapsOf.LABEL else f"{question}-{maps_of}")
     writable_folder(folder, "--task")
-    return pipeline, prepare_task(pipeline, question, folder)
+    return pipeline, prepare_task(pipeline, question, folder, maps_of)
 
 
 @annotate_app.command("serve")
@@ -386,6 +395,7 @@ def annotate_serve(
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8765,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     task: Annotated[Optional[Path], typer.Option("--task", "-t", help="Task folder: pictures and answers.jsonl (default: annotation/QUESTION).")] = None,
+    maps_of: MapsOfOption = MapsOf.LABEL,
 ) -> None:
     """Train or load the original model (cached), explain it and serve a page where people answer
     QUESTION about the items the [budget] selects, most useful first. Every answer is appended to
@@ -402,7 +412,7 @@ def annotate_serve(
             probe.bind((host, port))
         except OSError as error:
             raise CrayonError(f"--port: cannot listen on {host}:{port} ({error.strerror})") from None
-    _, prepared = _task(config, question, task)
+    _, prepared = _task(config, question, task, maps_of=maps_of)
     console.print(escape(f"serving {len(prepared.items)} {question} items at http://{host}:{port}/ · answers go to {prepared.answers} · Ctrl-C stops"), highlight=False)
     serve(prepared, host, port, annotator)
 
@@ -416,6 +426,7 @@ def annotate_export(
     format: Annotated[str, typer.Option("--format", "-f", help="Export format: label-studio.")] = "label-studio",
     predictions: Annotated[bool, typer.Option("--predictions", help="Pre-annotate each task with the configured simulated [annotator]'s answer.")] = False,
     url_prefix: Annotated[str, typer.Option("--url-prefix", help="Prefix of the picture addresses in tasks.json (Label Studio's local-files serving by default).")] = "/data/local-files/?d=",
+    maps_of: MapsOfOption = MapsOf.LABEL,
 ) -> None:
     """Write QUESTION's task for Label Studio: the pictures, OUT/tasks.json (one task per item, with
     its id) and OUT/labeling-config.xml (yes / no / maybe). Serve OUT's parent as Label Studio's
@@ -426,7 +437,9 @@ def annotate_export(
         raise CrayonError(f"--format: only label-studio is supported, not {format!r}")
     if question == Question.ATTENTION:
         raise CrayonError("--question: Label Studio export covers maps and neurons; drawings are made on the annotation page (crayon annotate serve --question attention)")
-    pipeline, task = _task(config, question, out, sources=predictions)
+    if predictions and maps_of != MapsOf.LABEL:
+        raise CrayonError("--predictions: the simulated annotator's answers are about the labels' maps; leave it out with --maps-of predicted")
+    pipeline, task = _task(config, question, out, sources=predictions, maps_of=maps_of)
     which = "annotator" if question == Question.MAPS else "neuron_annotator"
     codes = _noise_free_answers(pipeline, question, which) if predictions else None
     guesses = None if codes is None else {item: Answer(code).name.lower() for item, code in codes.items()}

@@ -28,7 +28,7 @@ gpu = load_script()
 @pytest.mark.slow(minutes=1)
 def test_the_dry_run_runs_every_step_and_writes_the_report(tmp_path):
     out = tmp_path / "gpu.md"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.with_suffix(".json").read_text())
     for step in ("cuda-tests", "steps", "gradia-pruning", "folder", "loading", "real-size"):

@@ -61,6 +61,8 @@ class MapsToJudge:
         labels / spurious: ``(N,)`` ground truth and group metadata (oracles may use them).
         masks: ``(N, H, W)`` bool object masks (:class:`~crayon_plugins.data.items.Items`, read on
             demand), or ``None``.
+        classes: ``(N,)`` the class each map explains (``None``: each image's label).
+        class_names: the names of the classes, in the order of the model's outputs (``()``: unknown).
     """
 
     ids: tuple[str, ...]
@@ -69,6 +71,8 @@ class MapsToJudge:
     labels: Tensor
     spurious: Tensor
     masks: Items | None
+    classes: Tensor | None = None
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images", as_items(self.images))
@@ -76,9 +80,15 @@ class MapsToJudge:
             object.__setattr__(self, "masks", as_items(self.masks))
 
     @classmethod
-    def of(cls, split: ImageSet, maps: Tensor) -> MapsToJudge:
-        """``maps`` of the images of ``split``, with its labels, group metadata and masks."""
-        return cls(split.ids, split.images, maps, split.labels, split.spurious, split.masks)
+    def of(cls, split: ImageSet, maps: Tensor, classes: Tensor | None = None) -> MapsToJudge:
+        """``maps`` of the images of ``split`` (for ``classes``; default its labels), with its labels,
+        group metadata, masks and class names."""
+        return cls(split.ids, split.images, maps, split.labels, split.spurious, split.masks, classes, tuple(split.class_names))
+
+    @property
+    def explained(self) -> Tensor:
+        """``(N,)`` the class each map explains."""
+        return self.labels if self.classes is None else self.classes
 
 
 def positions(item_ids: tuple[str, ...], ids: tuple[str, ...]) -> list[int]:

@@ -97,11 +97,14 @@ def _png(pixels: np.ndarray, path: Path) -> None:
     Image.fromarray(pixels).save(path)
 
 
-def write_task(folder: Path, question: Question, key: str, train: ImageSet, chosen: Sequence[int], maps: Tensor | None = None, found: NeuronConcepts | None = None) -> Task:
+def write_task(
+    folder: Path, question: Question, key: str, train: ImageSet, chosen: Sequence[int], maps: Tensor | None = None, found: NeuronConcepts | None = None, classes: Tensor | None = None
+) -> Task:
     """Write the task of ``question`` about the model ``key`` names to ``folder``: the ``chosen``
     items (indices into ``train``, or into ``found``'s neurons for :attr:`Question.NEURONS`) in
     that order, each with its pictures (the image and its overlay of ``maps``, or the neuron's
-    concept sheet), drawn only where missing. A folder holding answers about another model is an
+    concept sheet), drawn only where missing, and the class its map explains (``classes``, default
+    the labels; the human source matches answers to it). A folder holding answers about another model is an
     error; pictures of another model are drawn afresh."""
     _refuse_other_models_answers(folder, key)
     items = []
@@ -113,7 +116,7 @@ def write_task(folder: Path, question: Question, key: str, train: ImageSet, chos
                     (folder / "sheets").mkdir(parents=True, exist_ok=True)
                     render_sheet(found, train, index, folder / item.files["sheet"])
             else:
-                label = train.class_names[int(train.labels[index])]
+                label = train.class_names[int((train.labels if classes is None else classes)[index])]
                 item = TaskItem(train.ids[index], label, {"image": f"images/{index:06d}.png", "overlay": f"overlays/{index:06d}.png"})
                 if not (folder / item.files["overlay"]).exists():
                     image = train.images[index]

@@ -85,7 +85,11 @@ class Need(StrEnum):
     prepares only what some component needs. Members equal their strings (``"map-answers"``)."""
 
     MAP_ANSWERS = "map-answers"
-    """Refiner, metric: yes / no / maybe on a model's saliency maps."""
+    """Refiner, metric: yes / no / maybe on a model's saliency maps (a refiner's: the original
+    model's training maps for each image's label)."""
+    PREDICTED_MAP_ANSWERS = "predicted-map-answers"
+    """Refiner: yes / no / maybe on the original model's training maps for the class it *predicts*
+    (what GRADIA's people judged); the label's map wherever the prediction is right."""
     NEURON_ANSWERS = "neuron-answers"
     """Refiner: relevant / irrelevant on the original model's neurons."""
     ATTENTION_MAPS = "attention-maps"
@@ -114,12 +118,15 @@ class Need(StrEnum):
         return _LABELS.get(self)
 
 
-_QUESTIONS = {Need.MAP_ANSWERS: Question.MAPS, Need.NEURON_ANSWERS: Question.NEURONS, Need.ATTENTION_MAPS: Question.ATTENTION, Need.BOXES: Question.ATTENTION}
-_LABELS = {Need.MAP_ANSWERS: "yes-no", Need.NEURON_ANSWERS: "yes-no", Need.ATTENTION_MAPS: "map", Need.BOXES: "box", Need.GROUPS: "groups"}
+_QUESTIONS = {Need.MAP_ANSWERS: Question.MAPS, Need.PREDICTED_MAP_ANSWERS: Question.MAPS, Need.NEURON_ANSWERS: Question.NEURONS, Need.ATTENTION_MAPS: Question.ATTENTION, Need.BOXES: Question.ATTENTION}
+_LABELS = {Need.MAP_ANSWERS: "yes-no", Need.PREDICTED_MAP_ANSWERS: "yes-no", Need.NEURON_ANSWERS: "yes-no", Need.ATTENTION_MAPS: "map", Need.BOXES: "box", Need.GROUPS: "groups"}
 
 
 DRAWINGS = frozenset({Need.ATTENTION_MAPS, Need.BOXES})
 """The needs answered by the annotator's drawings."""
+
+MAP_JUDGEMENTS = frozenset({Need.MAP_ANSWERS, Need.PREDICTED_MAP_ANSWERS})
+"""The needs answered by judging the original model's training maps."""
 
 
 class Dataset(Component, ABC):
@@ -294,6 +301,9 @@ class AnswerSet:
     neurons: NeuronJudgements | None = None
     drawings: DrawnRegions | None = None
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    predicted_maps: Annotations | None = None
+    """The aggregated answers about the maps for the original model's predicted classes, when a
+    refiner needs ``"predicted-map-answers"``."""
 
 
 @dataclass(frozen=True)
@@ -324,6 +334,9 @@ class RefinementContext:
         details: what the refiner reports about its refinement beyond the model (JSON values, e.g. a
             search over its options); the run records it under ``details.refiner`` of the refiner's
             row in ``results.json``. The pipeline empties it before each refiner.
+        predicted_map_answers: ``(N,)`` like :attr:`map_answers`, about the original model's maps for
+            the class it predicts (equal to the label's map where the prediction is right), when some
+            refiner needs ``"predicted-map-answers"``, else ``None`` (:meth:`require_predicted_map_answers`).
     """
 
     train: ImageSet
@@ -341,6 +354,7 @@ class RefinementContext:
     build_model: Callable[[], Classifier] | None = None
     annotation_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    predicted_map_answers: Tensor | None = None
 
     @classmethod
     def of(cls, train: ImageSet, original_maps: Tensor, answers: AnswerSet, seed: int, device: torch.device, **rest) -> RefinementContext:
@@ -356,8 +370,15 @@ class RefinementContext:
             neurons=answers.neurons,
             drawings=answers.drawings,
             annotation_stats=answers.stats,
+            predicted_map_answers=None if answers.predicted_maps is None else answers.predicted_maps.aligned(train.ids),
             **rest,
         )
+
+    def require_predicted_map_answers(self, refiner: str) -> Tensor:
+        """:attr:`predicted_map_answers`, or a :class:`CrayonError` naming ``refiner`` when the run prepared none."""
+        if self.predicted_map_answers is None:
+            raise CrayonError(f"refiner {refiner!r} needs answers about the predicted classes' maps, and the refinement context has none (declare 'predicted-map-answers' in needs)")
+        return self.predicted_map_answers
 
     def require_neurons(self, refiner: str) -> NeuronJudgements:
         """:attr:`neurons`, or a :class:`CrayonError` naming ``refiner`` when the run prepared none."""
@@ -393,7 +414,7 @@ class RefinementContext:
         return predict(model, images.images, self.device, penultimate=True)
 
 
-REFINER_NEEDS = frozenset({Need.MAP_ANSWERS, Need.NEURON_ANSWERS, Need.ATTENTION_MAPS, Need.BOXES, Need.GROUPS})
+REFINER_NEEDS = frozenset({Need.MAP_ANSWERS, Need.PREDICTED_MAP_ANSWERS, Need.NEURON_ANSWERS, Need.ATTENTION_MAPS, Need.BOXES, Need.GROUPS})
 """Everything a refiner may declare in ``needs``."""
 
 METRIC_NEEDS = frozenset({Need.MAP_ANSWERS, Need.EVALUATION_SPLITS, Need.MAPS, Need.MASKS})

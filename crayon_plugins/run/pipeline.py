@@ -21,7 +21,7 @@ from crayon_plugins import factory
 from crayon_plugins.annotation import panel
 from crayon_plugins.annotation.records import Question
 from crayon_plugins.api import components
-from crayon_plugins.api.components import DRAWINGS, Need
+from crayon_plugins.api.components import DRAWINGS, MAP_JUDGEMENTS, Need
 from crayon_plugins.api.finetuning import FineTuning
 from crayon_plugins.config import ComponentSpec, Optimisation, RunConfig
 from crayon_plugins.errors import ConfigError, CrayonError, RunIncomplete
@@ -29,7 +29,7 @@ from crayon_plugins.registry import Registry, default_registry
 from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.results import Results
 from crayon_plugins.run.stages.evaluate import evaluation_splits
-from crayon_plugins.run.stages.explain import concepts, original_maps, original_test_maps, shared_features
+from crayon_plugins.run.stages.explain import concepts, original_maps, original_test_maps, predicted_maps, shared_features
 from crayon_plugins.run.stages.load import load, warn_missing_groups
 from crayon_plugins.run.stages.original import model_key, original_model
 from crayon_plugins.run.stages.refine import CONTROL, refine, refinement_context
@@ -170,6 +170,8 @@ class Pipeline:
         original_maps(self, model, train)
         for name in SPLITS:
             shared_features(self, model, load(self, name), name)
+        if self.needs(Need.PREDICTED_MAP_ANSWERS):
+            predicted_maps(self, model, train, shared_features(self, model, train, "train"))
         if self.metrics_need(Need.MAPS):
             test = load(self, "test")
             original_test_maps(self, model, test, shared_features(self, model, test, "test"))
@@ -278,7 +280,7 @@ def unmet_needs(pipeline: Pipeline) -> list[str]:
         return []
     other = ', or "neuron-metadata" (group labels only)' if Need.GROUPS not in lacks else ', or "neuron-mask" (object masks only)' if Need.MASKS not in lacks else ""
     asked = [
-        (pipeline.annotator, "annotator", config.annotator.name, pipeline.needs(Need.MAP_ANSWERS, *DRAWINGS), 'set [annotator] name = "human" to use people\'s answers (crayon annotate)'),
+        (pipeline.annotator, "annotator", config.annotator.name, pipeline.needs(*MAP_JUDGEMENTS, *DRAWINGS), 'set [annotator] name = "human" to use people\'s answers (crayon annotate)'),
         (pipeline.neuron_annotator, "neuron_annotator", config.neuron_annotator.name, pipeline.needs(Need.NEURON_ANSWERS), f'set [neuron_annotator] name = "human"{other}'),
         (pipeline.judge, "evaluation.judge", config.evaluation.judge.name, pipeline.metrics_need(Need.MAP_ANSWERS), 'set [evaluation.judge] name = "human" with people\'s answers about the test maps, or drop "reasonability" from metrics'),
     ]

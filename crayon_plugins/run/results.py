@@ -42,6 +42,7 @@ class Results(BaseModel):
     judge: str | None = Field(default=None, description="who judged the test maps for the reasonability metric")
     annotations: dict[str, int] = Field(default_factory=dict)
     neuron_annotations: dict[str, int] = Field(default_factory=dict)
+    predicted_map_annotations: dict[str, int] = Field(default_factory=dict, description="yes / no / maybe about the maps of the original model's predicted classes, when a refiner used them")
     annotation_stats: dict[str, dict[str, float]] = Field(default_factory=dict)
     skipped: dict[str, int] = Field(default_factory=dict, description="per split, items left out because their image files could not be read")
     classes: list[str] = Field(default_factory=list, description="the class names, in the order of the models' outputs")

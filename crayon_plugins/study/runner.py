@@ -28,6 +28,7 @@ from crayon_plugins.config import RunConfig
 from crayon_plugins.errors import ConfigError, CrayonError
 from crayon_plugins.run.cache import ArtefactCache, default_cache_dir
 from crayon_plugins.run.pipeline import Pipeline
+from crayon_plugins.run.stages.annotate import PREDICTED_MAPS
 from crayon_plugins.run.stages.report import ModelFiles
 from crayon_plugins.study.executors import Executor, create_executor
 from crayon_plugins.study.spec import Cell, StudySpec, base_error, load_spec
@@ -60,7 +61,7 @@ def run_cell(cell: Cell, cache_root: str, models: tuple[str, str] | None = None)
     metrics = dict(flat_metrics(row.metrics))
     refiner = pipeline.refiners.get(cell.refiner)
     if refiner is not None:
-        used = {Question.MAPS: bool(refiner.needs & (DRAWINGS | {Need.MAP_ANSWERS})), Question.NEURONS: Need.NEURON_ANSWERS in refiner.needs}
+        used = {Question.MAPS: bool(refiner.needs & (DRAWINGS | {Need.MAP_ANSWERS})), PREDICTED_MAPS: Need.PREDICTED_MAP_ANSWERS in refiner.needs, Question.NEURONS: Need.NEURON_ANSWERS in refiner.needs}
         for question, stats in results.annotation_stats.items():
             if used.get(question):
                 metrics.update(flat_metrics(stats, f"{question}."))

@@ -320,7 +320,7 @@ def check_refiner(refiner: components.Refiner, model: Classifier | None = None, 
             bad = [k for k, v in refined.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
             require(not bad, f"with {what}, the refined weights {', '.join(bad[:3])} are not finite")
     with contract.promise("clear-error-without-annotations"):
-        missing = {Need.NEURON_ANSWERS: {"neurons": None}, Need.ATTENTION_MAPS: {"drawings": None}, Need.BOXES: {"drawings": None}}
+        missing = {Need.NEURON_ANSWERS: {"neurons": None}, Need.PREDICTED_MAP_ANSWERS: {"predicted_map_answers": None}, Need.ATTENTION_MAPS: {"drawings": None}, Need.BOXES: {"drawings": None}}
         for need in sorted(set(needs) & set(missing)):
             try:
                 refine(replace(context, **missing[need]))

@@ -126,7 +126,7 @@ def tiny_context(
     """A complete :class:`~crayon_plugins.api.components.RefinementContext` for ``model`` on ``train``.
 
     Maps are ``model``'s Grad-CAM unless ``original_maps`` is given; answers default to
-    :func:`mixed_answers`; concepts come from ``top-patches`` (k = 4); the drawings are the object
+    :func:`mixed_answers` (the same about the maps for the predicted classes); concepts come from ``top-patches`` (k = 4); the drawings are the object
     masks of ``train`` (``drawings=False``: nobody drew anything); the validation split is another
     seeded tiny image set like ``train``, and new models are :func:`untrained_copy` of ``model``.
     """
@@ -144,6 +144,7 @@ def tiny_context(
         annotations_of(train.ids, map_answers),
         NeuronJudgements(concepts, neuron_answers, annotations_of(concepts.neuron_ids, neuron_answers)),
         DrawnRegions(attention, attention.flatten(1).any(dim=1)),
+        predicted_maps=annotations_of(train.ids, map_answers),  # the same answers about the predicted classes' maps
     )
     val = tiny_image_set(n=max(len(train), 8), size=size[0], num_classes=len(train.class_names), seed=seed + 101, split="val")
     return RefinementContext.of(train, original_maps, answers, seed, torch.device("cpu"), val=val, build_model=lambda: untrained_copy(model, seed))

@@ -13,7 +13,9 @@ Configure it where a simulated annotator would go::
 It answers the questions its files hold (an answers file names each line's question; a published
 list of strings answers maps, of booleans neurons). Each person in the files is one panel member,
 so aggregation, agreement and budgets work as with oracles (keep ``[panel] size = 1``: the panel
-comes from the files). Items nobody answered are unanswered, not *maybe*. Relative paths are
+comes from the files). An answer about a map counts only for the class whose map people saw: the
+annotation task beside its file (``task.json``) names it per item; without one, the label's.
+Items nobody answered are unanswered, not *maybe*. Relative paths are
 relative to the working directory.
 """
 
@@ -29,6 +31,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from crayon_plugins.annotation import answers as answer_files
+from crayon_plugins.annotation.task import Task
 from crayon_plugins.api import Annotations, AnnotationSource, AttentionMaps, DataError, MapsToJudge, NeuronsToJudge, Params, Question, hookimpl
 from crayon_plugins.model.checkpoints import file_digest
 
@@ -64,18 +67,23 @@ class HumanAnswers(AnnotationSource):
         digest = hashlib.sha256()
         for path in self._questions:
             digest.update(f"{path}={file_digest(path)};".encode())
+            if (task := path.parent / "task.json").is_file():  # which class each answered map showed
+                digest.update(f"{task}={file_digest(task)};".encode())
         return digest.hexdigest()
 
     def _files(self, question: Question) -> list[Path]:
         return [path for path, found in self._questions.items() if question in found]
 
-    def _answers(self, ids: tuple[str, ...], question: Question) -> Annotations:
+    def _answers(self, ids: tuple[str, ...], question: Question, asked: dict[str, tuple[str, str]] | None = None) -> Annotations:
+        """Every file's answers to ``question`` about ``ids``; with ``asked`` (item → the class
+        whose map is asked about), only answers given about that class's map (:func:`shown_classes`)."""
         parts = []
         for path in self._files(question):
             if answer_files.is_published_list(path):
-                parts.append(answer_files.read_published(path, ids, question))
+                found = answer_files.read_published(path, ids, question)
             else:
-                parts.append(answer_files.annotations(answer_files.read_answers(path, ids, question)))
+                found = answer_files.annotations(answer_files.read_answers(path, ids, question))
+            parts.append(found if asked is None else about_classes(found, shown_classes(path), asked))
         pairs = [(item, who) for found in parts for item, who in zip(found.item_ids, found.annotators)]
         if len(set(pairs)) != len(pairs):
             seen = set()
@@ -88,7 +96,12 @@ class HumanAnswers(AnnotationSource):
         )
 
     def annotate_maps(self, items: MapsToJudge) -> Annotations:
-        return self._answers(items.ids, Question.MAPS)
+        if not items.class_names:
+            return self._answers(items.ids, Question.MAPS)
+        names = items.class_names
+        asked = {item: names[int(c)] for item, c in zip(items.ids, items.explained)}
+        labels = {item: names[int(c)] for item, c in zip(items.ids, items.labels)}
+        return self._answers(items.ids, Question.MAPS, {item: (asked[item], labels[item]) for item in items.ids})
 
     def annotate_neurons(self, items: NeuronsToJudge) -> Annotations:
         return self._answers(items.concepts.neuron_ids, Question.NEURONS)
@@ -102,6 +115,25 @@ class HumanAnswers(AnnotationSource):
                 found.append(record)
         stacked = torch.stack(regions) if regions else torch.zeros(0, *size, dtype=torch.bool)
         return AttentionMaps(tuple(r.item for r in found), stacked, tuple(r.annotator for r in found))
+
+
+def shown_classes(path: Path) -> dict[str, str | None]:
+    """Item → the class whose map people saw when they gave the answers in ``path``, from the
+    annotation task beside it (``task.json``: each item's class); empty without one (a published
+    list, or answers from elsewhere: taken as about each image's label)."""
+    if not (path.parent / "task.json").is_file():
+        return {}
+    task = Task.read(path.parent)
+    return {item.item: item.label for item in task.items} if task.question == Question.MAPS else {}
+
+
+def about_classes(found: Annotations, shown: dict[str, str | None], asked: dict[str, tuple[str, str]]) -> Annotations:
+    """The answers of ``found`` about the map of the class ``asked`` for each item (``asked``: item →
+    (class asked about, its label)): where the task ``shown`` names the class people saw, it must be
+    that class; where it names none, the answer is about the label's map."""
+    keep = [shown.get(item, asked[item][1]) == asked[item][0] for item in found.item_ids]
+    index = torch.tensor(keep, dtype=torch.bool)
+    return Annotations(tuple(i for i, k in zip(found.item_ids, keep) if k), found.answers[index], tuple(w for w, k in zip(found.annotators, keep) if k))
 
 
 def read_mask(path: Path, size: tuple[int, int]) -> torch.Tensor:

@@ -25,12 +25,14 @@ Attention Alignment" (CSCW 2022). Every default below is the public code's (Yuya
   size 3 is ``[¼, ½, ¼]`` per axis, borders ``BORDER_REFLECT_101`` (:func:`opencv_blur`), divided by
   its maximum.
 
+The reasonability judgement GRADIA weighs by is made on the original model's map for the class it
+**predicts** (GRADIA's interface showed ``GradCam.__call__``'s map, which explains the argmax): the
+refiner declares ``"predicted-map-answers"``, and the run asks the annotators about those maps (the
+label's map wherever the prediction is right, so only misclassified images differ from the question
+other refiners ask).
+
 Known differences: the public code quantises the resized and the blurred map to ``uint8`` (steps of
-1/255 of a fully drawn cell); here they stay floats. The reasonability judgement GRADIA weighs by
-was made on the **predicted** class's map (its interface showed ``GradCam.__call__``'s map, which
-explains the argmax); the framework's annotators judge the original model's training maps for the
-**true** label (the core's ``original_maps``), so on misclassified training images the quadrant
-comes from another map than GRADIA's. Correctly classified images are unaffected.
+1/255 of a fully drawn cell); here they stay floats.
 """
 
 from __future__ import annotations
@@ -99,12 +101,11 @@ class Gradia(MapGuided):
     """GRADIA's loss, with per-image weights from the reasonability quadrant of the original model.
 
     An image's quadrant: reasonable when the annotator answered *yes* about the original model's
-    map (the framework's training maps are for the true label; GRADIA's people judged the predicted
-    class's, see the module's notes), unreasonable for *no* (a *maybe* is not reasonable: it is no
+    map for the class it predicts, unreasonable for *no* (a *maybe* is not reasonable: it is no
     judgement), crossed with whether the original model's prediction is right.
     """
 
-    needs = frozenset({Need.MAP_ANSWERS, Need.ATTENTION_MAPS})
+    needs = frozenset({Need.PREDICTED_MAP_ANSWERS, Need.ATTENTION_MAPS})
 
     class Params(MapGuided.Params):
         reasonable_accurate: Pair = (1.0, 0.0)
@@ -127,7 +128,7 @@ class Gradia(MapGuided):
         accurate = predict(model, context.train.images, context.device).argmax(dim=1) == context.train.labels
         p = self.params
         table = {name.replace("_", "-"): getattr(p, name) for name in ("reasonable_accurate", "unreasonable_accurate", "reasonable_inaccurate", "unreasonable_inaccurate")}
-        w_pred, w_att = quadrant_weights(context.map_answers, accurate, table)
+        w_pred, w_att = quadrant_weights(context.require_predicted_map_answers(self.name), accurate, table)
         if context.drawings is not None:  # without a drawn map GRADIA keeps (1, 0)
             w_pred = torch.where(context.drawings.drawn, w_pred, torch.ones_like(w_pred))
         return w_pred, w_att

@@ -91,3 +91,26 @@ def test_serve_refuses_a_bad_name_or_a_busy_port_before_any_work(tmp_path):
     assert not (tmp_path / "t").exists()
     result = invoke("annotate", "serve", "--question", "pictures", "--task", tmp_path / "t", "--port", 0)
     assert result.exit_code == 2 and "'--question'" in result.output and "'pictures' is not one of 'maps', 'neurons', 'attention'" in result.output
+
+
+def test_a_task_of_the_predicted_classes_maps_names_each_items_predicted_class(tmp_path):
+    """``--maps-of predicted`` (what gradia's answers are about) shows each image with the map of the
+    class the original model predicts and names that class; only maps take it."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(CONFIG_TOML)
+    labels, predicted = tmp_path / "labels", tmp_path / "predicted"
+    assert invoke("annotate", "export", labels, "--config", config).exit_code == 0
+    result = invoke("annotate", "export", predicted, "--config", config, "--maps-of", "predicted")
+    assert result.exit_code == 0, result.output
+    shown = {t["data"]["item"]: t["data"].get("label") for t in json.loads((labels / "tasks.json").read_text())}
+    asked = {t["data"]["item"]: t["data"].get("label") for t in json.loads((predicted / "tasks.json").read_text())}
+    assert shown.keys() == asked.keys() and None not in shown.values()
+    differ = [item for item in shown if shown[item] != asked[item]]
+    task = json.loads((predicted / "task.json").read_text())
+    assert task["key"] != json.loads((labels / "task.json").read_text())["key"]
+    assert [i["label"] for i in task["items"]] == list(asked.values())
+    assert 0 < len(differ) < len(shown)  # the tiny model gets some images wrong, not all
+    wrong = invoke("annotate", "export", tmp_path / "n", "--config", config, "--question", "neurons", "--maps-of", "predicted")
+    assert wrong.exit_code == 2 and "--maps-of predicted: applies to --question maps" in wrong.output
+    guessed = invoke("annotate", "export", tmp_path / "g", "--config", config, "--maps-of", "predicted", "--predictions")
+    assert guessed.exit_code == 2 and "--predictions" in guessed.output

@@ -13,12 +13,14 @@ from test_pipeline import TINY
 
 from crayon_plugins import ConfigError, Pipeline
 from crayon_plugins.annotation.answers import Record, append, latest, read_answers, read_published, read_records
-from crayon_plugins.annotation.records import Answer, MapsToJudge
+from crayon_plugins.annotation.records import Answer, MapsToJudge, Question
+from crayon_plugins.annotation.task import write_task
 from crayon_plugins.config import RunConfig
 from crayon_plugins.errors import DataError
 from crayon_plugins.factory import create
 from crayon_plugins.run.cache import ArtefactCache
-from crayon_plugins.run.stages.explain import original_maps
+from crayon_plugins.run.stages.annotate import MapsOf, prepare_task
+from crayon_plugins.run.stages.explain import predicted_maps, shared_features
 from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.testing import check_annotation_source
@@ -143,6 +145,30 @@ def test_human_errors_name_the_file(tmp_path):
         human(answers=[str(maps), str(copy)]).annotate_maps(questions["maps"])
 
 
+def test_answers_count_only_for_the_class_whose_map_people_saw(tmp_path):
+    """A task names the class each map explains; its answers answer a question about that class's
+    map only. Answers without a task beside them are about each image's label."""
+    train = tiny_image_set()
+    maps = torch.rand(len(train), 4, 4, generator=torch.Generator().manual_seed(0))
+    predicted = train.labels.clone()
+    predicted[:3] = 1 - predicted[:3]  # the model gets images 0, 1, 2 wrong
+    write_task(tmp_path / "predicted", Question.MAPS, "key", train, list(range(len(train))), maps=maps, classes=predicted)
+    shown = json.loads((tmp_path / "predicted" / "task.json").read_text())["items"]
+    assert [item["label"] for item in shown[:4]] == [train.class_names[int(c)] for c in predicted[:4]]
+    on_task = write(tmp_path / "predicted" / "answers.jsonl", *[record(item, "yes", seconds=i) for i, item in enumerate(train.ids)])
+    loose = write(tmp_path / "loose.jsonl", *[record(item, "no", "bob", seconds=i) for i, item in enumerate(train.ids)])
+    source = human(answers=[str(on_task), str(loose)])
+
+    about_predicted = source.annotate_maps(MapsToJudge.of(train, maps, predicted))
+    alice = [i for i, who in zip(about_predicted.item_ids, about_predicted.annotators) if who == "alice"]
+    bob = [i for i, who in zip(about_predicted.item_ids, about_predicted.annotators) if who == "bob"]
+    assert alice == list(train.ids) and bob == list(train.ids[3:])  # bob judged the labels' maps: the same maps from image 3 on
+
+    about_labels = source.annotate_maps(MapsToJudge.of(train, maps))
+    alice = [i for i, who in zip(about_labels.item_ids, about_labels.annotators) if who == "alice"]
+    assert alice == list(train.ids[3:]) and about_labels.annotators.count("bob") == len(train)
+
+
 def test_a_panel_of_copies_of_people_is_refused(tmp_path):
     answers = write(tmp_path / "a.jsonl", record("bars-0", "yes"))
     config = RunConfig.model_validate({**TINY, "annotator": {"name": "human", "answers": str(answers)}, "panel": {"size": 2}})
@@ -186,9 +212,11 @@ def test_drawings_people_painted_guide_gradia_exactly_as_the_same_regions_from_t
     drawings = write(tmp_path / "attention.jsonl", *records)
     p = Pipeline.from_config(RunConfig.model_validate(base), cache=ArtefactCache(tmp_path / "c"))
     model = original_model(p, train).model
-    maps = original_maps(p, model, train)
-    truth = oracle_answers.annotate_maps(MapsToJudge.of(train, maps))
-    answers = write(tmp_path / "maps.jsonl", *[record(item, ("no", "yes", "maybe")[a], "oracle") for item, a in zip(truth.item_ids, truth.answers.tolist())])
+    task = prepare_task(p, Question.MAPS, tmp_path / "task", MapsOf.PREDICTED)  # gradia's question: the predicted classes' maps
+    classes, maps = predicted_maps(p, model, train, shared_features(p, model, train, "train"))
+    assert [item.label for item in task.items] == [train.class_names[int(c)] for c in classes[[train.ids.index(item.item) for item in task.items]]]
+    truth = oracle_answers.annotate_maps(MapsToJudge.of(train, maps, classes))
+    answers = write(task.answers, *[record(item, ("no", "yes", "maybe")[a], "oracle") for item, a in zip(truth.item_ids, truth.answers.tolist())])
 
     def run(annotator, out):
         Pipeline.from_config(RunConfig.model_validate({**base, "annotator": annotator}), cache=ArtefactCache(tmp_path / "c")).run(out)
@@ -196,5 +224,5 @@ def test_drawings_people_painted_guide_gradia_exactly_as_the_same_regions_from_t
 
     people = run({"name": "human", "answers": [str(answers), str(drawings)]}, tmp_path / "people")
     oracle = run({"name": "saliency-oracle"}, tmp_path / "oracle")
-    assert people["annotations"] == oracle["annotations"]
+    assert people["predicted_map_annotations"] == oracle["predicted_map_annotations"] and sum(oracle["predicted_map_annotations"].values()) == len(train)
     assert [r["metrics"] for r in people["rows"]] == [r["metrics"] for r in oracle["rows"]]

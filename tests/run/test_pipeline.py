@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from crayon_plugins import ConfigError, Pipeline, PluginError
+from crayon_plugins.annotation.records import MapsToJudge
 from crayon_plugins.api.components import AnnotationSource, ConceptExtractor
 from crayon_plugins.config import RunConfig
 from crayon_plugins.factory import create_refiner
 from crayon_plugins.registry import Registration, default_registry
 from crayon_plugins.run.cache import ArtefactCache
+from crayon_plugins.run.stages.explain import original_maps, predicted_maps, shared_features
 from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.run.stages.refine import refinement_context
@@ -217,3 +219,25 @@ def test_a_run_starts_from_the_users_checkpoint_and_its_content_keys_the_cache(t
 def test_extra_evaluation_splits_reach_the_metrics_that_need_them(tmp_path):
     with pytest.raises(ConfigError, match="'mr' needs the evaluation split\\(s\\) mixed_rand, and dataset 'spurious-bars' has none"):
         tiny_pipeline(tmp_path / "cache", metrics=["accuracy", "mr"])
+
+
+def test_gradia_gets_answers_about_the_maps_of_the_classes_the_original_predicts(tmp_path):
+    """GRADIA's people judged the map of the predicted class: the run explains the original model
+    for its predictions (the label's map wherever it is right), asks the annotator about those maps
+    and hands gradia those answers; a refiner asking about the labels' maps gets its own."""
+    pipeline = tiny_pipeline(tmp_path / "cache", refiners=["gradia", "crayon-attention"], refiner={"gradia": {"epochs": 1}, "crayon-attention": {"epochs": 1}})
+    train = pipeline.dataset.load("train")
+    model, context = original_and_context(pipeline)
+    classes, maps = predicted_maps(pipeline, model, train, shared_features(pipeline, model, train, "train"))
+    wrong = classes != train.labels
+    assert bool(wrong.any()) and bool((~wrong).any())  # a one-epoch model gets some training images wrong
+    label_maps = original_maps(pipeline, model, train)
+    assert torch.equal(maps[~wrong], label_maps[~wrong]) and not torch.equal(maps[wrong], label_maps[wrong])
+    judge = pipeline.annotator.annotate_maps(MapsToJudge.of(train, maps, classes))
+    assert torch.equal(context.predicted_map_answers, judge.aligned(train.ids))
+    assert torch.equal(context.map_answers, pipeline.annotator.annotate_maps(MapsToJudge.of(train, label_maps)).aligned(train.ids))
+    assert context.annotation_stats["predicted-maps"]["predicted_wrong"] == int(wrong.sum())
+    results = pipeline.run(tmp_path / "out")
+    assert sum(results.predicted_map_annotations.values()) == int((context.predicted_map_answers >= 0).sum())
+    card = json.loads((tmp_path / "out" / "models" / "gradia" / "card.json").read_text())
+    assert card["annotations"]["predicted-maps"] == results.predicted_map_annotations

@@ -4,6 +4,7 @@ uses of the same artefacts outside a run: a task for people, and the noise-free 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,13 +15,13 @@ from crayon_plugins.annotation import panel
 from crayon_plugins.annotation.budget import image_losses, neuron_taylor_scores, selected
 from crayon_plugins.annotation.records import Annotations, Answer, AttentionMaps, MapsToJudge, NeuronsToJudge, Question, positions
 from crayon_plugins.annotation.task import Task, write_task
-from crayon_plugins.api.components import DRAWINGS, AnnotationSource, AnswerSet, DrawnRegions, Need, NeuronJudgements
+from crayon_plugins.api.components import DRAWINGS, MAP_JUDGEMENTS, AnnotationSource, AnswerSet, DrawnRegions, Need, NeuronJudgements
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.errors import call_plugin
 from crayon_plugins.model.classifier import Classifier
 from crayon_plugins.model.features import SharedFeatures
 from crayon_plugins.run.cache import cache_key
-from crayon_plugins.run.stages.explain import concepts, concepts_key, fits_fields, maps_key, original_maps, shared_features
+from crayon_plugins.run.stages.explain import concepts, concepts_key, fits_fields, maps_key, original_maps, predicted_maps, shared_features
 from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.training.energy import degenerate_yes
@@ -34,15 +35,26 @@ def annotate(pipeline: Pipeline, model: Classifier, train: ImageSet, maps: Tenso
     pooled ``features`` of the training split). Nobody is asked about maps unless a refiner needs
     map answers or drawings (a dataset without object masks then needs no annotator that uses them)."""
     annotations, stats, chosen = Annotations((), torch.empty(0, dtype=torch.int64), ()), {}, None
-    if pipeline.needs(Need.MAP_ANSWERS, *DRAWINGS):
+    if pipeline.needs(*MAP_JUDGEMENTS, *DRAWINGS):
         chosen = chosen_images(pipeline, model, train, features)
+    if pipeline.needs(Need.MAP_ANSWERS, *DRAWINGS):
         annotations, stats[Question.MAPS] = panel_answers(pipeline, Question.MAPS, MapsToJudge.of(train, maps), chosen, maps_key(pipeline))
         stats[Question.MAPS]["yes_on_zero_maps"] = float(degenerate_yes(maps, annotations.aligned(train.ids)))
+    predicted = None
+    if pipeline.needs(Need.PREDICTED_MAP_ANSWERS):
+        classes, found = predicted_maps(pipeline, model, train, features)
+        predicted, stats[PREDICTED_MAPS] = panel_answers(pipeline, Question.MAPS, MapsToJudge.of(train, found, classes), chosen, maps_key(pipeline, "train-predicted"))
+        stats[PREDICTED_MAPS]["predicted_wrong"] = float((classes != train.labels).sum())
     neurons = None
     if pipeline.needs(Need.NEURON_ANSWERS):
         neurons, stats[Question.NEURONS] = neuron_judgements(pipeline, model, train, features)
     drawn = drawings(pipeline, train, maps, chosen) if pipeline.needs(*DRAWINGS) else None
-    return AnswerSet(annotations, neurons, drawn, stats)
+    return AnswerSet(annotations, neurons, drawn, stats, predicted)
+
+
+PREDICTED_MAPS = "predicted-maps"
+"""The key of the statistics of the answers about the maps for the original model's predicted
+classes (beside ``"maps"`` and ``"neurons"``)."""
 
 
 def panel_answers(pipeline: Pipeline, question: Question, items: MapsToJudge | NeuronsToJudge, chosen: Tensor, about: str) -> tuple[Annotations, dict[str, float]]:
@@ -115,10 +127,17 @@ def drawings(pipeline: Pipeline, train: ImageSet, maps: Tensor, chosen: Tensor) 
     return DrawnRegions(regions, regions.flatten(1).any(dim=1))
 
 
-def prepare_task(pipeline: Pipeline, question: Question, folder: Path) -> Task:
+class MapsOf(StrEnum):
+    """Which class's map of each image people judge: its label's, or the one the model predicts."""
+
+    LABEL = "label"
+    PREDICTED = "predicted"
+
+
+def prepare_task(pipeline: Pipeline, question: Question, folder: Path, maps_of: MapsOf = MapsOf.LABEL) -> Task:
     """Train or load ``pipeline``'s original model (cached as usual), explain it and write the task
     of ``question`` for people to ``folder``: the items the configured ``[budget]`` takes, first
-    those its ``selection`` ranks first."""
+    those its ``selection`` ranks first; for maps, the maps of ``maps_of`` (each item names its class)."""
     config = pipeline.config
     train = load(pipeline, "train")
     model = original_model(pipeline, train).model
@@ -127,9 +146,11 @@ def prepare_task(pipeline: Pipeline, question: Question, folder: Path) -> Task:
         found = concepts(pipeline, model, train)
         chosen = selected(len(found), config.budget, config.seed, lambda: neuron_taylor_scores(model, features, train.labels), ranked=True)
         return write_task(folder, question, concepts_key(pipeline), train, chosen.tolist(), found=found)
-    maps = original_maps(pipeline, model, train)
     chosen = selected(len(train), config.budget, config.seed, lambda: image_losses(model, features, train.labels), ranked=True)
-    return write_task(folder, question, maps_key(pipeline), train, chosen.tolist(), maps=maps)
+    if maps_of == MapsOf.PREDICTED:
+        classes, maps = predicted_maps(pipeline, model, train, features)
+        return write_task(folder, question, maps_key(pipeline, "train-predicted"), train, chosen.tolist(), maps=maps, classes=classes)
+    return write_task(folder, question, maps_key(pipeline), train, chosen.tolist(), maps=original_maps(pipeline, model, train))
 
 
 def noise_free_answers(pipeline: Pipeline, question: Question, source: AnnotationSource) -> dict[str, int] | None:

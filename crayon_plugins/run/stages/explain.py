@@ -32,12 +32,14 @@ def explain_all(
     device: torch.device,
     description: str,
     batch_size: int = 128,
+    only: Tensor | None = None,
 ) -> Tensor:
-    """Maps of ``model`` (eval mode) for every image, on CPU, with a progress bar."""
+    """Maps of ``model`` (eval mode) for every image (or the images at indices ``only``, in that
+    order), each for its class in ``targets`` (one per image of ``images``), on CPU, with a progress bar."""
     model.eval()
     chunks = []
-    with progress_bar(description, -(-len(images) // batch_size)) as advance:
-        for indices, batch in images.batches(batch_size=batch_size):
+    with progress_bar(description, -(-(len(images) if only is None else len(only)) // batch_size)) as advance:
+        for indices, batch in images.batches(only, batch_size=batch_size):
             chunks.append(interpreter(model, batch.to(device, non_blocking=True), targets[indices].to(device)).cpu())
             advance()
     return torch.cat(chunks)
@@ -70,7 +72,8 @@ def fits_fields(names: set[str], sized: tuple[str, ...] = ()) -> Check:
 
 def maps_key(pipeline: Pipeline, split: str = "train") -> str:
     """Cache key of the original model's maps of ``split``: of the training split for the true
-    labels (:func:`original_maps`), of the test split for its predictions (:func:`original_test_maps`)."""
+    labels (:func:`original_maps`) or, as ``"train-predicted"``, for its predictions
+    (:func:`predicted_maps`); of the test split for its predictions (:func:`original_test_maps`)."""
     return cache_key(artefact="maps", model=pipeline.model_key, interpreter=component_key(pipeline.interpreter, pipeline.config.interpreter), split=split)
 
 
@@ -84,6 +87,23 @@ def original_maps(pipeline: Pipeline, model: Classifier, train: ImageSet) -> Ten
     compute = lambda: explain_all(pipeline.interpreter, model, train.images, train.labels, pipeline.device, "explain original")  # noqa: E731
     maps, _ = pipeline.cache.get_or_compute("maps", maps_key(pipeline), compute, fits_tensor(len(train), 3))
     return maps
+
+
+def predicted_maps(pipeline: Pipeline, model: Classifier, train: ImageSet, features: SharedFeatures) -> tuple[Tensor, Tensor]:
+    """The original model's predicted classes of the training set (from its shared ``features``)
+    and its maps for them (cached): :func:`original_maps` where the prediction is the label, the
+    images it gets wrong explained for the class it predicts."""
+    predicted = features.logits(model).argmax(dim=1)
+    maps = original_maps(pipeline, model, train)
+
+    def compute() -> Tensor:
+        found, wrong = maps.clone(), (predicted != train.labels).nonzero().flatten()
+        if len(wrong):
+            found[wrong] = explain_all(pipeline.interpreter, model, train.images, predicted, pipeline.device, "explain original (predicted classes)", only=wrong)
+        return found
+
+    found, _ = pipeline.cache.get_or_compute("maps", maps_key(pipeline, "train-predicted"), compute, fits_tensor(len(train), 3))
+    return predicted, found
 
 
 def original_test_maps(pipeline: Pipeline, model: Classifier, test: ImageSet, features: SharedFeatures) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from crayon_plugins.annotation.paper_mix import relevant_rates_text
+from crayon_plugins.annotation.records import Answer
 from crayon_plugins.api.components import DRAWINGS, Need, RefinementContext
 from crayon_plugins.config import Rule
 from crayon_plugins.data.image_set import ImageSet
@@ -68,6 +69,8 @@ def record_annotations(results: Results, context: RefinementContext, splits: dic
     results.skipped = {name: split.skipped for name, split in splits.items() if split.skipped}
     results.annotations = context.annotations.counts()
     results.annotation_stats = context.annotation_stats
+    if context.predicted_map_answers is not None:
+        results.predicted_map_annotations = {a.name.lower(): int((context.predicted_map_answers == a).sum()) for a in (Answer.YES, Answer.NO, Answer.MAYBE)}
     if context.neurons is not None:
         counts = context.neurons.annotations.counts()
         results.neuron_annotations = {"relevant": counts["yes"], "irrelevant": counts["no"], "maybe": counts["maybe"]}
@@ -235,6 +238,8 @@ def model_card(pipeline: Pipeline, results: Results, row: ResultRow, model: Clas
     annotations = {}
     if needs & (DRAWINGS | {Need.MAP_ANSWERS}):
         annotations["maps"] = results.annotations
+    if Need.PREDICTED_MAP_ANSWERS in needs:
+        annotations["predicted-maps"] = results.predicted_map_annotations
     if Need.NEURON_ANSWERS in needs:
         annotations["neurons"] = results.neuron_annotations
     chosen = row.selection[0] if row.selection else {}
