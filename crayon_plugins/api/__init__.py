@@ -35,7 +35,7 @@ from crayon_plugins.api.folders import FolderDataset, Item, Row, hold_out, image
 from crayon_plugins.api.hookspecs import hookimpl
 from crayon_plugins.config import Optimisation
 from crayon_plugins.data.image_set import ImageSet
-from crayon_plugins.data.items import FileImages, FileMasks, Items, Loading, TensorItems, as_items
+from crayon_plugins.data.items import FileImages, FileMasks, Items, Loading, TensorItems, as_items, random_resized_crop_box
 from crayon_plugins.errors import ConfigError, CrayonError, DataError, PluginError
 from crayon_plugins.model.checkpoints import load_network_weights, read_state_dict
 from crayon_plugins.model.classifier import ChannelMask, Classifier
@@ -50,6 +50,7 @@ from crayon_plugins.training.selection import ORDER, Selection, choose_epoch, va
 __all__ = [
     "ORDER",
     "choose_epoch",
+    "random_resized_crop_box",
     "validation_metrics",
     "NOT_ANNOTATED",
     "AnnotationSource",
@@ -119,5 +120,4 @@ __all__ = [
     "read_whitespace_table",
     "resolve_root",
     "rows",
-    "to_device",
-]
+    "to_device",]

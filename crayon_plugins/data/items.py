@@ -165,22 +165,33 @@ def _decode(path: Path, mode: str, hint: str = "") -> Image.Image:
         raise DataError(f"{path}: cannot decode the image ({error}){hint}") from None
 
 
-def _augment(image: Tensor, size: int, generator: torch.Generator) -> Tensor:
-    """torchvision's ``RandomResizedCrop(size, scale=(0.7, 1))`` then ``RandomHorizontalFlip()``,
-    drawn from ``generator``."""
-    _, height, width = image.shape
+def random_resized_crop_box(height: int, width: int, scale: tuple[float, float], generator: torch.Generator) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of a crop as torchvision's ``RandomResizedCrop(scale=scale)`` draws it
+    (aspect 3/4–4/3, log-uniform; ten tries, then the largest central crop within that aspect
+    range), every draw from ``generator``."""
     uniform = lambda low, high: low + (high - low) * float(torch.rand(1, generator=generator))  # noqa: E731
     for _ in range(10):
-        area = height * width * uniform(0.7, 1.0)
+        area = height * width * uniform(*scale)
         aspect = math.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
         w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         if 0 < w <= width and 0 < h <= height:
             top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
             left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
-            break
-    else:  # the central crop of the shorter side
-        h = w = min(height, width)
-        top, left = (height - h) // 2, (width - w) // 2
+            return top, left, h, w
+    ratio = width / height
+    if ratio < 3 / 4:
+        w, h = width, round(width / (3 / 4))
+    elif ratio > 4 / 3:
+        w, h = round(height * 4 / 3), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _augment(image: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """torchvision's ``RandomResizedCrop(size, scale=(0.7, 1))`` then ``RandomHorizontalFlip()``,
+    drawn from ``generator``."""
+    top, left, h, w = random_resized_crop_box(*image.shape[-2:], (0.7, 1.0), generator)
     image = TF.resized_crop(image, top, left, h, w, [size, size], antialias=True)
     return TF.horizontal_flip(image) if float(torch.rand(1, generator=generator)) < 0.5 else image
 

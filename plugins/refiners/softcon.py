@@ -66,7 +66,6 @@ taken in float64 and clamped at 0 here).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -76,7 +75,7 @@ from crayon_plugins.plugins.refiners._bias_model import BiasModelOptions, bias_f
 from pydantic import Field, PositiveInt
 from torch import Tensor
 
-from crayon_plugins.api import Batch, Classifier, FineTuning, Items, RefinementContext, hookimpl, log_term, to_device
+from crayon_plugins.api import Batch, Classifier, FineTuning, Items, RefinementContext, hookimpl, log_term, random_resized_crop_box, to_device
 
 REFERENCES = 1024
 """``R``: reference items per class for an item's marginal (the public code's ``N_ref``)."""
@@ -131,21 +130,12 @@ def sampling_weights(marginal: Tensor, clip: float) -> Tensor:
 
 def supcon_view(image: Tensor, generator: torch.Generator) -> Tensor:
     """One SupCon view of a ``(3, H, W)`` image in ``[0, 1]``: random resized crop (area 0.2–1, aspect
-    3/4–4/3, torchvision's ten tries then the whole image) back to ``H × W``, horizontal flip (p 0.5),
+    3/4–4/3, torchvision's ten tries then the central crop) back to ``H × W``, horizontal flip (p 0.5),
     colour jitter (brightness, contrast, saturation ×[0.6, 1.4], hue ±0.1; p 0.8), greyscale (p 0.2);
     every draw from ``generator``."""
     _, height, width = image.shape
     uniform = lambda low, high: low + (high - low) * float(torch.rand(1, generator=generator))  # noqa: E731
-    top, left, h, w = 0, 0, height, width
-    for _ in range(10):
-        area = height * width * uniform(0.2, 1.0)
-        aspect = math.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
-        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-        if 0 < cw <= width and 0 < ch <= height:
-            top = int(torch.randint(0, height - ch + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - cw + 1, (1,), generator=generator))
-            h, w = ch, cw
-            break
+    top, left, h, w = random_resized_crop_box(height, width, (0.2, 1.0), generator)
     view = TF.resized_crop(image, top, left, h, w, [height, width], antialias=True)
     if uniform(0, 1) < 0.5:
         view = TF.horizontal_flip(view)

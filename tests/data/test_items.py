@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from crayon_plugins.data.items import FileImages, FileMasks, Loading, TensorItems
+from crayon_plugins.data.items import FileImages, FileMasks, Loading, TensorItems, random_resized_crop_box
 from crayon_plugins.errors import DataError
 
 
@@ -89,3 +89,18 @@ def test_masks_keep_the_images_geometry_and_stay_binary(tmp_path):
     assert mask.dtype == torch.bool and mask.shape == (16, 16)
     rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
     assert (int(rows.min()), int(rows.max())) == (6, 10) and (int(cols.min()), int(cols.max())) == (7, 9)  # nearest: source index ⌊i · in / out⌋, then a 2-px crop
+
+
+@given(height=st.integers(1, 64), width=st.integers(1, 64), low=st.floats(0.05, 1.0), seed=st.integers(0, 2**16))
+@settings(max_examples=60, deadline=None)
+def test_a_random_resized_crop_box_lies_inside_the_image(height, width, low, seed):
+    top, left, h, w = random_resized_crop_box(height, width, (low, 1.0), torch.Generator().manual_seed(seed))
+    assert 0 <= top and 0 <= left and 0 < h and 0 < w and top + h <= height and left + w <= width
+
+
+def test_after_ten_failed_tries_the_crop_is_torchvisions_central_fallback():
+    """A 10 × 100 image cannot hold 90 % of its area at aspect 3/4–4/3: torchvision's fallback, the
+    largest central crop at aspect 4/3: h = 10, w = round(10 · 4/3) = 13, left = (100 − 13) // 2 = 43."""
+    assert random_resized_crop_box(10, 100, (0.9, 1.0), torch.Generator().manual_seed(0)) == (0, 43, 10, 13)
+    assert random_resized_crop_box(100, 10, (0.9, 1.0), torch.Generator().manual_seed(0)) == (43, 0, 13, 10)
+    assert random_resized_crop_box(1, 1, (0.9, 1.0), torch.Generator().manual_seed(0)) == (0, 0, 1, 1)
