@@ -52,18 +52,44 @@ def mean(values: Tensor, keep: Tensor) -> float:
     return float(values[keep].mean()) if bool(keep.any()) else math.nan
 
 
-def summary(maps: Tensor, original: Tensor, masks: Items) -> dict[str, float]:
-    """The means over the images whose map is not all zero (``zero_maps``: the share that is) of
-    ``maps``' mass on the object and where ``original`` looked (its high region, over images whose
-    original map is not zero either), entropy and spread."""
-    alive, seen = maps.amax(dim=(-2, -1)) > 0, original.amax(dim=(-2, -1)) > 0
+def per_image(maps: Tensor, original: Tensor, on_object_share: Tensor) -> dict[str, Tensor]:
+    """``(N,)`` per image: ``maps``' mass on the object (``on_object_share``, computed by
+    :func:`on_object`) and where ``original`` looked, entropy, spread, and whether the map (``alive``)
+    and the original map (``seen``) are not all zero."""
     return {
-        "energy_on_object": mean(on_object(maps, masks), alive),
-        "energy_where_original_looked": mean(energy_on_mask(maps.double(), high_cells(original)), alive & seen),
-        "entropy": mean(entropy(maps), alive),
-        "spread": mean(spread(maps), alive),
-        "zero_maps": float((~alive).double().mean()),
+        "energy_on_object": on_object_share,
+        "energy_where_original_looked": energy_on_mask(maps.double(), high_cells(original)),
+        "entropy": entropy(maps),
+        "spread": spread(maps),
+        "alive": maps.amax(dim=(-2, -1)) > 0,
+        "seen": original.amax(dim=(-2, -1)) > 0,
     }
+
+
+def summary(values: dict[str, Tensor], keep: Tensor | None = None) -> dict[str, float]:
+    """The means over the images (of ``keep``, default all) whose map is not all zero (``zero_maps``:
+    the share that is) of :func:`per_image`'s numbers; the mass where the original looked over images
+    whose original map is not zero either."""
+    keep = torch.ones_like(values["alive"]) if keep is None else keep
+    alive = values["alive"] & keep
+    return {
+        "energy_on_object": mean(values["energy_on_object"], alive),
+        "energy_where_original_looked": mean(values["energy_where_original_looked"], alive & values["seen"]),
+        "entropy": mean(values["entropy"], alive),
+        "spread": mean(values["spread"], alive),
+        "zero_maps": float((~values["alive"][keep]).double().mean()) if bool(keep.any()) else math.nan,
+    }
+
+
+YES_ABOVE, NO_BELOW = 0.5, 0.2
+"""The noise-free ``saliency-oracle``'s default thresholds on a map's mass on the object: at least
+``YES_ABOVE`` is *yes*, below ``NO_BELOW`` *no*, *maybe* between."""
+
+
+def answered(share: Tensor) -> dict[str, Tensor]:
+    """``"yes"`` / ``"maybe"`` / ``"no"`` → which images a noise-free saliency oracle would answer
+    so about a map whose mass on the object is ``share``."""
+    return {"yes": share >= YES_ABOVE, "maybe": (share >= NO_BELOW) & (share < YES_ABOVE), "no": share < NO_BELOW}
 
 
 class AttentionShares(Metric):
@@ -75,6 +101,11 @@ class AttentionShares(Metric):
     least half its maximum; ``entropy``: normalised Shannon entropy; ``spread``: the share of cells at
     least half the map's maximum; each a mean over the images whose map is not all zero, whose share
     is ``zero_maps``. Shares are fractions in ``[0, 1]``, as every metric's.
+
+    ``attention_yes``, ``attention_maybe``, ``attention_no``: the same numbers over the images a
+    noise-free saliency oracle would answer *yes*, *maybe* or *no* about the original model's map
+    (:func:`answered`; ``images``: their share of the split), so a row shows whether maps the original
+    had wrong moved onto the object or only away from where it looked.
     """
 
     needs = frozenset({Need.MAPS, Need.MASKS})
@@ -85,9 +116,16 @@ class AttentionShares(Metric):
             raise CrayonError(f"metric {self.name!r} needs the evaluated and the original model's maps (declare 'maps' in needs)")
         if masks is None:
             raise CrayonError(f"metric {self.name!r} needs object masks, and the evaluated split has none")
-        found = summary(maps, original, masks)
-        found.update({f"original_{k}": v for k, v in summary(original, original, masks).items()})
-        return {"attention": found}
+        share, original_share = on_object(maps, masks), on_object(original, masks)
+        values, before = per_image(maps, original, share), per_image(original, original, original_share)
+        found = summary(values)
+        found.update({f"original_{k}": v for k, v in summary(before).items()})
+        groups = {answer: keep & before["alive"] for answer, keep in answered(original_share).items()}
+        by_answer = {
+            f"attention_{answer}": {"images": float(keep.double().mean()), **summary(values, keep), **{f"original_{k}": v for k, v in summary(before, keep).items()}}
+            for answer, keep in groups.items()
+        }
+        return {"attention": found, **by_answer}
 
 
 @hookimpl

@@ -30,7 +30,9 @@ def predictions(maps, original, masks):
 
 
 def attention(maps, original, masks):
-    return create_metric("attention").compute(predictions(maps, original, masks))["attention"]
+    """The ``attention`` numbers, with the groups by the original map's answer under ``by_original_answer``."""
+    found = create_metric("attention").compute(predictions(maps, original, masks))
+    return {**found["attention"], "by_original_answer": {answer: found[f"attention_{answer}"] for answer in ("yes", "maybe", "no")}}
 
 
 def test_a_map_on_one_cell_and_a_uniform_map_against_hand_computed_numbers():
@@ -103,11 +105,19 @@ SHARES = ("energy_on_object", "energy_where_original_looked", "entropy", "spread
 def test_numbers_lie_in_the_unit_interval_and_do_not_change_when_a_map_is_scaled(drawn, scale, original_scale):
     maps, original, masks = drawn
     found = attention(maps, original, masks)
-    assert set(found) == {*SHARES, *(f"original_{k}" for k in SHARES)}
-    assert all(math.isnan(v) or -1e-12 <= v <= 1 + 1e-12 for v in found.values())
+    groups = found.pop("by_original_answer")
+    assert set(found) == {*SHARES, *(f"original_{k}" for k in SHARES)} and set(groups) == {"yes", "maybe", "no"}
+    assert all(set(g) == {"images", *found} for g in groups.values())
+    assert sum(g["images"] for g in groups.values()) == pytest.approx(1 - found["original_zero_maps"])
+    numbers = [*found.values(), *(v for g in groups.values() for v in g.values())]
+    assert all(math.isnan(v) or -1e-12 <= v <= 1 + 1e-12 for v in numbers)
     scaled = attention(maps * scale, original * original_scale, masks)
+    scaled_groups = scaled.pop("by_original_answer")
     for name, value in found.items():
         assert scaled[name] == pytest.approx(value, rel=1e-4, abs=1e-9, nan_ok=True), name
+    for answer, group in groups.items():
+        for name, value in group.items():
+            assert scaled_groups[answer][name] == pytest.approx(value, rel=1e-4, abs=1e-9, nan_ok=True), (answer, name)
 
 
 class BarsWithoutMasks(SpuriousBars):
@@ -140,6 +150,9 @@ def test_a_run_reports_the_metric_and_the_original_compared_with_itself_shows_no
     results = tiny_pipeline(tmp_path / "cache", refiners=["crayon-attention"], metrics=metrics).run(tmp_path / "out")
     original, refined = (results.row(m).metrics["attention"] for m in ("original", "crayon-attention"))
     assert all(math.isfinite(v) for row in (original, refined) for v in row.values())
+    for answer in ("yes", "maybe", "no"):  # the original against itself: before and after agree in every group
+        group = results.row("original").metrics[f"attention_{answer}"]
+        assert all(group[name] == group[f"original_{name}"] or (math.isnan(group[name]) and math.isnan(group[f"original_{name}"])) for name in SHARES), answer
     for name in SHARES:
         assert original[name] == original[f"original_{name}"], name
         assert refined[f"original_{name}"] == original[f"original_{name}"], name
@@ -157,3 +170,16 @@ def test_a_studys_first_wave_caches_the_original_test_maps(tmp_path):
     pipeline.prepare_shared()
     assert pipeline.cache.path("maps", explain.maps_key(pipeline, "test")).is_file() and explain.maps_key(pipeline, "test") != explain.maps_key(pipeline)
     assert explain.cached_test_maps(pipeline, pipeline.dataset.load("test")).shape[0] == 64
+
+
+def test_images_are_grouped_by_the_answer_a_noise_free_oracle_gives_the_original_map():
+    """Original maps with 1, 0.25 and 0 of their mass on the object are answered yes, maybe, no
+    (thresholds 0.5 and 0.2); each group reports the new maps' numbers over its images."""
+    uniform, on, off = [[1.0, 1.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]
+    computed = create_metric("attention").compute(predictions([off, on, on], [on, uniform, off], TOP_LEFT.expand(3, 4, 4)))
+    found = {answer: computed[f"attention_{answer}"] for answer in ("yes", "maybe", "no")}
+    assert {a: g["images"] for a, g in found.items()} == pytest.approx({"yes": 1 / 3, "maybe": 1 / 3, "no": 1 / 3})
+    assert found["yes"]["energy_on_object"] == 0.0 and found["yes"]["original_energy_on_object"] == pytest.approx(1.0)  # moved off the object
+    assert found["maybe"]["energy_on_object"] == pytest.approx(1.0) and found["maybe"]["original_energy_on_object"] == pytest.approx(0.25)
+    assert found["no"]["energy_on_object"] == pytest.approx(1.0) and found["no"]["energy_where_original_looked"] == 0.0  # onto the object, away from where it looked
+    assert found["no"]["entropy"] == 0.0 and found["no"]["original_entropy"] == 0.0
