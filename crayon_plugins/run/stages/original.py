@@ -94,13 +94,12 @@ def selection(pipeline: Pipeline, features: SharedFeatures | None = None, origin
 
     if not pipeline.config.selection.also:
         return Selection(pipeline.config.selection.rule, evaluate_val)
+    test = load(pipeline, "test")
     if original is not None:
-        test, others = load(pipeline, "test"), evaluation_splits(pipeline, original)
-        tested = shared_features(pipeline, original, test, "test")
+        tested, others = shared_features(pipeline, original, test, "test"), evaluation_splits(pipeline, original)
     else:  # the original model itself in training: nothing computed from it yet
         unshared = lambda split: SharedFeatures(split.images, None, "", pipeline.device)  # noqa: E731
-        test, others = load(pipeline, "test"), {name: (split, unshared(split)) for name, split in ((n, load(pipeline, n)) for n in evaluated_splits(pipeline))}
-        tested = unshared(test)
+        tested, others = unshared(test), {name: (split := load(pipeline, name), unshared(split)) for name in evaluated_splits(pipeline)}
     return Selection(pipeline.config.selection.rule, evaluate_val, test=lambda model: evaluate(pipeline, model, tested, test, shares, others))
 
 
