@@ -45,6 +45,7 @@ class Sizes:
     attention_epochs: int
     gradia_images: int
     feature_images: int
+    amp: str  # the training precision: bf16 on a GPU; float32 in the CPU dry run, where bf16 is emulated and ~20x slower
     limits: dict[str, int] = field(default_factory=dict)
 
 
@@ -60,6 +61,7 @@ REAL = Sizes(
     attention_epochs=10,
     gradia_images=64,
     feature_images=4096,
+    amp="bf16",
     limits={"cuda-tests": 100, "steps": 60, "gradia-pruning": 40, "folder": 150, "loading": 30, "real-size": 190},
 )
 DRY = Sizes(
@@ -74,6 +76,7 @@ DRY = Sizes(
     attention_epochs=1,
     gradia_images=4,
     feature_images=16,
+    amp="none",
     limits={"cuda-tests": 60, "steps": 120, "gradia-pruning": 60, "folder": 60, "loading": 60, "real-size": 120},
 )
 
@@ -83,6 +86,10 @@ THROUGHPUT_GOAL = 0.8
 
 # ---------------------------------------------------------------------------------------------
 # The steps (each runs in a child process: ``gpu.py --step NAME``) and their helpers.
+
+
+def _precision(amp: str) -> str:
+    return "float32" if amp == "none" else amp
 
 
 def _synchronise(device) -> None:
@@ -142,15 +149,15 @@ def step_steps(sizes: Sizes, work: Path) -> dict:
     images = torch.rand(n, 3, sizes.image_size, sizes.image_size, generator=g)
     labels = torch.randint(0, 2, (n,), generator=g)
     on_device, labels_on_device = images.to(device), labels.to(device)
-    optimisation = Optimisation(epochs=1, lr=5e-5, batch_size=sizes.batch_size, amp="bf16")
+    optimisation = Optimisation(epochs=1, lr=5e-5, batch_size=sizes.batch_size, amp=sizes.amp)
     model = _model(sizes, device)
     with torch.no_grad():
         grid = model.eval().features(on_device[:1]).shape[-2:]
     shares = {Answer.NO: 0.032, Answer.YES: 0.712, Answer.MAYBE: 0.256}  # what Waterbirds' annotators answered
     answers = torch.tensor(list(shares))[torch.multinomial(torch.tensor(list(shares.values())), n, replacement=True, generator=g)]
     guidance = Guidance(torch.rand(n, *grid, generator=g), answers, int((answers == Answer.NO).sum()), int((answers == Answer.YES).sum()))
-    attention = CrayonAttention(CrayonAttention.Params(amp="bf16", batch_size=sizes.batch_size))
-    print(f"  {sizes.model} at {sizes.image_size} px, batch {sizes.batch_size}, bf16, on {device}; Grad-CAM grid {tuple(grid)}", flush=True)
+    attention = CrayonAttention(CrayonAttention.Params(amp=sizes.amp, batch_size=sizes.batch_size))
+    print(f"  {sizes.model} at {sizes.image_size} px, batch {sizes.batch_size}, {_precision(sizes.amp)}, on {device}; Grad-CAM grid {tuple(grid)}", flush=True)
 
     def erm_loss(net):
         return lambda i, x: F.cross_entropy(net(x.to(device, non_blocking=True)), labels_on_device[i.to(device)])
@@ -171,7 +178,7 @@ def step_steps(sizes: Sizes, work: Path) -> dict:
         def one(step: int) -> None:
             x = on_device[(step % sizes.timed_steps) * sizes.batch_size :][: sizes.batch_size]
             y = labels_on_device[(step % sizes.timed_steps) * sizes.batch_size :][: sizes.batch_size]
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=sizes.amp == "bf16"):
                 loss = F.cross_entropy(net(x), y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -249,7 +256,7 @@ def step_gradia_pruning(sizes: Sizes, work: Path) -> dict:
             found.append(maps.detach())
         return torch.cat(found)
 
-    with torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=sizes.amp == "bf16"):
         batched(), per_image()  # warm-up
         batched_s, batched_maps = _timed(device, batched)
         single_s, single_maps = _timed(device, per_image)
@@ -286,12 +293,12 @@ def _pipeline(sizes: Sizes, work: Path, refiners: list[str]):
     from crayon_plugins import Pipeline, RunConfig
     from crayon_plugins.run.cache import ArtefactCache
 
-    fast = {"amp": "bf16", "batch_size": sizes.batch_size}
+    fast = {"amp": sizes.amp, "batch_size": sizes.batch_size}
     config = RunConfig(
         device=sizes.device,
         dataset={"name": "waterbirds", "root": str(work / "waterbirds"), "image_size": sizes.image_size},
         backbone={"name": "timm", "model": sizes.model, "feature_stage": "whole"},
-        training={"epochs": sizes.erm_epochs, "lr": 1e-3, "batch_size": sizes.batch_size, "amp": "bf16"},
+        training={"epochs": sizes.erm_epochs, "lr": 1e-3, "batch_size": sizes.batch_size, "amp": sizes.amp},
         refiners=refiners,
         refiner={"crayon-attention": {**fast, "epochs": sizes.attention_epochs, "lr": 5e-5, "weight_decay": 1e-4}, "crayon-pruning": {"max_pruned": 1.0}},
     )
@@ -579,7 +586,7 @@ def report(figures: dict, dry_run: bool) -> str:
     lines += ["", "## CUDA tests (`pytest -m cuda`)", "", f"{figures['cuda-tests'].get('summary', figures['cuda-tests']['status'])}"]
 
     steps = figures["steps"]
-    lines += ["", f"## The training step: {sizes['model']} at {sizes['image_size']} px, batch {sizes['batch_size']}, bf16", ""]
+    lines += ["", f"## The training step: {sizes['model']} at {sizes['image_size']} px, batch {sizes['batch_size']}, {_precision(sizes['amp'])}", ""]
     if steps["status"] == "ok":
         verdict = lambda ok: "meets the goal" if ok else "misses the goal"  # noqa: E731
         lines += [
@@ -602,7 +609,7 @@ def report(figures: dict, dry_run: bool) -> str:
     lines += ["", "## GRADIA's Grad-CAM and pruning's feature pass", ""]
     if gradia["status"] == "ok":
         lines += [
-            f"- GRADIA's Grad-CAM and its backward, train mode, bf16: batched {_f(gradia['gradia_batched_images_per_s'])} images/s, "
+            f"- GRADIA's Grad-CAM and its backward, train mode, {_precision(sizes['amp'])}: batched {_f(gradia['gradia_batched_images_per_s'])} images/s, "
             f"image by image {_f(gradia['gradia_per_image_images_per_s'])} images/s "
             f"({gradia['gradia_batched_images_per_s'] / gradia['gradia_per_image_images_per_s']:.1f}× apart); "
             f"their maps differ by up to {gradia['gradia_max_map_difference']:.3f} (0–1 scale: batch norm's statistics in train mode).",
@@ -635,7 +642,7 @@ def report(figures: dict, dry_run: bool) -> str:
         n = real["splits"]
         lines += [
             f"{n[0]:,} / {n[1]:,} / {n[2]:,} images at {sizes['image_size']} px, {sizes['model']} (randomly initialised: timings do not depend on the weights), "
-            f"batch {sizes['batch_size']}, bf16, the oracle's answers, validation after every epoch.",
+            f"batch {sizes['batch_size']}, {_precision(sizes['amp'])}, the oracle's answers, validation after every epoch.",
             "",
             "| stage | seconds | peak GPU memory |",
             "|---|---:|---:|",
