@@ -13,6 +13,12 @@ annotation set (``w_no / num_no`` in the code's ``src/solver/solver_waterbirds.p
 A *yes* image whose original map is all zero has ``P ≡ 1`` and ``Σ(1−P) = 0``: the public code would
 divide by zero; its ``L_yes`` is left out (:func:`degenerate_yes` counts such images for the run's
 statistics).
+
+A variant, not the published method (``crayon-attention``'s ``energy = "mass"``): the same terms
+divided by the current map's own sum instead of ``P``'s, ``L_no = Σ(E·P) / Σ(E)`` (the share of the
+current map's mass where the original looked) and ``L_yes = Σ(E·(1−P)) / Σ(E)`` (its share outside).
+Under the max normalisation a map that narrows to one cell lowers the published ``L_no`` without
+leaving ``P``; a share of mass falls only when the mass moves.
 """
 
 from __future__ import annotations
@@ -45,6 +51,21 @@ def energy_yes(current: Tensor, original: Tensor) -> Tensor:
     return (current * outside).sum(dim=(-2, -1)) / total.where(held, 1.0) * held
 
 
+def energy_no_mass(current: Tensor, original: Tensor) -> Tensor:
+    """``(B,)`` ``L_no = Σ(E·P)/Σ(E)`` per image: the share of ``E``'s mass on ``P`` (the ``"mass"`` variant)."""
+    return (current * original).sum(dim=(-2, -1)) / current.sum(dim=(-2, -1))
+
+
+def energy_yes_mass(current: Tensor, original: Tensor) -> Tensor:
+    """``(B,)`` ``L_yes = Σ(E·(1−P))/Σ(E)`` per image: the share of ``E``'s mass off ``P`` (the ``"mass"``
+    variant); ``0`` for an all-zero original map (``P ≡ 1``), like :func:`energy_yes`."""
+    return (current * (1.0 - original)).sum(dim=(-2, -1)) / current.sum(dim=(-2, -1))
+
+
+ENERGIES = {"crayon": (energy_no, energy_yes), "mass": (energy_no_mass, energy_yes_mass)}
+"""The terms (``L_no``, ``L_yes``) of each ``energy``: the published ones, and the mass-share variant."""
+
+
 def degenerate_yes(original: Tensor, answers: Tensor) -> int:
     """How many *yes* images have an all-zero original map (their ``L_yes`` is left out)."""
     zero = original.flatten(1).amax(dim=1) <= 0
@@ -52,22 +73,24 @@ def degenerate_yes(original: Tensor, answers: Tensor) -> int:
 
 
 def attention_parts(
-    current: Tensor, original: Tensor, answers: Tensor, *, w_yes: float, w_no: float, n_yes: int, n_no: int
+    current: Tensor, original: Tensor, answers: Tensor, *, w_yes: float, w_no: float, n_yes: int, n_no: int, energy: str = "crayon"
 ) -> dict[str, Tensor]:
     """The two terms of :func:`attention_terms`, each present only where it adds something:
-    ``energy_yes`` = ``w_yes/N_yes · Σ L_yes`` and ``energy_no`` = ``w_no/N_no · Σ L_no`` over the minibatch."""
+    ``energy_yes`` = ``w_yes/N_yes · Σ L_yes`` and ``energy_no`` = ``w_no/N_no · Σ L_no`` over the
+    minibatch, with the terms of ``energy`` (:data:`ENERGIES`)."""
+    no_term, yes_term = ENERGIES[energy]
     current, original = crayon_normalise(current), crayon_normalise(original)
     no, yes = answers == Answer.NO, answers == Answer.YES
     parts = {}
     if n_no and no.any():
-        parts["energy_no"] = w_no / n_no * energy_no(current[no], original[no]).sum()
+        parts["energy_no"] = w_no / n_no * no_term(current[no], original[no]).sum()
     if n_yes and yes.any():
-        parts["energy_yes"] = w_yes / n_yes * energy_yes(current[yes], original[yes]).sum()
+        parts["energy_yes"] = w_yes / n_yes * yes_term(current[yes], original[yes]).sum()
     return parts
 
 
 def attention_terms(
-    current: Tensor, original: Tensor, answers: Tensor, *, w_yes: float, w_no: float, n_yes: int, n_no: int
+    current: Tensor, original: Tensor, answers: Tensor, *, w_yes: float, w_no: float, n_yes: int, n_no: int, energy: str = "crayon"
 ) -> Tensor:
     """``w_yes/N_yes · Σ L_yes + w_no/N_no · Σ L_no`` over one minibatch.
 
@@ -75,9 +98,10 @@ def attention_terms(
     ``--w_no``). ``current`` and ``original`` are ``(B, h, w)`` non-negative maps (normalised here);
     ``answers`` holds an :class:`~crayon_plugins.annotation.records.Answer` code per image (any other code, such
     as *not annotated*, adds nothing); ``n_yes`` and ``n_no`` count the *yes* and *no* answers of the
-    whole annotation set (a term whose count is zero adds nothing).
+    whole annotation set (a term whose count is zero adds nothing). ``energy`` picks the published
+    terms (``"crayon"``) or the mass-share variant (``"mass"``).
     """
     total = current.new_zeros(())
-    for part in attention_parts(current, original, answers, w_yes=w_yes, w_no=w_no, n_yes=n_yes, n_no=n_no).values():
+    for part in attention_parts(current, original, answers, w_yes=w_yes, w_no=w_no, n_yes=n_yes, n_no=n_no, energy=energy).values():
         total = total + part
     return total

@@ -11,7 +11,7 @@ numbers of *yes* and *no* answers in the whole annotation set. The paper's α is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from torch import Tensor
@@ -46,6 +46,12 @@ class CrayonAttention(FineTuning):
         w_yes: float = Field(default=100.0, ge=0, description="the weight of L_yes (answers 'yes'), divided by N_yes; the CRAYON paper's α (Waterbirds 1e7)")
         w_no: float = Field(default=5000.0, ge=0, description="the weight of L_no (answers 'no'), divided by N_no; the CRAYON paper's β (Waterbirds 2e5)")
         interpreter: str = Field(default="gradcam", description="a differentiable interpreter")
+        energy: Literal["crayon", "mass"] = Field(
+            default="crayon",
+            description="crayon: the published terms, L_no = Σ(E·P)/Σ(P) and L_yes = Σ(E·(1−P))/Σ(1−P) on max-normalised maps; "
+            "mass: a variant, not the published method, that divides both by Σ(E), the current map's own mass, so L_no is the share of "
+            "that mass where the original looked and a map cannot lower it by narrowing inside that region (docs/attention.md)",
+        )
 
         @model_validator(mode="before")
         @classmethod
@@ -79,7 +85,8 @@ class CrayonAttention(FineTuning):
         current, logits = self.interpreter.explain(model, batch.images, batch.labels)
         p = self.params
         parts = attention_parts(
-            current, rows(prepared.original_maps, batch), rows(prepared.answers, batch), w_yes=p.w_yes, w_no=p.w_no, n_yes=prepared.n_yes, n_no=prepared.n_no
+            current, rows(prepared.original_maps, batch), rows(prepared.answers, batch), w_yes=p.w_yes, w_no=p.w_no, n_yes=prepared.n_yes, n_no=prepared.n_no,
+            energy=p.energy,
         )
         total = current.new_zeros(())
         for name, part in parts.items():

@@ -205,6 +205,12 @@ def test_the_reference_weighting_with_the_papers_waterbirds_values():
     loss = refiner.loss(None, batch, Guidance(original, answers, n_no=4, n_yes=2))
     assert float(loss) == pytest.approx(float(F.cross_entropy(logits, labels, reduction="sum")) + 2_025_000, rel=1e-6)
 
+    # energy = "mass" divides each term by Σ(E) instead: L_no = 0.5 / 1.5, L_yes = 1 / 2.
+    refiner = create_refiner("crayon-attention", {"w_yes": 1e7, "w_no": 2e5, "energy": "mass"})
+    refiner.interpreter = FixedMaps(current, logits)
+    loss = refiner.loss(None, batch, Guidance(original, answers, n_no=4, n_yes=2))
+    assert float(loss) == pytest.approx(float(F.cross_entropy(logits, labels, reduction="sum")) + 1e7 / 2 * 0.5 + 2e5 / 4 / 3, rel=1e-6)
+
 
 def test_the_papers_names_for_the_weights_are_refused_with_the_mapping():
     from crayon_plugins.errors import ConfigError

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from crayon_plugins.annotation.records import NOT_ANNOTATED, Answer
@@ -33,3 +34,26 @@ def test_maybe_and_unannotated_add_nothing():
     answers = torch.tensor([Answer.MAYBE, NOT_ANNOTATED, Answer.MAYBE])
     ce = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
     assert torch.equal(ce + attention_terms(maps, maps.flip(0), answers, w_yes=1e6, w_no=1e6, n_yes=3, n_no=3), ce)
+
+
+def test_the_mass_variant_by_hand():
+    """The maps of the published example with ``energy = "mass"``: each term divided by Σ(E).
+
+    P_no = [[1, 0], [0, 0]], E_no = [[0.5, 1], [0, 0]]: L_no = Σ(E·P) / Σ(E) = 0.5 / 1.5 = 1/3.
+    P_yes = [[1, 0.5], [0, 0]], E_yes = [[1, 0], [1, 0]]: L_yes = Σ(E·(1−P)) / Σ(E) = 1 / 2 = 0.5.
+    Attention terms = 8/4 · 1/3 + 10/5 · 0.5 = 5/3."""
+    original = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.5], [0.0, 0.0]]])
+    current = torch.tensor([[[0.5, 1.0], [0.0, 0.0]], [[1.0, 0.0], [1.0, 0.0]]])
+    answers = torch.tensor([Answer.NO, Answer.YES])
+    assert float(attention_terms(current, original, answers, w_yes=10.0, w_no=8.0, n_yes=5, n_no=4, energy="mass")) == pytest.approx(5 / 3, rel=1e-6)
+
+
+def test_narrowing_inside_where_the_original_looked_lowers_the_published_l_no_but_not_the_mass_share():
+    """P covers two cells. A map on both pays L_no = 1 either way; narrowed to one of them it pays the
+    published 1/2 but still the whole mass share 1; moved off P it pays 0 either way."""
+    original = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]]).expand(3, 2, 2)
+    current = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 0.0]]])
+    answers = torch.full((3,), int(Answer.NO))
+    per_image = lambda energy: [float(attention_terms(current[i : i + 1], original[i : i + 1], answers[:1], w_yes=0.0, w_no=1.0, n_yes=0, n_no=1, energy=energy)) for i in range(3)]  # noqa: E731
+    assert per_image("crayon") == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
+    assert per_image("mass") == pytest.approx([1.0, 1.0, 0.0], abs=1e-6)
