@@ -114,13 +114,15 @@ def figure(summary: dict[str, dict[str, tuple[float, float]]], title: str, path:
     methods = [m for m in summary if m != "original"]
     fig, axes = plt.subplots(1, len(NUMBERS), figsize=(3.2 * len(NUMBERS), 0.32 * len(methods) + 1.6), sharey=True)
     for ax, number in zip(axes, NUMBERS):
+        largest = 0.0
         for y, method in enumerate(methods):
             before, (after, sd) = summary[method][f"original_{number}"][0], summary[method][number]
             ax.plot([before, after], [y, y], color="0.75", zorder=1)
             ax.scatter([before], [y], color="0.55", s=18, zorder=2)
             ax.errorbar([after], [y], xerr=[sd if math.isfinite(sd) else 0.0], fmt="o", color="tab:blue", ms=5, capsize=2, zorder=3)
+            largest = max(largest, before, after + (sd if math.isfinite(sd) else 0.0))
         ax.set_title(HEADINGS[number], fontsize=10)
-        ax.set_xlim(0, 1 if number != "spread" else None)
+        ax.set_xlim(0, 1 if number != "spread" else 1.15 * largest)  # a spread is a few cells: its own scale
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(methods)), methods, fontsize=8)
     axes[0].invert_yaxis()
