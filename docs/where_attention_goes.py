@@ -23,21 +23,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from crayon_plugins.study.runner import flat_metrics
+
 NUMBERS = ("energy_on_object", "energy_where_original_looked", "entropy", "spread")
 HEADINGS = {"energy_on_object": "on object", "energy_where_original_looked": "where the original looked", "entropy": "entropy", "spread": "spread"}
 SUBSETS = {"attention": "all test images", "attention_no": "images whose original map is answered *no*", "attention_yes": "images whose original map is answered *yes*"}
-
-
-def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
-    """``{"attention": {"entropy": 0.5}}`` → ``{"attention:entropy": 0.5}`` (the study runner's spelling)."""
-    found = {}
-    for key, value in metrics.items():
-        name = f"{prefix}:{key}" if prefix else key
-        if isinstance(value, dict):
-            found.update(flatten(value, name))
-        elif isinstance(value, (int, float)):
-            found[name] = float(value)
-    return found
 
 
 def read(path: Path) -> dict[str, list[dict[str, float]]]:
@@ -47,7 +37,7 @@ def read(path: Path) -> dict[str, list[dict[str, float]]]:
         results = json.loads(path.read_text())
         for row in results["rows"]:
             seeds = row.get("seeds") or [{"seed": results.get("seed", 0), "metrics": row["metrics"]}]
-            runs[row["method"]] += [flatten(seed["metrics"]) for seed in seeds]
+            runs[row["method"]] += [dict(flat_metrics(seed["metrics"])) for seed in seeds]
         return dict(runs)
     cells: dict[tuple, dict[str, float]] = defaultdict(dict)
     with path.open(newline="") as f:
@@ -61,7 +51,8 @@ def read(path: Path) -> dict[str, list[dict[str, float]]]:
 
 
 def spread_of(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (NaN for one value) of the finite values."""
+    """Mean and sample standard deviation (NaN for one value) of the finite values: a seed without
+    images in a subset (no map answered *yes*, say) has no number there and is left out."""
     values = [v for v in values if math.isfinite(v)]
     if not values:
         return math.nan, math.nan
