@@ -15,7 +15,7 @@ from crayon_plugins.api.finetuning import Batch
 from crayon_plugins.model.maps import normalise_maps
 from crayon_plugins.testing.strategies import answer_codes, map_shapes, object_masks, saliency_maps
 from crayon_plugins.testing.tiny import TinyClassifier, tiny_context, tiny_image_set, tiny_model
-from crayon_plugins.training.energy import attention_terms, crayon_normalise, degenerate_yes, energy_no, energy_yes
+from crayon_plugins.training.energy import ENERGIES, attention_terms, crayon_normalise, degenerate_yes, energy_no, energy_yes
 
 FAST = settings(max_examples=80, deadline=None)
 SLOW = settings(max_examples=8, deadline=None)  # each example runs a tiny model
@@ -30,9 +30,12 @@ def map_pairs(first=saliency_maps, second=saliency_maps):
 @given(map_pairs())
 def test_energy_terms_lie_in_unit_interval(maps):
     current, original = (crayon_normalise(m) for m in maps)
-    for term in (energy_no(current, original), energy_yes(current, original)):
-        assert term.shape == current.shape[:1] and bool(torch.isfinite(term).all())
-        assert bool((term >= 0).all()) and bool((term <= 1 + 1e-6).all())
+    for no_term, yes_term in ENERGIES.values():  # the published terms and the mass-share variant
+        for term in (no_term(current, original), yes_term(current, original)):
+            assert term.shape == current.shape[:1] and bool(torch.isfinite(term).all())
+            assert bool((term >= 0).all()) and bool((term <= 1 + 1e-6).all())
+    no_mass, yes_mass = ENERGIES["mass"]  # the variant's two shares add up to the whole map
+    assert torch.allclose(no_mass(current, original) + yes_mass(current, original), torch.ones(len(current)), atol=1e-5)
 
 
 @FAST
