@@ -45,7 +45,7 @@ class Sizes:
     attention_epochs: int
     gradia_images: int
     feature_images: int
-    amp: str  # the training precision: bf16 on a GPU; float32 in the CPU dry run, where bf16 is emulated and ~20x slower
+    amp: str  # the training precision: bf16 on a GPU; float32 in the CPU dry run, where bf16 is emulated and much slower
     limits: dict[str, int] = field(default_factory=dict)
 
 

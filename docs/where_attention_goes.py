@@ -8,7 +8,8 @@ table and figure. Per method (and per study cell apart from its seed) it writes 
 ± the sample standard deviation, of: the share of the map's mass on the object, on the cells where the
 original model looked, the maps' normalised entropy and their spread, before (the original model's
 maps of the same test images) and after, over all test images and over those whose original map a
-noise-free oracle answers *no* about, beside WGA and the unreasonable-accurate share. The figure draws
+noise-free oracle answers *no* or *yes* about, beside WGA and the unreasonable-accurate share. A seed
+with no image in a subset has no number there; the ``seeds`` column counts the seeds that have. The figure draws
 each method's move on the *no* images: a grey dot for the original's maps, a coloured one for the
 refined model's.
 """
@@ -70,7 +71,7 @@ def summarise(runs: dict[str, list[dict[str, float]]], subset: str) -> dict[str,
         row = {key: spread_of([m.get(f"{subset}:{key}", math.nan) for m in seeds]) for key in keys}
         row["wga"] = spread_of([m.get("wga", math.nan) for m in seeds])
         row["ua"] = spread_of([m.get("reasonability:unreasonable-accurate", math.nan) for m in seeds])
-        row["seeds"] = (len(seeds), 0.0)
+        row["seeds"] = (sum(math.isfinite(m.get(f"{subset}:energy_on_object", math.nan)) for m in seeds), 0.0)
         found[method] = row
     return found
 
@@ -113,7 +114,7 @@ def figure(summary: dict[str, dict[str, tuple[float, float]]], title: str, path:
             ax.errorbar([after], [y], xerr=[sd if math.isfinite(sd) else 0.0], fmt="o", color="tab:blue", ms=5, capsize=2, zorder=3)
             largest = max(largest, before, after + (sd if math.isfinite(sd) else 0.0))
         ax.set_title(HEADINGS[number], fontsize=10)
-        ax.set_xlim(0, 1 if number != "spread" else 1.15 * largest)  # a spread is a few cells: its own scale
+        ax.set_xlim(0, 1 if number != "spread" or largest == 0 else 1.15 * largest)  # a spread is a few cells: its own scale
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(methods)), methods, fontsize=8)
     axes[0].invert_yaxis()

@@ -55,3 +55,16 @@ def test_the_command_writes_the_tables_and_one_figure_per_source(tmp_path):
     text = (tmp_path / "out" / "tables.md").read_text()
     assert "## bars: all test images" in text and "## bars: images whose original map is answered *no* (25.0 % of the test split)" in text
     assert (tmp_path / "out" / "where-attention-goes-bars.png").stat().st_size > 0
+
+
+def test_a_seed_without_images_in_a_subset_is_left_out_of_its_numbers_and_its_seed_count(tmp_path):
+    path = tmp_path / "results.csv"
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["refiner", "seed", "metric", "value"])
+        for seed, value in ((0, "0.5"), (1, "nan"), (2, "0.7")):  # seed 1: no map answered yes
+            out.writerow(["rrr", seed, "attention_yes:energy_on_object", value])
+            out.writerow(["rrr", seed, "wga", 0.4])
+    row = report.summarise(report.read(path), "attention_yes")["rrr"]
+    assert row["energy_on_object"][0] == pytest.approx(0.6) and row["seeds"][0] == 2
+    assert row["wga"][0] == pytest.approx(0.4)

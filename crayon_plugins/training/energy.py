@@ -16,9 +16,10 @@ statistics).
 
 A variant, not the published method (``crayon-attention``'s ``energy = "mass"``): the same terms
 divided by the current map's own sum instead of ``P``'s, ``L_no = Σ(E·P) / Σ(E)`` (the share of the
-current map's mass where the original looked) and ``L_yes = Σ(E·(1−P)) / Σ(E)`` (its share outside).
-Under the max normalisation a map that narrows to one cell lowers the published ``L_no`` without
-leaving ``P``; a share of mass falls only when the mass moves.
+current map's mass where the original looked, each cell weighted by ``P``) and
+``L_yes = Σ(E·(1−P)) / Σ(E)`` (its share outside). Under the max normalisation a map that narrows to
+one cell lowers the published ``L_no`` without leaving ``P``; a share of mass falls only when mass
+moves to cells of lower ``P``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def attention_parts(
     """The two terms of :func:`attention_terms`, each present only where it adds something:
     ``energy_yes`` = ``w_yes/N_yes · Σ L_yes`` and ``energy_no`` = ``w_no/N_no · Σ L_no`` over the
     minibatch, with the terms of ``energy`` (:data:`ENERGIES`)."""
+    if energy not in ENERGIES:
+        raise ValueError(f"energy must be one of {sorted(ENERGIES)}, not {energy!r}")
     no_term, yes_term = ENERGIES[energy]
     current, original = crayon_normalise(current), crayon_normalise(original)
     no, yes = answers == Answer.NO, answers == Answer.YES

@@ -50,7 +50,7 @@ class CrayonAttention(FineTuning):
             default="crayon",
             description="crayon: the published terms, L_no = Σ(E·P)/Σ(P) and L_yes = Σ(E·(1−P))/Σ(1−P) on max-normalised maps; "
             "mass: a variant, not the published method, that divides both by Σ(E), the current map's own mass, so L_no is the share of "
-            "that mass where the original looked and a map cannot lower it by narrowing inside that region (docs/attention.md)",
+            "that mass where the original looked (each cell weighted by P) and narrowing among cells of equal P no longer lowers it (docs/attention.md)",
         )
 
         @model_validator(mode="before")
