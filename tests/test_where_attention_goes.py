@@ -7,8 +7,10 @@ import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("where_attention_goes", ROOT / "docs" / "where_attention_goes.py")
@@ -68,3 +70,18 @@ def test_a_seed_without_images_in_a_subset_is_left_out_of_its_numbers_and_its_se
     row = report.summarise(report.read(path), "attention_yes")["rrr"]
     assert row["energy_on_object"][0] == pytest.approx(0.6) and row["seeds"][0] == 2
     assert row["wga"][0] == pytest.approx(0.4)
+
+
+def test_the_training_image_check_imports_and_draws_the_maps_the_loss_trains_through(monkeypatch, tiny_model):
+    """docs/attention_on_training_images.py: its imports resolve and its maps are the differentiable
+    Grad-CAM's, one per image, in either mode, without touching the model's batch-norm statistics."""
+    spec = importlib.util.spec_from_file_location("attention_on_training_images", ROOT / "docs" / "attention_on_training_images.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    monkeypatch.setattr(check, "IMAGES", 3)
+    split = SimpleNamespace(images=torch.rand(3, 3, 32, 32), labels=torch.tensor([0, 1, 0]))
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    for train_mode in (True, False):
+        maps = check.maps(tiny_model, split, train_mode, check.create_interpreter("gradcam"))
+        assert maps.shape == (3, 4, 4) and not maps.requires_grad
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
