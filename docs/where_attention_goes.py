@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         name, _, where = source.partition("=")
         if not where:
             parser.error(f"{source!r}: expected NAME=RESULTS")
+        if not Path(where).is_file() or Path(where).suffix not in (".json", ".csv"):
+            parser.error(f"{where}: not a crayon compare results.json or a study results.csv")
         runs = read(Path(where))
         for subset, words in SUBSETS.items():
             summary = summarise(runs, subset)

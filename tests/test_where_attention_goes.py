@@ -85,3 +85,10 @@ def test_the_training_image_check_imports_and_draws_the_maps_the_loss_trains_thr
         maps = check.maps(tiny_model, split, train_mode, check.create_interpreter("gradcam"))
         assert maps.shape == (3, 4, 4) and not maps.requires_grad
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+
+
+def test_a_missing_or_unknown_results_file_is_named_and_exits_2(tmp_path, capsys):
+    for given in (tmp_path / "missing.csv", tmp_path):
+        with pytest.raises(SystemExit) as stop:
+            report.main([f"x={given}", "--out", str(tmp_path / "out")])
+        assert stop.value.code == 2 and str(given) in capsys.readouterr().err
