@@ -35,7 +35,7 @@ from crayon_plugins.run.stages.load import load
 from crayon_plugins.run.stages.original import original_model
 from crayon_plugins.run.table import markdown_table
 from crayon_plugins.utils.files import writable_folder
-from crayon_plugins.utils.progress import console
+from crayon_plugins.utils.progress import console, warn
 
 app = typer.Typer(
     help="Correct where image classifiers look, from yes / no judgements of their explanations.",
@@ -83,7 +83,7 @@ def user_errors(command: Callable) -> Callable:
 
 def _warn_broken(registry: Registry) -> None:
     for broken in registry.broken:
-        console.print(f"[yellow]warning:[/] {broken.describe()}; its components are unavailable", highlight=False)
+        warn(f"{broken.describe()}; its components are unavailable")
 
 
 @app.command()
@@ -320,7 +320,7 @@ def new_plugin(
     registry = default_registry()
     if taken := [r for r in registry.all() if r.name == name]:
         owners = ", ".join(f"{r.kind.replace('_', ' ')} of plugin {r.plugin!r}" for r in taken)
-        console.print(f"warning: {name!r} is already registered ({owners}); installing this plugin will make the name ambiguous until you rename its refiner", style="yellow", markup=False, highlight=False, soft_wrap=True)
+        warn(f"{name!r} is already registered ({owners}); installing this plugin will make the name ambiguous until you rename its refiner")
     root = scaffold(name, directory)
     console.print(escape(f"wrote {root}; next: pip install -e '{root}[test]' && pytest {root}"), highlight=False)
 

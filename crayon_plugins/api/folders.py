@@ -26,7 +26,7 @@ from crayon_plugins.api import components
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.data.items import FileImages, FileMasks, readable
 from crayon_plugins.errors import DataError
-from crayon_plugins.utils.progress import console, progress_bar
+from crayon_plugins.utils.progress import progress_bar, warn
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """What :func:`image_folder` counts as an image (torchvision's ImageFolder's list, any case)."""
@@ -274,5 +274,5 @@ class FolderDataset(components.Dataset):
         kept = [item for item, good in zip(items, ok) if good]
         if bad := [item for item, good in zip(items, ok) if not good]:
             names = ", ".join(str(i.image) for i in bad[:3]) + (" …" if len(bad) > 3 else "")
-            console.print(f"warning: {self.name} {split}: left out {len(bad)} unreadable image{'s' * (len(bad) > 1)} ({names})", markup=False, highlight=False, soft_wrap=True)
+            warn(f"{self.name} {split}: left out {len(bad)} unreadable image{'s' * (len(bad) > 1)} ({names})")
         return kept

@@ -27,7 +27,7 @@ from crayon_plugins.api.components import Component
 from crayon_plugins.config import ComponentSpec
 from crayon_plugins.errors import CrayonError
 from crayon_plugins.utils.files import publish
-from crayon_plugins.utils.progress import console
+from crayon_plugins.utils.progress import console, warn
 
 CACHE_FORMAT = 3
 """Bump when the meaning of cached artefacts changes, so older entries are ignored."""
@@ -71,7 +71,7 @@ def holds_non_finite(value: Any) -> bool:
 def _warn_once(path: Path, text: str) -> None:
     if (path, text) not in _warned:
         _warned.add((path, text))
-        console.print(f"warning: {text}", style="yellow", highlight=False, soft_wrap=True, markup=False)
+        warn(text)
 
 
 class ArtefactCache:

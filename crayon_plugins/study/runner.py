@@ -33,7 +33,7 @@ from crayon_plugins.run.stages.report import ModelFiles
 from crayon_plugins.study.executors import Executor, create_executor
 from crayon_plugins.study.spec import Cell, StudySpec, base_error, load_spec
 from crayon_plugins.utils.files import writable_folder, write_atomically
-from crayon_plugins.utils.progress import console, progress_bar
+from crayon_plugins.utils.progress import console, progress_bar, warn
 
 
 def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -108,7 +108,7 @@ def read_record(path: Path) -> dict | None:
         problem = f"{type(error).__name__}: {error}"
     if problem is None:
         return record
-    console.print(f"warning: ignoring the damaged cell record {path} ({problem}); the cell runs again", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    warn(f"ignoring the damaged cell record {path} ({problem}); the cell runs again")
     return None
 
 
@@ -135,7 +135,7 @@ def _finished_records(cells_dir: Path, device: str) -> dict[str, dict]:
         if (record := read_record(path)) is None:
             continue
         if record.get("device", device) != device:
-            console.print(f"warning: cell {path.stem} was computed on {record['device']} and this run is on {device}; it runs again", style="yellow", markup=False, highlight=False)
+            warn(f"cell {path.stem} was computed on {record['device']} and this run is on {device}; it runs again")
             continue
         records[path.stem] = record
     return records

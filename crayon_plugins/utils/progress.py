@@ -44,3 +44,8 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
     ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda steps=1: progress.advance(task, steps)
+
+
+def warn(text: str) -> None:
+    """``warning: text`` on stderr, in yellow on a terminal, never read as markup."""
+    console.print(f"warning: {text}", style="yellow", markup=False, highlight=False, soft_wrap=True)

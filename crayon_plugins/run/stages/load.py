@@ -8,7 +8,7 @@ from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.data.items import Loading, default_workers
 from crayon_plugins.errors import call_plugin
 from crayon_plugins.run.cache import cache_key, component_key
-from crayon_plugins.utils.progress import console
+from crayon_plugins.utils.progress import warn
 
 if TYPE_CHECKING:
     from crayon_plugins.run.pipeline import Pipeline
@@ -43,4 +43,4 @@ def warn_missing_groups(train: ImageSet, test: ImageSet) -> None:
     kind, test_consequence = ("group(s)", "WGA and MGA are taken over the groups it has") if grouped else ("class(es)", "worst-class accuracy is taken over the classes it has")
     for name, split, consequence in (("training", train, "refiners cannot learn them"), ("test", test, test_consequence)):
         if missing := split.missing_groups():
-            console.print(f"warning: the {name} split has no item of {kind} {', '.join(missing)}: {consequence}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+            warn(f"the {name} split has no item of {kind} {', '.join(missing)}: {consequence}")

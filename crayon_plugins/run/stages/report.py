@@ -25,7 +25,7 @@ from crayon_plugins.run.stages.original import OriginalModel
 from crayon_plugins.run.table import annotation_kind
 from crayon_plugins.training.loop import non_finite_weights
 from crayon_plugins.training.selection import Curve
-from crayon_plugins.utils.progress import console
+from crayon_plugins.utils.progress import console, warn
 
 if TYPE_CHECKING:
     from crayon_plugins.run.pipeline import Pipeline
@@ -156,7 +156,7 @@ class ConsoleReport(RunObserver):
 
     def on_annotations(self, pipeline: Pipeline, results: Results, context: RefinementContext) -> None:
         for name, count in results.skipped.items():
-            console.print(f"warning: {count} unreadable image(s) left out of the {name} split (skip_unreadable)", style="yellow", markup=False, highlight=False)
+            warn(f"{count} unreadable image(s) left out of the {name} split (skip_unreadable)")
         console.print("annotations: " + ", ".join(f"{k} {v}" for k, v in results.annotations.items()))
         if context.neurons is not None:
             share = 100 * results.neuron_annotations["relevant"] / len(context.neurons.concepts)
