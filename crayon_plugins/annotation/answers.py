@@ -1,11 +1,13 @@
 """People's answers on disk: the answers file the annotation page writes, and the CRAYON authors'
 published lists.
 
-**Answers file** (JSON lines, appended one line per click, so nothing is lost when a tab or the
-server dies)::
+**Answers file** (JSON lines, appended and fsynced one line per click, so nothing acknowledged is
+lost when a tab, the server or the disk fails)::
 
-    {"item": "train-0042", "question": "maps", "answer": "yes", "annotator": "alice", "time": "2026-11-24T10:03:12.481Z"}
+    {"item": "train-0042", "question": "maps", "answer": "yes", "annotator": "alice", "time": "2026-11-24T10:03:12.481Z", "task": "5f1c…"}
 
+``task`` is the key of the annotation task the answer was given in, which names the model and
+maps (or concepts) people judged; the ``human`` source refuses answers about another model's.
 ``question`` is ``maps`` (the default when absent), ``neurons`` or ``attention``; ``answer`` is
 ``yes`` / ``no`` / ``maybe``, or ``null`` for an undone answer; a drawing (the ``attention``
 question) has ``drawing``, the PNG mask's path relative to the file, instead of ``answer``. A
@@ -25,12 +27,14 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from crayon_plugins.annotation.records import Annotations, Answer, Question
 from crayon_plugins.errors import DataError
+from crayon_plugins.utils.progress import warn
 
 ANNOTATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 """What an annotator may be called: letters, digits and ``_ . @ -``, at most 64 characters."""
@@ -46,6 +50,7 @@ class Record(BaseModel):
     drawing: str | None = Field(default=None, min_length=1)
     annotator: str = Field(pattern=ANNOTATOR_NAME.pattern)
     time: datetime
+    task: str | None = Field(default=None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _fits_question(self) -> Record:
@@ -61,33 +66,105 @@ def now() -> datetime:
 
 
 def append(path: Path, record: Record) -> None:
-    """Append ``record`` to ``path`` as one line and flush it to disk before returning (callers
-    that write from several threads hold a lock)."""
+    """Append ``record`` to ``path`` as one line, fsynced before returning (callers that write from
+    several threads hold a lock). A last line without its newline is first ended: kept if it is a
+    whole record (a hand edit), otherwise, being what a failed write left, moved to
+    ``<file>.damaged`` with a warning, so the new line never joins it."""
     line = record.model_dump_json(exclude={"answer"} if record.question == Question.ATTENTION else {"drawing"}) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as file:
-        file.write(line)
+    created = not path.exists()
+    with open(path, "a+b") as file:
+        _end_last_line(path, file)
+        file.write(line.encode())
         file.flush()
         os.fsync(file.fileno())
+    if created:
+        _sync_folder(path.parent)
+
+
+def _end_last_line(path: Path, file: BinaryIO) -> None:
+    size = file.seek(0, os.SEEK_END)
+    start = size
+    while start > 0:  # back to the last newline
+        step = min(start, 4096)
+        file.seek(start - step)
+        found = file.read(step).rfind(b"\n")
+        if found >= 0:
+            start = start - step + found + 1
+            break
+        start -= step
+    if start == size:
+        return
+    file.seek(start)
+    tail = file.read()
+    if _record(tail) is not None:
+        file.write(b"\n")
+        return
+    damaged = path.with_name(path.name + ".damaged")
+    with open(damaged, "ab") as aside:
+        aside.write(tail + b"\n")
+        aside.flush()
+        os.fsync(aside.fileno())
+    os.ftruncate(file.fileno(), start)
+    warn(f"{path}: its last line was cut off ({len(tail)} bytes a write did not finish); moved them to {damaged}, every whole answer is kept")
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a file created in ``folder`` survive a power cut (its folder entry fsynced)."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _record(raw: bytes) -> Record | None:
+    try:
+        return Record.model_validate_json(raw)
+    except ValidationError:
+        return None
 
 
 def read_records(path: Path) -> list[Record]:
-    """Every line of an answers file, in order. :class:`DataError` naming the file and line of the
-    first bad one; a missing file holds no records."""
+    """Every line of an answers file, in order; a missing file holds no records.
+
+    What failed writes leave is read around, with a warning: an unfinished last line is skipped,
+    and a line where a whole record follows the remains of an unfinished one (files written before
+    appends ended such lines first) gives that record. Any other bad line is a :class:`DataError`
+    naming the file and line."""
     if not path.exists():
         return []
     records = []
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(Record.model_validate_json(line))
-            except ValidationError as error:
-                problem = error.errors()[0]
-                where = ".".join(str(p) for p in problem["loc"]) or "line"
-                raise DataError(f"{path}:{number}: {where}: {problem['msg']}") from None
+    with open(path, "rb") as file:
+        lines = file.read().split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if (record := _record(line)) is not None:
+            records.append(record)
+        elif number == len(lines):  # no newline after it: a write that did not finish
+            warn(f"{path}:{number}: skipped an unfinished last line ({len(line)} bytes); the next answer sets it aside")
+        elif (record := _glued(line)) is not None:
+            warn(f"{path}:{number}: read the answer that follows the remains of an unfinished write on this line")
+            records.append(record)
+        else:
+            raise DataError(f"{path}:{number}: {_problem(line)}")
     return records
+
+
+def _glued(line: bytes) -> Record | None:
+    """The whole record at the end of ``line``, after the remains of an unfinished one."""
+    start = line.rfind(b'{"item"')
+    return _record(line[start:]) if start > 0 else None
+
+
+def _problem(line: bytes) -> str:
+    try:
+        Record.model_validate_json(line)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        return f"{'.'.join(str(p) for p in problem['loc']) or 'line'}: {problem['msg']}"
+    return "unreadable"
 
 
 def latest(records: Iterable[Record]) -> dict[tuple[str, str], Record]:

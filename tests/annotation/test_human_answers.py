@@ -45,11 +45,11 @@ def human(**params):
 
 
 def test_an_answers_file_is_one_json_line_per_click_in_the_documented_fields(tmp_path):
-    path = write(tmp_path / "answers.jsonl", record("tiny-000", "yes"), record("tiny-000", None, seconds=1))
+    path = write(tmp_path / "answers.jsonl", record("tiny-000", "yes", task="5f1c"), record("tiny-000", None, seconds=1, task="5f1c"))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines == [
-        {"item": "tiny-000", "question": "maps", "answer": "yes", "annotator": "alice", "time": "2026-11-24T09:00:00Z"},
-        {"item": "tiny-000", "question": "maps", "answer": None, "annotator": "alice", "time": "2026-11-24T09:00:01Z"},
+        {"item": "tiny-000", "question": "maps", "answer": "yes", "annotator": "alice", "time": "2026-11-24T09:00:00Z", "task": "5f1c"},
+        {"item": "tiny-000", "question": "maps", "answer": None, "annotator": "alice", "time": "2026-11-24T09:00:01Z", "task": "5f1c"},
     ]
 
 
@@ -81,6 +81,53 @@ def test_an_unknown_item_or_a_bad_line_names_the_file_and_line(tmp_path):
     bad.write_text('{"item": "tiny-000", "answer": "yes", "annotator": "alice", "time": "2026-11-24T09:00:00Z"}\n{"item": "tiny-001", "answer": "sure", "annotator": "alice", "time": "2026-11-24T09:00:00Z"}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:2: answer: String should match pattern"):
         read_records(bad)
+
+
+def test_an_answer_after_a_hand_edit_without_a_final_newline_gets_its_own_line(tmp_path):
+    path = write(tmp_path / "a.jsonl", record("tiny-000", "yes"))
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # an editor that drops the final newline
+    append(path, record("tiny-001", "no", seconds=1))
+    assert [(r.item, r.answer) for r in read_records(path)] == [("tiny-000", "yes"), ("tiny-001", "no")]
+    assert not path.with_name("a.jsonl.damaged").exists()
+
+
+def test_what_a_failed_write_left_is_set_aside_and_every_acknowledged_answer_stays_readable(tmp_path, capsys):
+    path = write(tmp_path / "a.jsonl", record("tiny-000", "yes"), record("tiny-001", "no", seconds=1))
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"item":"tiny-002","question":"ma')  # the disk filled mid-line
+    assert [r.item for r in read_records(path)] == ["tiny-000", "tiny-001"]  # the server still starts
+    append(path, record("tiny-003", "maybe", seconds=3))
+    assert [(r.item, r.answer) for r in read_records(path)] == [("tiny-000", "yes"), ("tiny-001", "no"), ("tiny-003", "maybe")]
+    assert path.with_name("a.jsonl.damaged").read_bytes() == b'{"item":"tiny-002","question":"ma\n'
+    assert "cut off (33 bytes" in capsys.readouterr().err
+
+
+def test_a_line_glued_by_an_older_version_gives_back_the_acknowledged_answer_after_the_fragment(tmp_path, capsys):
+    path = tmp_path / "a.jsonl"
+    glued = record("tiny-001", "no").model_dump_json(exclude={"drawing"})
+    path.write_text('{"item":"tiny-000","quest' + glued + "\n")
+    assert [(r.item, r.answer) for r in read_records(path)] == [("tiny-001", "no")]
+    assert "a.jsonl:1: read the answer that follows the remains of an unfinished write" in capsys.readouterr().err
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 3), st.data())
+def test_wherever_a_write_stopped_the_answers_before_and_after_it_are_all_read_back(kept, data):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "a.jsonl"
+        before = [record(f"tiny-{i:03d}", "yes", seconds=i) for i in range(kept)]
+        write(path, *before)
+        unfinished = (record("tiny-010", "no", "bob").model_dump_json(exclude={"drawing"}) + "\n").encode()
+        cut = data.draw(st.integers(0, len(unfinished)), label="bytes of the failed write that reached the disk")
+        with open(path, "ab") as file:
+            file.write(unfinished[:cut])
+        after = [record(f"tiny-{i:03d}", "maybe", "carol", seconds=i) for i in range(20, 22)]
+        write(path, *after)
+        finished = [record("tiny-010", "no", "bob")] if cut >= len(unfinished) - 1 else []
+        assert read_records(path) == before + finished + after
 
 
 def test_published_lists_are_read_in_split_order(tmp_path):
@@ -167,6 +214,21 @@ def test_answers_count_only_for_the_class_whose_map_people_saw(tmp_path):
     about_labels = source.annotate_maps(MapsToJudge.of(train, maps))
     alice = [i for i, who in zip(about_labels.item_ids, about_labels.annotators) if who == "alice"]
     assert alice == list(train.ids[3:]) and about_labels.annotators.count("bob") == len(train)
+
+
+def test_answers_about_another_model_are_refused_unless_accepted_and_then_reported(tmp_path, capsys):
+    train = tiny_image_set()
+    maps = torch.rand(len(train), 4, 4, generator=torch.Generator().manual_seed(0))
+    path = write(
+        tmp_path / "a.jsonl",
+        record(train.ids[0], "yes", task="this-model"), record(train.ids[1], "no", seconds=1, task="old-model"), record(train.ids[2], "maybe", seconds=2),
+    )
+    items = MapsToJudge.of(train, maps, key="this-model")
+    with pytest.raises(DataError, match=r"a\.jsonl: 1 of its 3 maps answers are about another model's maps \(task old-model; this run's is this-model\).*accept_other_models = true"):
+        human(answers=str(path)).annotate_maps(items)
+    found = human(answers=str(path), accept_other_models=True).annotate_maps(items)
+    assert found.item_ids == train.ids[:3] and "1 of its 3 maps answers are about another model's maps" in capsys.readouterr().err
+    assert human(answers=str(path)).annotate_maps(MapsToJudge.of(train, maps)).item_ids == train.ids[:3]  # a caller that names no model checks nothing
 
 
 def test_a_panel_of_copies_of_people_is_refused(tmp_path):
