@@ -371,8 +371,7 @@ MapsOfOption = Annotated[
 
 def _task(config: Path | None, question: Question, folder: Path | None, sources: bool = False, maps_of: MapsOf = MapsOf.LABEL):
     """The pipeline of ``config`` and the prepared annotation task of ``question`` in ``folder``
-    (default ``annotation/QUESTION``, ``annotation/maps-predicted`` for the predicted classes' maps).
-    Unless ``sources``, the configuration's annotation sources are not built: the task is what people
+    (:func:`_task_folder`). Unless ``sources``, the configuration's annotation sources are not built: the task is what people
     are asked, and their answers file need not exist yet."""
     if maps_of != MapsOf.LABEL and question != Question.MAPS:
         raise CrayonError(f"--maps-of {maps_of}: applies to --question maps, not {question}")
@@ -381,9 +380,14 @@ def _task(config: Path | None, question: Question, folder: Path | None, sources:
         defaults = RunConfig()
         run_config = run_config.model_copy(update={"annotator": defaults.annotator, "neuron_annotator": defaults.neuron_annotator, "evaluation": defaults.evaluation})
     pipeline = Pipeline.from_config(run_config, [], ArtefactCache())
+    return pipeline, prepare_task(pipeline, question, _task_folder(question, folder, maps_of), maps_of)
+
+
+def _task_folder(question: Question, folder: Path | None, maps_of: MapsOf) -> Path:
+    """The ``--task`` folder (default ``annotation/QUESTION``, ``annotation/maps-predicted`` for
+    the predicted classes' maps), checked to be writable."""
     folder = folder if folder is not None else Path("annotation") / (question if maps_of == MapsOf.LABEL else f"{question}-{maps_of}")
-    writable_folder(folder, "--task")
-    return pipeline, prepare_task(pipeline, question, folder, maps_of)
+    return writable_folder(folder, "--task")
 
 
 @annotate_app.command("serve")
@@ -400,21 +404,22 @@ def annotate_serve(
     """Train or load the original model (cached), explain it and serve a page where people answer
     QUESTION about the items the [budget] selects, most useful first. Every answer is appended to
     TASK/answers.jsonl at once; a restart resumes where each person stopped."""
-    import socket
-
     from crayon_plugins.annotation.answers import ANNOTATOR_NAME
-    from crayon_plugins.annotation.server import serve
+    from crayon_plugins.annotation.server import address_of, check_port, serve
+    from crayon_plugins.annotation.task import held
 
     if annotator is not None and not ANNOTATOR_NAME.match(annotator):
         raise CrayonError(f"--annotator: {annotator!r} is not a name (letters, digits and _ . @ -, at most 64)")
-    with socket.socket() as probe:  # fail before the model is trained, not after
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise CrayonError(f"--port: cannot listen on {host}:{port} ({error.strerror})") from None
-    _, prepared = _task(config, question, task, maps_of=maps_of)
-    console.print(escape(f"serving {len(prepared.items)} {question} items at http://{host}:{port}/ · answers go to {prepared.answers} · Ctrl-C stops"), highlight=False)
-    serve(prepared, host, port, annotator)
+    if not 0 < port < 65536:
+        raise CrayonError(f"--port: {port} is not a port number (1 to 65535)")
+    try:  # fail before the model is trained, not after
+        check_port(host, port)
+    except OSError as error:
+        raise CrayonError(f"--port: cannot listen on {host}:{port} ({error.strerror or error})") from None
+    with held(_task_folder(question, task, maps_of), address_of(host, port)):
+        _, prepared = _task(config, question, task, maps_of=maps_of)
+        console.print(escape(f"serving {len(prepared.items)} {question} items at {address_of(host, port)}/ · answers go to {prepared.answers} · Ctrl-C stops"), highlight=False)
+        serve(prepared, host, port, annotator)
 
 
 @annotate_app.command("export")

@@ -20,7 +20,7 @@ if why := missing_browser():
     sys.exit(why)
 with tempfile.TemporaryDirectory() as folder:
     task = prepare_task(Pipeline.from_config(RunConfig(), [], ArtefactCache()), "maps", Path(folder) / "maps")
-    with serving(create_app(task)) as address, headless_chromium(1100, 860) as browser:
+    with serving(lambda address: create_app(task, address)) as address, headless_chromium(1100, 860) as browser:
         browser.get(f"{address}/?annotator=alice")
         wait_for(browser, lambda b: "answered" in b.find_element("id", "progress").text)
         for k, key in enumerate("yynmyny"[:7]):

@@ -63,6 +63,8 @@ class MapsToJudge:
             demand), or ``None``.
         classes: ``(N,)`` the class each map explains (``None``: each image's label).
         class_names: the names of the classes, in the order of the model's outputs (``()``: unknown).
+        key: the key of the model and maps judged, as an annotation task of them records it
+            (``""``: unknown); sources of recorded answers check that the answers are about them.
     """
 
     ids: tuple[str, ...]
@@ -73,6 +75,7 @@ class MapsToJudge:
     masks: Items | None
     classes: Tensor | None = None
     class_names: tuple[str, ...] = ()
+    key: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images", as_items(self.images))
@@ -80,10 +83,10 @@ class MapsToJudge:
             object.__setattr__(self, "masks", as_items(self.masks))
 
     @classmethod
-    def of(cls, split: ImageSet, maps: Tensor, classes: Tensor | None = None) -> MapsToJudge:
+    def of(cls, split: ImageSet, maps: Tensor, classes: Tensor | None = None, key: str = "") -> MapsToJudge:
         """``maps`` of the images of ``split`` (for ``classes``; default its labels), with its labels,
-        group metadata, masks and class names."""
-        return cls(split.ids, split.images, maps, split.labels, split.spurious, split.masks, classes, tuple(split.class_names))
+        group metadata, masks, class names and ``key``."""
+        return cls(split.ids, split.images, maps, split.labels, split.spurious, split.masks, classes, tuple(split.class_names), key)
 
     @property
     def explained(self) -> Tensor:
@@ -144,11 +147,13 @@ class Annotations:
 
 @dataclass(frozen=True)
 class NeuronsToJudge:
-    """What an annotation source sees when it judges neurons: their concepts, and the training split
-    those concepts index (images, labels, group metadata, masks if any)."""
+    """What an annotation source sees when it judges neurons: their concepts, the training split
+    those concepts index (images, labels, group metadata, masks if any), and the key of the concepts
+    judged (as for :class:`MapsToJudge`)."""
 
     concepts: NeuronConcepts
     train: ImageSet
+    key: str = ""
 
 
 @dataclass(frozen=True)

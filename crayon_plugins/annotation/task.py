@@ -8,8 +8,12 @@ pictures, in one folder the annotation page serves and Label Studio imports.
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Sequence
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,15 +42,21 @@ PROMPTS = {
 }
 """The question as a person reads it (``{label}``: the image's class)."""
 
+LOCK = "serving.lock"
+"""The file in a task folder that the server serving it holds locked, naming itself."""
+
 
 @dataclass(frozen=True)
 class TaskItem:
-    """One item: its id, the class a person should think of, and its pictures (paths relative to
-    the task folder, keyed ``image`` / ``overlay`` or ``sheet``)."""
+    """One item: its id, the class a person should think of, its pictures (paths relative to the
+    task folder, keyed ``image`` / ``overlay`` or ``sheet``), the class the model predicts for it and
+    whether the model's map of it is empty (zero everywhere: the overlay shows the bare image)."""
 
     item: str
     label: str | None
     files: dict[str, str]
+    predicted: str | None = None
+    empty_map: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,32 @@ class Task:
             raise DataError(f"{path}: not an annotation task ({type(error).__name__}: {error})") from None
 
 
+@contextmanager
+def held(folder: Path, holder: str) -> Iterator[None]:
+    """Hold the task ``folder`` for one server (``holder``: its address) while the block runs: a
+    second server would redraw the pictures under the first and write answers it does not see.
+    :class:`CrayonError` naming the process and address that hold it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as error:
+        raise CrayonError(f"{folder}: cannot create the task folder ({error.strerror or error})") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise CrayonError(f"{folder}: already served by {lock.read().strip() or 'another process'}; stop that page first, or give this one another --task folder") from None
+        lock.truncate(0)
+        lock.write(f"process {os.getpid()} on {socket.gethostname()} at {holder}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def overlay(image: torch.Tensor, saliency: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
     """``(H, W, 3)`` uint8: the image with the saliency map, upsampled to it, blended in as a jet heat map."""
     height, width = image.shape[-2:]
@@ -98,13 +134,21 @@ def _png(pixels: np.ndarray, path: Path) -> None:
 
 
 def write_task(
-    folder: Path, question: Question, key: str, train: ImageSet, chosen: Sequence[int], maps: Tensor | None = None, found: NeuronConcepts | None = None, classes: Tensor | None = None
+    folder: Path,
+    question: Question,
+    key: str,
+    train: ImageSet,
+    chosen: Sequence[int],
+    maps: Tensor | None = None,
+    found: NeuronConcepts | None = None,
+    classes: Tensor | None = None,
+    predicted: Tensor | None = None,
 ) -> Task:
     """Write the task of ``question`` about the model ``key`` names to ``folder``: the ``chosen``
     items (indices into ``train``, or into ``found``'s neurons for :attr:`Question.NEURONS`) in
     that order, each with its pictures (the image and its overlay of ``maps``, or the neuron's
-    concept sheet), drawn only where missing, and the class its map explains (``classes``, default
-    the labels; the human source matches answers to it). A folder holding answers about another model is an
+    concept sheet), drawn only where missing, the class its map explains (``classes``, default
+    the labels; the human source matches answers to it) and the class the model ``predicted``. A folder holding answers about another model is an
     error; pictures of another model are drawn afresh."""
     _refuse_other_models_answers(folder, key)
     items = []
@@ -117,7 +161,9 @@ def write_task(
                     render_sheet(found, train, index, folder / item.files["sheet"])
             else:
                 label = train.class_names[int((train.labels if classes is None else classes)[index])]
-                item = TaskItem(train.ids[index], label, {"image": f"images/{index:06d}.png", "overlay": f"overlays/{index:06d}.png"})
+                guess = None if predicted is None else train.class_names[int(predicted[index])]
+                files = {"image": f"images/{index:06d}.png", "overlay": f"overlays/{index:06d}.png"}
+                item = TaskItem(train.ids[index], label, files, guess, bool(maps[index].max() <= 0))
                 if not (folder / item.files["overlay"]).exists():
                     image = train.images[index]
                     _png((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), folder / item.files["image"])

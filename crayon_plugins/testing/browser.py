@@ -12,7 +12,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync")
@@ -26,14 +26,16 @@ def missing_browser() -> str | None:
 
 
 @contextmanager
-def serving(app) -> Iterator[str]:
-    """``app`` served by uvicorn on a free loopback port in a thread; yields its address."""
+def serving(make_app: Callable[[str], object]) -> Iterator[str]:
+    """The app ``make_app(address)`` returns, served by uvicorn at that address (a free loopback
+    port) in a thread; yields the address."""
     import uvicorn
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    address = f"http://127.0.0.1:{port}"
+    server = uvicorn.Server(uvicorn.Config(make_app(address), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -41,7 +43,7 @@ def serving(app) -> Iterator[str]:
             raise RuntimeError(f"the server did not start on port {port}")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield address
     finally:
         server.should_exit = True
         thread.join(10)
@@ -49,7 +51,8 @@ def serving(app) -> Iterator[str]:
 
 @contextmanager
 def headless_chromium(width: int = 1100, height: int = 760) -> Iterator:
-    """A Selenium driver of Debian's headless Chromium with a fresh profile."""
+    """A Selenium driver of Debian's headless Chromium with a fresh profile, its viewport ``width``
+    by ``height`` CSS pixels (under 500 wide, a phone's, emulated)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -59,6 +62,8 @@ def headless_chromium(width: int = 1100, height: int = 760) -> Iterator:
         for flag in (*FLAGS, f"--window-size={width},{height}", f"--user-data-dir={profile}"):
             options.add_argument(flag)
         driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+        if width < 500:  # narrower than a headless window can be: a phone's viewport, emulated
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True})
         try:
             yield driver
         finally:

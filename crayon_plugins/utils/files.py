@@ -9,13 +9,17 @@ from pathlib import Path
 from crayon_plugins.errors import ConfigError
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``; temporary
-    files of earlier, killed writes of ``path`` are removed (one process writes a given file)."""
+def write_atomically(path: Path, content: str | bytes) -> None:
+    """Write ``content`` (text as UTF-8) to a temporary file beside ``path``, fsync it, then rename
+    it over ``path`` (creating the folder); temporary files of earlier, killed writes of ``path``
+    are removed (one process writes a given file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     for orphan in path.parent.glob(f"{path.name}.*.tmp"):  # left by a write that was killed
         orphan.unlink(missing_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f"{path.name}.", suffix=".tmp", delete=False) as handle:
-        handle.write(text)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f"{path.name}.", suffix=".tmp", delete=False) as handle:
+        handle.write(content.encode() if isinstance(content, str) else content)
+        handle.flush()
+        os.fsync(handle.fileno())
     publish(Path(handle.name), path)
 
 

@@ -15,8 +15,10 @@ list of strings answers maps, of booleans neurons). Each person in the files is 
 so aggregation, agreement and budgets work as with oracles (keep ``[panel] size = 1``: the panel
 comes from the files). An answer about a map counts only for the class whose map people saw: the
 annotation task beside its file (``task.json``) names it per item; without one, the label's.
-Items nobody answered are unanswered, not *maybe*. Relative paths are
-relative to the working directory.
+Items nobody answered are unanswered, not *maybe*. Every answer the page or an import writes
+names the task it was given in, that is the model and maps (or concepts) people judged: answers
+about another model are an error unless ``accept_other_models = true``, which uses them and reports
+how many. Relative paths are relative to the working directory.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from crayon_plugins.annotation import answers as answer_files
 from crayon_plugins.annotation.task import Task
 from crayon_plugins.api import Annotations, AnnotationSource, AttentionMaps, DataError, MapsToJudge, NeuronsToJudge, Params, Question, hookimpl
 from crayon_plugins.model.checkpoints import file_digest
+from crayon_plugins.utils.progress import warn
 
 
 class HumanAnswers(AnnotationSource):
@@ -46,6 +49,7 @@ class HumanAnswers(AnnotationSource):
 
     class Params(Params):
         answers: list[str] = Field(min_length=1, description="answers files (JSON lines, from the annotation page or crayon annotate import) or published lists")
+        accept_other_models: bool = Field(False, description="use answers recorded about another model's maps or concepts (the count per file is reported); by default they are an error")
 
         @field_validator("answers", mode="before")
         @classmethod
@@ -74,15 +78,27 @@ class HumanAnswers(AnnotationSource):
     def _files(self, question: Question) -> list[Path]:
         return [path for path, found in self._questions.items() if question in found]
 
-    def _answers(self, ids: tuple[str, ...], question: Question, asked: dict[str, tuple[str, str]] | None = None) -> Annotations:
-        """Every file's answers to ``question`` about ``ids``; with ``asked`` (item → the class
+    def _read(self, path: Path, ids: tuple[str, ...], question: Question, key: str) -> list[answer_files.Record]:
+        """``path``'s latest answers to ``question`` about ``ids``, checked to be about the model
+        and maps ``key`` names (when known)."""
+        records = answer_files.read_answers(path, ids, question)
+        if not key or not (other := [r for r in records if r.task is not None and r.task != key]):
+            return records
+        about = f"{len(other)} of its {len(records)} {question} answers are about another model's {'concepts' if question == Question.NEURONS else 'maps'} (task {other[0].task}; this run's is {key})"
+        if not self.params.accept_other_models:
+            raise DataError(f"human: {path}: {about}; answer this model's task (crayon annotate serve with this configuration), or set accept_other_models = true to use them anyway", "answers")
+        warn(f"human: {path}: {about}; used, as accept_other_models = true asks")
+        return records
+
+    def _answers(self, ids: tuple[str, ...], question: Question, key: str, asked: dict[str, tuple[str, str]] | None = None) -> Annotations:
+        """Every file's answers to ``question`` about ``ids`` (the items ``key`` names); with ``asked`` (item → the class
         whose map is asked about), only answers given about that class's map (:func:`shown_classes`)."""
         parts = []
         for path in self._files(question):
             if answer_files.is_published_list(path):
                 found = answer_files.read_published(path, ids, question)
             else:
-                found = answer_files.annotations(answer_files.read_answers(path, ids, question))
+                found = answer_files.annotations(self._read(path, ids, question, key))
             parts.append(found if asked is None else about_classes(found, shown_classes(path), asked))
         pairs = [(item, who) for found in parts for item, who in zip(found.item_ids, found.annotators)]
         if len(set(pairs)) != len(pairs):
@@ -97,20 +113,20 @@ class HumanAnswers(AnnotationSource):
 
     def annotate_maps(self, items: MapsToJudge) -> Annotations:
         if not items.class_names:
-            return self._answers(items.ids, Question.MAPS)
+            return self._answers(items.ids, Question.MAPS, items.key)
         names = items.class_names
         asked = {item: names[int(c)] for item, c in zip(items.ids, items.explained)}
         labels = {item: names[int(c)] for item, c in zip(items.ids, items.labels)}
-        return self._answers(items.ids, Question.MAPS, {item: (asked[item], labels[item]) for item in items.ids})
+        return self._answers(items.ids, Question.MAPS, items.key, {item: (asked[item], labels[item]) for item in items.ids})
 
     def annotate_neurons(self, items: NeuronsToJudge) -> Annotations:
-        return self._answers(items.concepts.neuron_ids, Question.NEURONS)
+        return self._answers(items.concepts.neuron_ids, Question.NEURONS, items.key)
 
     def annotate_attention(self, items: MapsToJudge) -> AttentionMaps:
         size = tuple(items.images[0].shape[-2:]) if len(items.ids) else (0, 0)
         found, regions = [], []
         for path in self._files(Question.ATTENTION):
-            for record in answer_files.read_answers(path, items.ids, Question.ATTENTION):
+            for record in self._read(path, items.ids, Question.ATTENTION, items.key):
                 regions.append(read_mask(path.parent / record.drawing, size))
                 found.append(record)
         stacked = torch.stack(regions) if regions else torch.zeros(0, *size, dtype=torch.bool)

@@ -102,9 +102,9 @@ def test_your_folder_and_your_model_to_an_exported_corrected_model(tmp_path, mon
 
     # People answer in the page (crayon annotate serve -c run.toml); here through its HTTP API.
     _, task = _task(Path("run.toml"), Question.MAPS, None)  # what the page serves, in annotation/maps
-    client = TestClient(create_app(task))
+    client = TestClient(create_app(task, "http://testserver"))
     for i, item in enumerate(task.items):
-        response = client.post("/api/answer", json={"annotator": "alice", "item": item.item, "answer": ("yes", "no", "maybe")[i % 3]})
+        response = client.post("/api/answer", json={"annotator": "alice", "item": item.item, "position": i, "revision": i, "answer": ("yes", "no", "maybe")[i % 3]})
         assert response.status_code == 200, response.text
 
     runner = CliRunner()

@@ -38,12 +38,12 @@ def annotate(pipeline: Pipeline, model: Classifier, train: ImageSet, maps: Tenso
     if pipeline.needs(*MAP_JUDGEMENTS, *DRAWINGS):
         chosen = chosen_images(pipeline, model, train, features)
     if pipeline.needs(Need.MAP_ANSWERS, *DRAWINGS):
-        annotations, stats[Question.MAPS] = panel_answers(pipeline, Question.MAPS, MapsToJudge.of(train, maps), chosen, maps_key(pipeline))
+        annotations, stats[Question.MAPS] = panel_answers(pipeline, Question.MAPS, MapsToJudge.of(train, maps, key=maps_key(pipeline)), chosen)
         stats[Question.MAPS]["yes_on_zero_maps"] = float(degenerate_yes(maps, annotations.aligned(train.ids)))
     predicted = None
     if pipeline.needs(Need.PREDICTED_MAP_ANSWERS):
         classes, found = predicted_maps(pipeline, model, train, features)
-        predicted, stats[PREDICTED_MAPS] = panel_answers(pipeline, Question.MAPS, MapsToJudge.of(train, found, classes), chosen, maps_key(pipeline, "train-predicted"))
+        predicted, stats[PREDICTED_MAPS] = panel_answers(pipeline, Question.MAPS, MapsToJudge.of(train, found, classes, maps_key(pipeline, "train-predicted")), chosen)
         stats[PREDICTED_MAPS]["predicted_wrong"] = float((classes != train.labels).sum())
     neurons = None
     if pipeline.needs(Need.NEURON_ANSWERS):
@@ -57,11 +57,11 @@ PREDICTED_MAPS = "predicted-maps"
 classes (beside ``"maps"`` and ``"neurons"``)."""
 
 
-def panel_answers(pipeline: Pipeline, question: Question, items: MapsToJudge | NeuronsToJudge, chosen: Tensor, about: str) -> tuple[Annotations, dict[str, float]]:
+def panel_answers(pipeline: Pipeline, question: Question, items: MapsToJudge | NeuronsToJudge, chosen: Tensor) -> tuple[Annotations, dict[str, float]]:
     """Every panel member's answers to ``question`` (maps or neurons) about ``items``
     (cached, before the budget cut), cut to the ``chosen`` items, aggregated; and statistics:
     agreement, shares of the aggregated answers and, for oracles, their error against the
-    noise-free oracle. ``about`` names the items for the cache key."""
+    noise-free oracle. The items' key names them in the cache."""
     where, spec, members = {
         Question.MAPS: ("annotator", pipeline.config.annotator, pipeline.map_panel),
         Question.NEURONS: ("neuron_annotator", pipeline.config.neuron_annotator, pipeline.neuron_panel),
@@ -69,7 +69,7 @@ def panel_answers(pipeline: Pipeline, question: Question, items: MapsToJudge | N
 
     def answers(source: AnnotationSource) -> Annotations:
         ask = source.annotate_maps if question == Question.MAPS else source.annotate_neurons
-        key = cache_key(artefact="answers", question=question, items=about, source=spec.name, params=source.params.model_dump(mode="json"), content=source.fingerprint())
+        key = cache_key(artefact="answers", question=question, items=items.key, source=spec.name, params=source.params.model_dump(mode="json"), content=source.fingerprint())
 
         def compute() -> dict:
             found = call_plugin(f"{where} {spec.name!r}", ask, items)
@@ -105,7 +105,7 @@ def neuron_judgements(pipeline: Pipeline, model: Classifier, train: ImageSet, fe
     chooses, with their statistics."""
     found = concepts(pipeline, model, train)
     chosen = selected(len(found), pipeline.config.budget, pipeline.config.seed, lambda: neuron_taylor_scores(model, features, train.labels))
-    annotations, stats = panel_answers(pipeline, Question.NEURONS, NeuronsToJudge(found, train), chosen, concepts_key(pipeline))
+    annotations, stats = panel_answers(pipeline, Question.NEURONS, NeuronsToJudge(found, train, concepts_key(pipeline)), chosen)
     judged = NeuronJudgements(found, annotations.aligned(found.neuron_ids), annotations, pipeline.neuron_annotator.describe())
     return judged, stats
 
@@ -117,7 +117,7 @@ def drawings(pipeline: Pipeline, train: ImageSet, maps: Tensor, chosen: Tensor) 
     votes = torch.zeros(len(train), *size)
     drawers = torch.zeros(len(train))
     for source in pipeline.map_panel:
-        found: AttentionMaps = call_plugin(f"annotator {pipeline.config.annotator.name!r}", source.annotate_attention, MapsToJudge.of(train, maps))
+        found: AttentionMaps = call_plugin(f"annotator {pipeline.config.annotator.name!r}", source.annotate_attention, MapsToJudge.of(train, maps, key=maps_key(pipeline)))
         regions, drawn = found.aligned(train.ids, size)
         votes += regions
         drawers += drawn
@@ -147,10 +147,11 @@ def prepare_task(pipeline: Pipeline, question: Question, folder: Path, maps_of: 
         chosen = selected(len(found), config.budget, config.seed, lambda: neuron_taylor_scores(model, features, train.labels), ranked=True)
         return write_task(folder, question, concepts_key(pipeline), train, chosen.tolist(), found=found)
     chosen = selected(len(train), config.budget, config.seed, lambda: image_losses(model, features, train.labels), ranked=True)
+    predicted = features.logits(model).argmax(dim=1)
     if maps_of == MapsOf.PREDICTED:
         classes, maps = predicted_maps(pipeline, model, train, features)
-        return write_task(folder, question, maps_key(pipeline, "train-predicted"), train, chosen.tolist(), maps=maps, classes=classes)
-    return write_task(folder, question, maps_key(pipeline), train, chosen.tolist(), maps=original_maps(pipeline, model, train))
+        return write_task(folder, question, maps_key(pipeline, "train-predicted"), train, chosen.tolist(), maps=maps, classes=classes, predicted=predicted)
+    return write_task(folder, question, maps_key(pipeline), train, chosen.tolist(), maps=original_maps(pipeline, model, train), predicted=predicted)
 
 
 def noise_free_answers(pipeline: Pipeline, question: Question, source: AnnotationSource) -> dict[str, int] | None:
