@@ -104,17 +104,23 @@ class DataLoading(BaseModel):
 
 
 class Panel(BaseModel):
-    """Several simulated annotators answer the same items; their answers are aggregated.
+    """Several annotators answer the same items; their answers are aggregated.
 
     The panel is ``size`` copies of ``annotator`` (and of ``neuron_annotator``), each with its own id
     and noise: annotator i's flip and abstention rates are the configured ones times a factor evenly
-    spaced in ``[1 − spread, 1 + spread]``. See :mod:`crayon_plugins.annotation.panel`.
+    spaced in ``[1 − spread, 1 + spread]``. See :mod:`crayon_plugins.annotation.panel`. People's
+    answer files make a panel of their own: each person is a member.
+
+    ``drawings``: how the regions several people drew on one image combine into the one a refiner
+    gets: a pixel is kept where at least half of those who drew the image drew it (``majority``),
+    where anyone did (``union``), or where everyone did (``intersection``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     size: PositiveInt = 1
     spread: float = Field(default=0.0, ge=0, le=1)
     aggregation: Literal["majority", "dawid-skene"] = "majority"
+    drawings: Literal["majority", "union", "intersection"] = "majority"
 
 
 class Budget(BaseModel):

@@ -184,3 +184,20 @@ class AttentionMaps:
         regions = torch.zeros(len(ids), *size, dtype=torch.bool)
         regions[positions(self.item_ids, ids)] = self.regions
         return regions, regions.flatten(1).any(dim=1)
+
+    def tally(self, ids: tuple[str, ...], size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """``(votes (N, H, W) int, drawers (N,) int)`` in ``ids`` order: for each image, how many
+        people's regions cover each pixel and how many people drew a non-empty region of it (one
+        item may have several regions, one per person).
+
+        Raises:
+            ValueError: a region is about an item not in ``ids``.
+        """
+        index = {item: n for n, item in enumerate(ids)}
+        if unknown := [item for item in self.item_ids if item not in index]:
+            raise ValueError(f"a region is about item {unknown[0]!r}, which is not among the {len(ids)} items")
+        drawn = self.regions.flatten(1).any(dim=1)
+        where = torch.tensor([index[item] for item in self.item_ids], dtype=torch.int64)
+        votes = torch.zeros(len(ids), *size, dtype=torch.int64).index_add_(0, where[drawn], self.regions[drawn].long())
+        drawers = torch.zeros(len(ids), dtype=torch.int64).index_add_(0, where[drawn], torch.ones(int(drawn.sum()), dtype=torch.int64))
+        return votes, drawers

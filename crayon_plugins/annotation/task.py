@@ -1,7 +1,8 @@
 """An annotation task: the items a person judges, in the order the budget takes them, with their
 pictures, in one folder the annotation page serves and Label Studio imports.
 
-``<folder>/task.json`` lists the items; ``images/``, ``overlays/`` (maps and attention) or
+``<folder>/task.json`` lists the items (and ``.crayon-task`` marks the folder, which a dataset's
+fingerprint then leaves out); ``images/``, ``overlays/`` (maps and attention) or
 ``sheets/`` (neurons) hold the pictures; ``answers.jsonl`` collects the answers
 (:mod:`crayon_plugins.annotation.answers`) and ``drawings/<annotator>/`` the painted masks.
 """
@@ -28,7 +29,7 @@ from torch import Tensor
 from crayon_plugins.annotation.records import Question
 from crayon_plugins.annotation.sheets import render_sheet
 from crayon_plugins.errors import CrayonError, DataError
-from crayon_plugins.utils.files import write_atomically
+from crayon_plugins.utils.files import TASK_MARK, write_atomically
 from crayon_plugins.utils.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Task:
     def write(self) -> None:
         data = {"question": self.question, "key": self.key, "image_size": list(self.image_size), "items": [asdict(i) for i in self.items]}
         write_atomically(self.folder / "task.json", json.dumps(data, indent=1))
+        (self.folder / TASK_MARK).touch()
 
     @classmethod
     def read(cls, folder: Path) -> Task:
@@ -100,6 +102,7 @@ def held(folder: Path, holder: str) -> Iterator[None]:
     :class:`CrayonError` naming the process and address that hold it."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / TASK_MARK).touch()
         lock = open(folder / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 (closed below)
     except OSError as error:
         raise CrayonError(f"{folder}: cannot create the task folder ({error.strerror or error})") from None

@@ -26,6 +26,7 @@ from crayon_plugins.api import components
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.data.items import FileImages, FileMasks, readable
 from crayon_plugins.errors import DataError
+from crayon_plugins.utils.files import TASK_MARK
 from crayon_plugins.utils.progress import progress_bar, warn
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -198,6 +199,7 @@ class FolderDataset(components.Dataset):
         resize: int | None = Field(default=None, ge=16, description="side of the square resize before the centre crop; default image_size × 256 / 224")
         augment: bool = Field(default=True, description="random resized crop + flip when ERM training reads the training split")
         skip_unreadable: bool = Field(default=False, description="decode every image at load and leave out (and count) those that fail")
+        resize_masks: bool = Field(default=False, description="stretch an object mask whose size differs from its image's to the image (by default an error naming both files)")
 
         @model_validator(mode="after")
         def _crop_fits(self) -> FolderDataset.Params:
@@ -211,13 +213,28 @@ class FolderDataset(components.Dataset):
 
     def fingerprint(self) -> str:
         """A digest of the path, size and modification time of every file under :attr:`root`
-        (stat only, computed once): data regenerated in place gets new cache entries."""
+        (stat only, computed once): data regenerated in place gets new cache entries. Annotation
+        task folders inside it are left out (their answers change as people answer), and so are,
+        counted in a warning, entries that cannot be read (a dangling link, a folder without
+        permission)."""
         if "_fingerprint" not in self.__dict__:
-            digest = hashlib.blake2b(digest_size=16)
-            for folder, _, files in sorted(os.walk(self.root)):
+            digest, unreadable = hashlib.blake2b(digest_size=16), []
+            for folder, folders, files in os.walk(self.root, onerror=unreadable.append):
+                if TASK_MARK in files:
+                    folders.clear()
+                    continue
+                folders.sort()
                 for name in sorted(files):
-                    stat = os.stat(os.path.join(folder, name))
-                    digest.update(f"{os.path.relpath(os.path.join(folder, name), self.root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                    path = os.path.join(folder, name)
+                    try:
+                        stat = os.stat(path)
+                    except OSError as error:
+                        unreadable.append(error)
+                        continue
+                    digest.update(os.fsencode(os.path.relpath(path, self.root)) + f"\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            if unreadable:
+                first = unreadable[0]
+                warn(f"dataset.root: {len(unreadable)} entr{'ies' if len(unreadable) > 1 else 'y'} under {self.root} cannot be read and {'are' if len(unreadable) > 1 else 'is'} left out of its fingerprint (first: {first.filename}: {first.strerror})")
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
@@ -254,7 +271,7 @@ class FolderDataset(components.Dataset):
             images=FileImages([i.image for i in kept], size, resize, augmentable=self.params.augment, hint=SKIP_HINT),
             labels=torch.tensor([i.label for i in kept], dtype=torch.int64),
             spurious=torch.tensor([i.spurious for i in kept], dtype=torch.int64),
-            masks=FileMasks([i.mask for i in kept], size, resize, hint=SKIP_HINT) if masks else None,
+            masks=FileMasks([i.mask for i in kept], size, resize, hint=SKIP_HINT, images=[i.image for i in kept], stretch=self.params.resize_masks) if masks else None,
             ids=tuple(i.id for i in kept),
             class_names=tuple(class_names),
             spurious_names=tuple(spurious_names),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
@@ -155,14 +156,41 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
+WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+"""Pillow's modes of images wider than 8 bits, and the range their values span: a 16-bit PNG opens
+as ``I`` or ``I;16``, and converting it straight to ``L`` or ``RGB`` clips every value above 255
+(a nearly white picture)."""
+
+
 def _decode(path: Path, mode: str, hint: str = "") -> Image.Image:
     try:
         with Image.open(path) as image:
+            if image.mode in WIDE_MODES:
+                return _narrowed(image, WIDE_MODES[image.mode], path).convert(mode)
             return image.convert(mode)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found{hint}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{path}: cannot decode the image ({error}){hint}") from None
+
+
+def _narrowed(image: Image.Image, top: int, path: Path) -> Image.Image:
+    """A wide grey-level ``image`` as 8-bit ``L``, its ``0 … top`` range mapped onto ``0 … 255``."""
+    values = np.asarray(image, dtype=np.float64)
+    if values.size and (values.min() < 0 or values.max() > top):
+        raise DataError(f"{path}: a {image.mode} image with values from {values.min():g} to {values.max():g}, outside 0 … {top}")
+    return Image.fromarray(np.round(values * (255 / top)).astype(np.uint8), mode="L")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of the image at ``path``, from its header."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot decode the image ({error})") from None
 
 
 def random_resized_crop_box(height: int, width: int, scale: tuple[float, float], generator: torch.Generator) -> tuple[int, int, int, int]:
@@ -245,17 +273,25 @@ class FileImages(Items):
 
 class FileMasks(Items):
     """Object masks decoded from ``paths`` (non-zero = object) as ``(size, size)`` bool, with the
-    geometry of :class:`FileImages`' evaluation transform (nearest-neighbour resize, centre crop)."""
+    geometry of :class:`FileImages`' evaluation transform (nearest-neighbour resize, centre crop).
+    With the ``images`` they belong to, a mask whose size differs from its image's is a
+    :class:`DataError` naming both files, unless ``stretch`` (then it is resized like its image)."""
 
-    def __init__(self, paths: Sequence[Path], size: int, resize: int, hint: str = "") -> None:
+    def __init__(self, paths: Sequence[Path], size: int, resize: int, hint: str = "", images: Sequence[Path] | None = None, stretch: bool = False) -> None:
         self.paths, self.size, self.resize, self.hint = list(paths), size, resize, hint
+        self.images, self.stretch = None if images is None else list(images), stretch
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def item(self, index: int) -> Tensor:
-        mask = TF.to_image(_decode(self.paths[index], "L", self.hint))
-        mask = TF.resize(mask, [self.resize, self.resize], interpolation=T.InterpolationMode.NEAREST)
+        decoded = _decode(self.paths[index], "L", self.hint)
+        if self.images is not None and not self.stretch and decoded.size != (found := image_size(self.images[index])):
+            raise DataError(
+                f"{self.paths[index]}: the mask is {decoded.width}×{decoded.height}, its image {self.images[index]} is {found[0]}×{found[1]}; "
+                "fix the mask, or set resize_masks = true under [dataset] to stretch masks to their images"
+            )
+        mask = TF.resize(TF.to_image(decoded), [self.resize, self.resize], interpolation=T.InterpolationMode.NEAREST)
         return TF.center_crop(mask, [self.size, self.size])[0] > 0
 
     @property

@@ -30,7 +30,7 @@ from crayon_plugins.run.cache import ArtefactCache
 from crayon_plugins.run.results import Results
 from crayon_plugins.run.stages.evaluate import evaluation_splits
 from crayon_plugins.run.stages.explain import concepts, original_maps, original_test_maps, predicted_maps, shared_features
-from crayon_plugins.run.stages.load import load, warn_missing_groups
+from crayon_plugins.run.stages.load import check_disjoint, load, warn_missing_groups
 from crayon_plugins.run.stages.original import model_key, original_model
 from crayon_plugins.run.stages.refine import CONTROL, refine, refinement_context
 from crayon_plugins.run.stages.report import ConsoleReport, ModelFiles, ResultsFile, RunObserver, TensorBoardLog, new_results, record_annotations, refused_row, result_row
@@ -191,6 +191,7 @@ class Pipeline:
                 observers += [ResultsFile(out), ModelFiles(Path(out) / "models")]
                 observers += [TensorBoardLog(Path(out) / "tensorboard")] if self.config.logging.tensorboard else []
         train, val, test = (load(self, name) for name in SPLITS)
+        check_disjoint({"train": train, "val": val, "test": test})
         warn_missing_groups(train, test)
         start = time.perf_counter()
         original = original_model(self, train)

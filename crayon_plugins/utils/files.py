@@ -8,6 +8,10 @@ from pathlib import Path
 
 from crayon_plugins.errors import ConfigError
 
+TASK_MARK = ".crayon-task"
+"""The file that marks an annotation task folder, which a dataset's fingerprint leaves out (its
+answers change as people answer)."""
+
 
 def write_atomically(path: Path, content: str | bytes) -> None:
     """Write ``content`` (text as UTF-8) to a temporary file beside ``path``, fsync it, then rename

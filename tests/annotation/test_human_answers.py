@@ -263,7 +263,8 @@ def test_the_authors_list_and_the_equivalent_answers_file_give_the_same_run(tmp_
 @pytest.mark.slow
 def test_drawings_people_painted_guide_gradia_exactly_as_the_same_regions_from_the_oracle(tmp_path):
     """People's PNG masks reach GRADIA as drawn regions: drawings equal to the object masks give the
-    run the saliency oracle's exact drawings give."""
+    run the saliency oracle's exact drawings give, also when a second person drew some of the same
+    images (the panel's drawings are combined per image, not refused)."""
     base = {**TINY, "refiners": ["gradia"], "refiner": {"gradia": {"epochs": 1}}}
     train = load(Pipeline.from_config(RunConfig.model_validate(base), cache=ArtefactCache(tmp_path / "c")), "train")
     oracle_answers = create("annotation_source", "saliency-oracle", {})
@@ -271,6 +272,8 @@ def test_drawings_people_painted_guide_gradia_exactly_as_the_same_regions_from_t
     for i, item in enumerate(train.ids):
         Image.fromarray(train.masks[i].numpy().astype(np.uint8) * 255).save(tmp_path / f"{i}.png")
         records.append(record(item, None, "oracle", question="attention", drawing=f"{i}.png"))
+        if i % 2:
+            records.append(record(item, None, "carol", question="attention", drawing=f"{i}.png"))
     drawings = write(tmp_path / "attention.jsonl", *records)
     p = Pipeline.from_config(RunConfig.model_validate(base), cache=ArtefactCache(tmp_path / "c"))
     model = original_model(p, train).model

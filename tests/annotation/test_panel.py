@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from crayon_plugins import create_annotation_source
 from crayon_plugins.annotation.panel import aggregate, agreement, members
 from crayon_plugins.annotation.paper_mix import REAL_ANNOTATORS
-from crayon_plugins.annotation.records import Annotations, Answer
+from crayon_plugins.annotation.records import Annotations, Answer, AttentionMaps
 from crayon_plugins.api.components import AnnotationSource
 from crayon_plugins.config import Panel
 from crayon_plugins.errors import ConfigError, CrayonError
+from crayon_plugins.run.stages.annotate import combine_drawings
 
 
 def ids(n):
@@ -151,3 +152,34 @@ def test_a_panel_of_a_source_without_noise_options_is_a_config_error():
 
     with pytest.raises(ConfigError, match="annotator: a panel of 3 needs a simulated annotator with noise options"):
         members(Person(), Panel(size=3), "annotator")
+
+
+def test_several_peoples_drawings_of_one_image_combine_by_the_panels_rule():
+    """Three people drew image a (one of them an empty region, which is no vote), one drew b."""
+    r = lambda *rows: torch.tensor(rows, dtype=torch.bool)  # noqa: E731
+    drawn = AttentionMaps(
+        ("a", "a", "b", "a", "a"),
+        torch.stack([r([1, 1], [0, 0]), r([1, 0], [1, 0]), r([0, 1], [0, 1]), r([1, 0], [0, 0]), r([0, 0], [0, 0])]),
+        ("ann", "bob", "ann", "cy", "dee"),
+    )
+    votes, drawers = drawn.tally(("a", "b", "c"), (2, 2))
+    assert votes.tolist() == [[[3, 1], [1, 0]], [[0, 1], [0, 1]], [[0, 0], [0, 0]]] and drawers.tolist() == [3, 1, 0]
+    majority, union, intersection = (combine_drawings(votes, drawers, rule).int().tolist() for rule in ("majority", "union", "intersection"))
+    assert majority[0] == [[1, 0], [0, 0]] and union[0] == [[1, 1], [1, 0]] and intersection[0] == [[1, 0], [0, 0]]  # 2 of 3 is a majority: 3 votes only
+    assert majority[1] == union[1] == intersection[1] == [[0, 1], [0, 1]]  # one drawer: their region
+    assert majority[2] == union[2] == intersection[2] == [[0, 0], [0, 0]]  # nobody drew c
+    with pytest.raises(ValueError, match="item 'z'"):
+        AttentionMaps(("z",), r([1, 1], [1, 1])[None], ("ann",)).tally(("a",), (2, 2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5).flatmap(lambda n: st.tuples(st.just(n), st.lists(st.lists(st.booleans(), min_size=4, max_size=4), min_size=n, max_size=n))))
+def test_union_holds_the_majority_which_holds_the_intersection(drawn):
+    n, regions = drawn
+    maps = AttentionMaps(("a",) * n, torch.tensor(regions, dtype=torch.bool).view(n, 2, 2), tuple(f"p{k}" for k in range(n)))
+    votes, drawers = maps.tally(("a",), (2, 2))
+    union, majority, intersection = (combine_drawings(votes, drawers, rule) for rule in ("union", "majority", "intersection"))
+    assert bool((intersection <= majority).all() and (majority <= union).all())
+    nonempty = [torch.tensor(x).view(2, 2) for x in regions if any(x)]
+    if nonempty:
+        assert torch.equal(union[0], torch.stack(nonempty).any(0)) and torch.equal(intersection[0], torch.stack(nonempty).all(0))

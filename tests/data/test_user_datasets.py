@@ -3,6 +3,7 @@ attribute end to end, and Waterbirds in both of its layouts."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -300,3 +301,52 @@ def test_a_run_on_class_folders_reports_per_class_accuracy(tmp_path, capsys):
     console.print(table)
     assert f"{100 * results.row('original').metrics['worst_class_accuracy']:.2f}" in console.export_text()
     assert "warning" not in capsys.readouterr().err
+
+
+# --- loaders that never decode wrong -------------------------------------------------------------
+
+
+def test_a_16_bit_image_is_read_with_its_real_range(tmp_path):
+    write_csv_table(tmp_path, ["a", "b"] * 3, ["train", "val", "test"] * 2)
+    ramp = (np.arange(SIZE * SIZE, dtype=np.uint32).reshape(SIZE, SIZE) * 64).astype(np.uint16)  # 0 … 65472
+    Image.fromarray(ramp).save(tmp_path / "images/000.png")  # a 16-bit grey PNG
+    with Image.open(tmp_path / "images/000.png") as opened:
+        assert opened.mode in ("I", "I;16")
+    image = dataset("csv", tmp_path, resize=SIZE).load("train").images.item(0)
+    expected = torch.from_numpy(np.round(ramp / 65535 * 255) / 255).float()
+    assert torch.allclose(image[0], expected, atol=1e-6) and torch.equal(image[0], image[2])
+    assert 0.45 < float(image.mean()) < 0.55  # converted straight to RGB it is all but white (mean 0.996)
+
+
+def test_a_mask_of_another_size_than_its_image_is_named_unless_stretching_is_asked_for(tmp_path):
+    write_csv_table(tmp_path, ["a", "b"] * 3, ["train", "val", "test"] * 2, masks=True)
+    Image.new("L", (SIZE // 2, SIZE), 255).save(tmp_path / "masks/000.png")
+    with pytest.raises(DataError, match=rf"masks/000\.png: the mask is {SIZE // 2}×{SIZE}, its image .*images/000\.png is {SIZE}×{SIZE}; .*resize_masks = true"):
+        dataset("csv", tmp_path, resize=SIZE).load("train").masks.item(0)
+    assert bool(dataset("csv", tmp_path, resize=SIZE, resize_masks=True).load("train").masks.item(0).all())
+
+
+def test_the_fingerprint_walk_reads_around_what_it_cannot_stat_and_leaves_out_task_folders(tmp_path, capsys):
+    write_csv_table(tmp_path, ["a", "b"] * 3, ["train", "val", "test"] * 2)
+    before = dataset("csv", tmp_path).fingerprint()
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nothing.png")  # dangling
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # a loop
+    (tmp_path / os.fsdecode(b"caf\xe9.txt")).write_text("a Latin-1 name")  # not UTF-8
+    after = dataset("csv", tmp_path).fingerprint()
+    assert after != before and "2 entries under" in capsys.readouterr().err
+    task = tmp_path / "annotation" / "maps"
+    task.mkdir(parents=True)
+    (task / ".crayon-task").touch()
+    (task / "answers.jsonl").write_text("{}\n")
+    assert dataset("csv", tmp_path).fingerprint() == after  # answering does not change the data
+    (task / "answers.jsonl").write_text("{}\n{}\n")
+    assert dataset("csv", tmp_path).fingerprint() == after
+
+
+def test_an_image_in_two_splits_is_an_error_naming_it(tmp_path):
+    rows = write_csv_table(tmp_path, ["a", "b"] * 6, ["train"] * 6 + ["val", "test"] * 3)
+    table = tmp_path / "metadata.csv"
+    table.write_text(table.read_text().replace(rows[11]["path"], rows[0]["path"]))  # the last test row is a training image
+    config = RunConfig.model_validate({"dataset": {"name": "csv", "root": str(tmp_path), "image_size": SIZE}, "backbone": {"model": "resnet10t"}, "training": {"epochs": 1}, "refiners": [], "metrics": ["accuracy"]})
+    with pytest.raises(DataError, match=r"images/000\.png is in both the train and the test split"):
+        Pipeline.from_config(config, cache=ArtefactCache(tmp_path / "cache")).run()

@@ -111,20 +111,28 @@ def neuron_judgements(pipeline: Pipeline, model: Classifier, train: ImageSet, fe
 
 
 def drawings(pipeline: Pipeline, train: ImageSet, maps: Tensor, chosen: Tensor) -> DrawnRegions:
-    """The panel's drawings of the ``chosen`` training images, a pixel kept where at least half of
-    the annotators who drew that image drew it."""
+    """The panel's drawings of the ``chosen`` training images, combined per image by ``[panel]
+    drawings`` over everyone who drew it (:func:`combine_drawings`)."""
     size = train.image_size
-    votes = torch.zeros(len(train), *size)
-    drawers = torch.zeros(len(train))
+    votes = torch.zeros(len(train), *size, dtype=torch.int64)
+    drawers = torch.zeros(len(train), dtype=torch.int64)
     for source in pipeline.map_panel:
         found: AttentionMaps = call_plugin(f"annotator {pipeline.config.annotator.name!r}", source.annotate_attention, MapsToJudge.of(train, maps, key=maps_key(pipeline)))
-        regions, drawn = found.aligned(train.ids, size)
-        votes += regions
-        drawers += drawn
+        counted, people = found.tally(train.ids, size)
+        votes += counted
+        drawers += people
     keep = torch.zeros(len(train), dtype=torch.bool)
     keep[chosen] = True
-    regions = (votes >= drawers.clamp(min=1).view(-1, 1, 1) / 2) & (drawers > 0).view(-1, 1, 1) & keep.view(-1, 1, 1)
+    regions = combine_drawings(votes, drawers, pipeline.config.panel.drawings) & keep.view(-1, 1, 1)
     return DrawnRegions(regions, regions.flatten(1).any(dim=1))
+
+
+def combine_drawings(votes: Tensor, drawers: Tensor, rule: str) -> Tensor:
+    """``(N, H, W)`` bool: the pixels kept of each image, from ``votes`` (how many drawers covered
+    each pixel) and ``drawers`` (how many people drew the image): by ``majority`` at least half of
+    them, by ``union`` one, by ``intersection`` all; nothing where nobody drew."""
+    needed = {"majority": drawers / 2, "union": drawers.clamp(max=1), "intersection": drawers}[rule].view(-1, 1, 1)
+    return (votes >= needed) & (drawers > 0).view(-1, 1, 1)
 
 
 class MapsOf(StrEnum):

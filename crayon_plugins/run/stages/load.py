@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from crayon_plugins.data.image_set import ImageSet
 from crayon_plugins.data.items import Loading, default_workers
-from crayon_plugins.errors import call_plugin
+from crayon_plugins.errors import DataError, call_plugin
 from crayon_plugins.run.cache import cache_key, component_key
 from crayon_plugins.utils.progress import warn
 
@@ -34,6 +35,17 @@ def load(pipeline: Pipeline, split: str) -> ImageSet:
             _SPLITS.pop(next(iter(_SPLITS)))
         _SPLITS[key] = call_plugin(f"dataset {spec.name!r}", pipeline.dataset.load, split)
     return _SPLITS[key].with_loading(loading(pipeline))
+
+
+def check_disjoint(splits: dict[str, ImageSet]) -> None:
+    """A :class:`DataError` naming the file and both splits when one image file is in two splits
+    (a test image seen in training makes every number optimistic); splits held in memory have no
+    files to compare."""
+    seen: dict[str, str] = {}
+    for name, split in splits.items():
+        for path in getattr(split.images, "paths", ()):
+            if (other := seen.setdefault(os.path.realpath(path), name)) != name:
+                raise DataError(f"dataset: {path} is in both the {other} and the {name} split; a split's images must be its own", "dataset")
 
 
 def warn_missing_groups(train: ImageSet, test: ImageSet) -> None:
