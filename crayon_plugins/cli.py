@@ -449,7 +449,7 @@ def annotate_export(
     codes = _noise_free_answers(pipeline, question, which) if predictions else None
     guesses = None if codes is None else {item: Answer(code).name.lower() for item, code in codes.items()}
     items = [ExportItem(i.item, {k: f"{url_prefix}{out.name}/{v}" for k, v in i.files.items()}, i.label) for i in task.items]
-    tasks, labeling = write_tasks(out, question, items, guesses, getattr(pipeline, which).name)
+    tasks, labeling = write_tasks(out, question, items, task.key, guesses, getattr(pipeline, which).name)
     console.print(escape(f"wrote {len(items)} tasks to {tasks} and the labeling config {labeling}"), highlight=False)
 
 
@@ -459,19 +459,31 @@ def annotate_import(
     export: Annotated[Path, typer.Argument(help="Label Studio's JSON export of the project.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Answers file to write (JSON lines); must not exist yet.")],
     question: QuestionOption = Question.MAPS,
+    drop_prefilled: Annotated[bool, typer.Option("--drop-prefilled", help="Leave out answers submitted with the prediction's pre-selected choice unchanged (they are counted either way).")] = False,
 ) -> None:
-    """Read Label Studio's JSON export (each annotation's choice, completed_by as the annotator;
-    skipped tasks and cancelled annotations give no answer) into an answers file for the human source."""
+    """Read Label Studio's JSON export (each annotation's choice; completed_by as the annotator, by
+    full e-mail or user id; skipped tasks and cancelled annotations give no answer; tasks that are
+    not crayon's are counted and left out) into an answers file for the human source."""
     from crayon_plugins.annotation.answers import append
     from crayon_plugins.annotation.label_studio import read_export
 
-    records = read_export(export, question)
     if out.exists():
         raise CrayonError(f"--out: {out} exists; importing into it would mix two exports (choose a new file)")
-    for record in records:
-        append(out, record)
-    people = sorted({r.annotator for r in records})
-    console.print(escape(f"wrote {len(records)} answers by {len(people)} annotators ({', '.join(people)}) to {out}"), highlight=False)
+    writable_folder(out.parent, "--out")
+    imported = read_export(export, question, drop_prefilled)
+    try:
+        for record in imported.records:
+            append(out, record)
+    except OSError as error:
+        raise CrayonError(f"--out: cannot write {out} ({error.strerror or error})") from None
+    people = sorted({r.annotator for r in imported.records})
+    console.print(escape(f"wrote {len(imported.records)} answers by {len(people)} annotators ({', '.join(people)}) to {out}"), highlight=False)
+    if imported.foreign_tasks:
+        console.print(escape(f"note: left out {imported.foreign_tasks} task(s) without data.item (not from crayon annotate export; e.g. made by syncing a storage)"), highlight=False)
+    if imported.prefilled:
+        counts = ", ".join(f"{who} {n}" for who, n in sorted(imported.prefilled.items()))
+        what = "left out (--drop-prefilled)" if drop_prefilled else "kept; --drop-prefilled leaves them out"
+        warn(f"answers submitted with the prediction's pre-selected choice unchanged: {counts}; {what}")
 
 
 @annotate_app.command("report")

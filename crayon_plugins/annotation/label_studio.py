@@ -1,8 +1,12 @@
 """Label Studio round trip: tasks and a labeling config to import, and answers read back from its
 JSON export (https://labelstud.io/guide/task_format, https://labelstud.io/guide/export).
 
-Questions ``maps`` (an image and its saliency overlay, with the class name) and ``neurons`` (a
-neuron's concept sheet) are asked as one required single choice named ``answer``: yes / no / maybe.
+Questions ``maps`` (an image and its saliency overlay side by side, with the class name) and
+``neurons`` (a neuron's concept sheet) are asked as one required single choice named ``answer``:
+yes / no / maybe. Each task's data carries the item id (``item``) and the key of the annotation task
+(``task_key``: the model and maps people judge), which the import writes onto every answer.
+Predictions (the simulated annotator's answers, with a ``score``) pre-select a choice in Label
+Studio; an answer submitted with that choice unchanged is counted, reported and, on request, left out.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from crayon_plugins.annotation.answers import Record
+from pydantic import ValidationError
+
+from crayon_plugins.annotation.answers import ANNOTATOR_NAME, Record
 from crayon_plugins.annotation.records import Answer, Question
 from crayon_plugins.errors import ConfigError, DataError
+from crayon_plugins.utils.files import write_atomically
 
 _IMAGES = {Question.MAPS: ("image", "overlay"), Question.NEURONS: ("sheet",)}
 """Each question's image data keys; the choices label the last one."""
@@ -48,27 +55,35 @@ def _images(question: Question) -> tuple[str, ...]:
 
 
 def labeling_config(question: Question) -> str:
-    """The labeling config XML asking ``question`` (``maps`` or ``neurons``)."""
+    """The labeling config XML asking ``question`` (``maps`` or ``neurons``): the pictures side by
+    side, so the question and its answers fit one screen (1280 × 900) without scrolling."""
     images = _images(question)
     lines = ["<View>", f'  <Header value="{_HEADERS[question]}"/>']
     if question == Question.MAPS:
         lines.append('  <Text name="label" value="$label"/>')
-    lines += [f'  <Image name="{key}" value="${key}"/>' for key in images]
+    lines.append('  <View style="display: flex; gap: 12px; align-items: flex-start">')
+    lines += [f'    <View style="flex: 1; min-width: 0"><Image name="{key}" value="${key}" maxWidth="100%" maxHeight="560px"/></View>' for key in images]
+    lines.append("  </View>")
     lines.append(f'  <Choices name="answer" toName="{images[-1]}" choice="single" showInLine="true" required="true">')
     lines += [f'    <Choice value="{answer}"/>' for answer in ("yes", "no", "maybe")]
     lines += ["  </Choices>", "</View>", ""]
     return "\n".join(lines)
 
 
-def write_tasks(out: Path, question: Question, items: Sequence[ExportItem], predictions: Mapping[str, str] | None = None, model_version: str = "oracle") -> tuple[Path, Path]:
-    """Write ``out/tasks.json`` (one task per item, in order) and ``out/labeling-config.xml``; return
-    both paths. ``predictions`` (item id → yes / no / maybe) pre-selects those items' answers."""
+def write_tasks(
+    out: Path, question: Question, items: Sequence[ExportItem], key: str, predictions: Mapping[str, str] | None = None, model_version: str = "oracle"
+) -> tuple[Path, Path]:
+    """Write ``out/tasks.json`` (one task per item, in the budget's order, each naming the
+    annotation task ``key``) and ``out/labeling-config.xml``; return both paths. ``predictions``
+    (item id → yes / no / maybe) pre-select those items' answers; each prediction's ``score`` is
+    its item's place in the order, scaled into (0, 1), so Label Studio's uncertainty sampling (the
+    lowest score first) asks in the budget's order."""
     images = _images(question)
     tasks = []
-    for item in items:
-        if missing := [key for key in images if key not in item.files]:
+    for position, item in enumerate(items):
+        if missing := [name for name in images if name not in item.files]:
             raise ValueError(f"item {item.item!r} has no {', '.join(missing)} file for question {question}")
-        data: dict[str, Any] = {"item": item.item, **item.files}
+        data: dict[str, Any] = {"item": item.item, "task_key": key, **item.files}
         if item.label is not None:
             data["label"] = item.label
         task: dict[str, Any] = {"data": data}
@@ -77,24 +92,24 @@ def write_tasks(out: Path, question: Question, items: Sequence[ExportItem], pred
             if Answer.named(answer) is None:
                 raise ValueError(f"prediction {answer!r} for item {item.item!r} is not yes, no or maybe")
             result = {"from_name": "answer", "to_name": images[-1], "type": "choices", "value": {"choices": [answer]}}
-            task["predictions"] = [{"model_version": model_version, "result": [result]}]
+            task["predictions"] = [{"model_version": model_version, "score": (position + 0.5) / len(items), "result": [result]}]
         tasks.append(task)
     out.mkdir(parents=True, exist_ok=True)
     tasks_path, config_path = out / "tasks.json", out / "labeling-config.xml"
-    tasks_path.write_text(json.dumps(tasks, indent=1) + "\n", encoding="utf-8")
-    config_path.write_text(labeling_config(question), encoding="utf-8")
+    write_atomically(tasks_path, json.dumps(tasks, indent=1) + "\n")
+    write_atomically(config_path, labeling_config(question))
     return tasks_path, config_path
 
 
 def _annotator(completed_by: Any) -> str:
-    """``completed_by`` (a user id, or a user object) as an annotator name: the email's local part,
-    else ``user-<id>``."""
+    """``completed_by`` as an annotator name: the user's full e-mail when the export gives the user
+    object (``alice@lab-a.org`` and ``alice@lab-b.org`` stay two people), else ``user-<id>``."""
     if isinstance(completed_by, dict):
         email = completed_by.get("email")
-        if isinstance(email, str) and (name := _UNNAMED.sub("-", email.split("@")[0]).lstrip("_.@-")[:64]):
-            return name
+        if isinstance(email, str) and ANNOTATOR_NAME.match(email):
+            return email
         completed_by = completed_by.get("id")
-    if completed_by is None:
+    if completed_by is None or isinstance(completed_by, (dict, list)):
         raise ValueError("has no completed_by user")
     return _UNNAMED.sub("-", f"user-{completed_by}")[:64]
 
@@ -111,46 +126,94 @@ def _time(annotation: dict[str, Any]) -> datetime:
     return time if time.tzinfo else time.replace(tzinfo=timezone.utc)
 
 
-def _choice(annotation: dict[str, Any]) -> str | None:
-    """The annotation's yes / no / maybe, or None when it has none (cancelled, skipped, no choice)."""
+def _choice(annotation: dict[str, Any]) -> tuple[str | None, bool]:
+    """The annotation's yes / no / maybe (None when it has none: cancelled, skipped, no choice), and
+    whether it is a prediction's choice submitted unchanged (its ``origin`` is ``prediction``)."""
     if annotation.get("was_cancelled"):
-        return None
-    choices = [c for region in annotation.get("result") or [] if region.get("type") == "choices" and region.get("from_name") == "answer" for c in region.get("value", {}).get("choices") or []]
+        return None, False
+    result = annotation.get("result") or []
+    if not isinstance(result, list) or not all(isinstance(region, dict) for region in result):
+        raise ValueError("result is not a list of regions")
+    chosen = [region for region in result if region.get("type") == "choices" and region.get("from_name") == "answer"]
+    choices = []
+    for region in chosen:
+        value = region.get("value")
+        found = value.get("choices") if isinstance(value, dict) else None
+        if not isinstance(found, list | None):
+            raise ValueError("a choices region's value.choices is not a list")
+        choices += found or []
     if len(choices) > 1:
         raise ValueError(f"{len(choices)} choices {choices}, expected one")
-    if choices and Answer.named(choices[0]) is None:
+    if choices and (not isinstance(choices[0], str) or Answer.named(choices[0]) is None):
         raise ValueError(f"choice {choices[0]!r} is not yes, no or maybe")
-    return choices[0] if choices else None
+    return (choices[0], any(region.get("origin") == "prediction" for region in chosen)) if choices else (None, False)
 
 
-def read_export(path: Path, question: Question = Question.MAPS) -> list[Record]:
-    """The answers in a Label Studio JSON export, as records about ``question``, sorted by time
-    (then task order). Cancelled or skipped annotations, tasks without annotations and
-    predictions give none. :class:`DataError` naming the file, task (counted from 0) and
-    annotation id when the file is not a list of tasks, a task has no ``data.item`` or a choice
-    is not yes / no / maybe."""
+@dataclass
+class Imported:
+    """What an export held: its answers sorted by time (then task order), the tasks without an
+    item id left out (Label Studio makes such tasks from a storage's other files), and who submitted
+    how many prefilled answers unchanged (left out of ``records`` when asked)."""
+
+    records: list[Record]
+    foreign_tasks: int = 0
+    prefilled: dict[str, int] = field(default_factory=dict)
+
+
+def read_export(path: Path, question: Question = Question.MAPS, drop_prefilled: bool = False) -> Imported:
+    """The answers in a Label Studio JSON export, as records about ``question``. Cancelled or skipped
+    annotations, tasks without annotations and predictions give none; tasks without ``data.item``
+    are counted and left out. :class:`DataError` naming the file, task (counted from 0) and
+    annotation id when the file cannot be read, is not a list of tasks, or an annotation is malformed."""
     _images(question)
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not JSON ({error})") from None
+    tasks = _json(path)
     if not isinstance(tasks, list):
         raise DataError(f"{path}: not a Label Studio JSON export (a list of tasks) but a JSON {type(tasks).__name__}")
-    found: list[tuple[datetime, int, Record]] = []
+    imported, found = Imported([]), []
     for index, task in enumerate(tasks):
         data = task.get("data") if isinstance(task, dict) else None
         item = data.get("item") if isinstance(data, dict) else None
         if not isinstance(item, str) or not item:
-            raise DataError(f"{path}: task {index}: data.item is missing or not a text id (tasks must come from crayon annotate export)")
-        for annotation in task.get("annotations") or []:
-            where = f"{path}: task {index} (item {item!r})" + (f": annotation {annotation['id']}" if "id" in annotation else "")
+            imported.foreign_tasks += 1
+            continue
+        key = data.get("task_key") if isinstance(data.get("task_key"), str) and data.get("task_key") else None
+        annotations = task.get("annotations") or []
+        if not isinstance(annotations, list):
+            raise DataError(f"{path}: task {index} (item {item!r}): annotations is not a list")
+        for annotation in annotations:
+            where = f"{path}: task {index} (item {item!r})" + (f": annotation {annotation['id']}" if isinstance(annotation, dict) and "id" in annotation else "")
             try:
-                if (answer := _choice(annotation)) is None:
+                if not isinstance(annotation, dict):
+                    raise ValueError("is not an object")
+                answer, prefilled = _choice(annotation)
+                if answer is None:
                     continue
                 time = _time(annotation)
                 annotator = _annotator(annotation.get("completed_by"))
-            except ValueError as error:
+                record = Record(item=item, question=question, answer=answer, annotator=annotator, time=time, task=key)
+            except (ValueError, ValidationError) as error:
                 raise DataError(f"{where}: {error}") from None
-            found.append((time, index, Record(item=item, question=question, answer=answer, annotator=annotator, time=time)))
+            if prefilled:
+                imported.prefilled[annotator] = imported.prefilled.get(annotator, 0) + 1
+                if drop_prefilled:
+                    continue
+            found.append((time, index, record))
     found.sort(key=lambda entry: entry[:2])
-    return [record for _, _, record in found]
+    imported.records = [record for _, _, record in found]
+    return imported
+
+
+def _json(path: Path) -> Any:
+    """The JSON in the file ``path``; :class:`DataError` naming it when it cannot be read."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not Label Studio's JSON export") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not JSON ({error})") from None

@@ -51,9 +51,11 @@ def test_label_studio_export_then_import_reproduces_the_answers_exactly(tmp_path
     answers = tmp_path / "imported.jsonl"
     result = invoke("annotate", "import", export, "--out", answers)
     assert result.exit_code == 0, result.output
-    assert "wrote 96 answers by 2 annotators (ana, ben)" in result.output
+    assert "wrote 96 answers by 2 annotators (ana@lab.org, ben@lab.org)" in result.output
+    assert "pre-selected choice unchanged: ana@lab.org 48, ben@lab.org 48; kept" in " ".join(result.output.split())
     imported = read_records(answers)
-    assert [(r.item, r.answer, r.annotator) for r in imported] == [(item, oracle[item], who) for item in oracle for who in ("ana", "ben")]
+    assert [(r.item, r.answer, r.annotator) for r in imported] == [(item, oracle[item], who) for item in oracle for who in ("ana@lab.org", "ben@lab.org")]
+    assert {r.task for r in imported} == {json.loads((out / "task.json").read_text())["key"]}  # the model the answers are about
 
     again = invoke("annotate", "import", export, "--out", answers)  # nothing already written is lost
     assert again.exit_code == 2 and "exists" in again.output and len(read_records(answers)) == 96

@@ -60,22 +60,28 @@ def at(text):
 
 
 def test_an_export_gives_one_record_per_answered_annotation_sorted_by_time(tmp_path):
-    records = read_export(write(tmp_path / "export.json", EXPORT))
+    records = read_export(write(tmp_path / "export.json", EXPORT)).records
     assert [(r.item, r.question, r.answer, r.annotator, r.time) for r in records] == [
-        ("bird-0", "maps", "maybe", "bob", at("2021-03-09T22:10:00+00:00")),
+        ("bird-0", "maps", "maybe", "bob@lab.org", at("2021-03-09T22:10:00+00:00")),
         ("bird-0", "maps", "yes", "user-7", T0),
-        ("bird-1", "maps", "no", "bob", at("2021-03-09T22:30:00.500000+00:00")),
+        ("bird-1", "maps", "no", "bob@lab.org", at("2021-03-09T22:30:00.500000+00:00")),
     ]
     assert all(r.time.utcoffset() == timedelta(0) for r in records)
 
 
-def test_annotator_names_are_sanitised_and_the_time_falls_back_to_created_at(tmp_path):
+def test_people_are_told_apart_by_full_e_mail_or_user_id_and_the_time_falls_back_to_created_at(tmp_path):
+    lab_a = annotation(29, 101, {"id": 3, "email": "alice@lab-a.org"}, choices("yes", "sheet"), "2021-03-09T19:00:00Z")
+    lab_b = annotation(28, 101, {"id": 4, "email": "alice@lab-b.org"}, choices("maybe", "sheet"), "2021-03-09T19:30:00Z")
     odd = annotation(30, 101, {"id": 9, "email": "j.o'neil+x@lab.org"}, choices("no", "sheet"), None)
     no_email = annotation(31, 101, {"id": 12}, choices("yes", "sheet"), "2021-03-09T21:00:00Z")
-    records = read_export(write(tmp_path / "export.json", [task(101, "neuron-5", [odd, no_email])]), "neurons")
+    bare = annotation(32, 101, 13, choices("no", "sheet"), "2021-03-09T21:30:00Z")  # what the server's export gives
+    records = read_export(write(tmp_path / "export.json", [task(101, "neuron-5", [lab_a, lab_b, odd, no_email, bare])]), "neurons").records
     assert [(r.item, r.question, r.answer, r.annotator, r.time) for r in records] == [
-        ("neuron-5", "neurons", "no", "j.o-neil-x", at("2021-03-09T20:00:00+00:00")),
+        ("neuron-5", "neurons", "yes", "alice@lab-a.org", at("2021-03-09T19:00:00+00:00")),
+        ("neuron-5", "neurons", "maybe", "alice@lab-b.org", at("2021-03-09T19:30:00+00:00")),
+        ("neuron-5", "neurons", "no", "user-9", at("2021-03-09T20:00:00+00:00")),  # an e-mail that is no annotator name: the id
         ("neuron-5", "neurons", "yes", "user-12", at("2021-03-09T21:00:00+00:00")),
+        ("neuron-5", "neurons", "no", "user-13", at("2021-03-09T21:30:00+00:00")),
     ]
 
 
@@ -85,17 +91,49 @@ def test_a_bad_choice_names_the_file_task_item_and_annotation(tmp_path):
         read_export(write(tmp_path / "export.json", bad))
 
 
-def test_a_task_without_an_item_or_a_file_that_is_no_task_list_is_refused(tmp_path):
-    no_item = [EXPORT[3], {"id": 5, "data": {"image": "a.png"}, "annotations": []}]
-    with pytest.raises(DataError, match=r"export\.json: task 1: data\.item is missing"):
-        read_export(write(tmp_path / "export.json", no_item))
-    with pytest.raises(DataError, match=r"other\.json: not a Label Studio JSON export \(a list of tasks\) but a JSON dict"):
-        read_export(write(tmp_path / "other.json", {"tasks": EXPORT}))
+def test_tasks_that_are_not_crayons_are_counted_and_left_out(tmp_path):
+    synced = {"id": 5, "data": {"image": "/data/local-files/?d=ls/images/000001.png"}, "annotations": [annotation(40, 5, 7, choices("yes"), "2021-03-09T22:16:08Z")]}
+    imported = read_export(write(tmp_path / "export.json", [*EXPORT, synced]))
+    assert imported.foreign_tasks == 1 and len(imported.records) == 3
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "no such file"),
+    ("folder", "is a folder, not Label Studio's JSON export"),
+    (b"\xff\xfe[]", "not UTF-8 text"),
+    ("[1", "not JSON"),
+    ('{"tasks": []}', "not a Label Studio JSON export \\(a list of tasks\\) but a JSON dict"),
+    ('[{"data": {"item": "a"}, "annotations": {"id": 1}}]', "task 0 \\(item 'a'\\): annotations is not a list"),
+    ('[{"data": {"item": "a"}, "annotations": [7]}]', "task 0 \\(item 'a'\\): is not an object"),
+    ('[{"data": {"item": "a"}, "annotations": [{"id": 2, "result": "yes"}]}]', "annotation 2: result is not a list of regions"),
+    ('[{"data": {"item": "a"}, "annotations": [{"id": 2, "result": [{"type": "choices", "from_name": "answer", "value": {"choices": "yes"}}]}]}]', "value.choices is not a list"),
+    ('[{"data": {"item": "a"}, "annotations": [{"id": 2, "result": [{"type": "choices", "from_name": "answer", "value": {"choices": ["yes"]}}], "updated_at": "2021-03-09T22:16:08Z", "completed_by": [1]}]}]', "has no completed_by user"),
+])
+def test_an_export_that_cannot_be_read_is_named_in_one_line(tmp_path, content, message):
+    path = tmp_path / "export.json"
+    if content == "folder":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_export(path)
+
+
+def test_answers_submitted_with_the_prefilled_choice_unchanged_are_counted_and_can_be_left_out(tmp_path):
+    kept = choices("no")
+    prefilled = [{**kept[0], "origin": "prediction"}]
+    export = [task(101, "bird-0", [annotation(17, 101, 7, prefilled, "2021-03-09T22:16:08Z"), annotation(18, 101, BOB, choices("yes"), "2021-03-09T22:17:08Z")])]
+    imported = read_export(write(tmp_path / "export.json", export))
+    assert imported.prefilled == {"user-7": 1} and len(imported.records) == 2
+    dropped = read_export(tmp_path / "export.json", drop_prefilled=True)
+    assert dropped.prefilled == {"user-7": 1} and [r.annotator for r in dropped.records] == ["bob@lab.org"]
 
 
 def as_exported(tasks_path, records):
     """What Label Studio exports after the records' annotators answered the tasks in ``tasks_path``."""
-    people = {"user-7": 7, "bob": BOB}
+    people = {"user-7": 7, "bob@lab.org": BOB}
     tasks = json.loads(tasks_path.read_text())
     exported = []
     for number, t in enumerate(tasks):
@@ -110,27 +148,27 @@ def as_exported(tasks_path, records):
 
 def test_answers_survive_a_round_trip_through_label_studio(tmp_path):
     items = [ExportItem(f"bird-{i}", {"image": f"img/{i}.png", "overlay": f"maps/{i}.png"}, "bird") for i in range(6)]
-    tasks_path, _ = write_tasks(tmp_path / "ls", "maps", items)
+    tasks_path, _ = write_tasks(tmp_path / "ls", "maps", items, "key-1")
     answers = ["yes", "no", "maybe"]
     records = [
-        Record(item=f"bird-{i}", question="maps", answer=answers[(i + k) % 3], annotator=name, time=T0 + timedelta(minutes=7 * i - 20 * k, microseconds=11 * i))
-        for k, name in enumerate(["user-7", "bob"]) for i in range(6) if (name, i) != ("bob", 4)
+        Record(item=f"bird-{i}", question="maps", answer=answers[(i + k) % 3], annotator=name, time=T0 + timedelta(minutes=7 * i - 20 * k, microseconds=11 * i), task="key-1")
+        for k, name in enumerate(["user-7", "bob@lab.org"]) for i in range(6) if (name, i) != ("bob@lab.org", 4)
     ]
-    back = read_export(write(tmp_path / "export.json", as_exported(tasks_path, records)))
+    back = read_export(write(tmp_path / "export.json", as_exported(tasks_path, records))).records
     assert len(back) == 11
     assert back == sorted(records, key=lambda r: (r.time, r.item))
 
 
 def test_write_tasks_writes_the_items_in_order_with_predictions_and_a_matching_config(tmp_path):
     items = [ExportItem(f"bird-{i}", {"image": f"img/{i}.png", "overlay": f"maps/{i}.png"}, "bird" if i else "duck") for i in range(3)]
-    tasks_path, config_path = write_tasks(tmp_path / "out", "maps", items, {"bird-0": "no", "bird-2": "maybe", "elsewhere": "yes"}, "oracle-v2")
+    tasks_path, config_path = write_tasks(tmp_path / "out", "maps", items, "key-1", {"bird-0": "no", "bird-2": "maybe", "elsewhere": "yes"}, "oracle-v2")
     assert (tasks_path, config_path) == (tmp_path / "out" / "tasks.json", tmp_path / "out" / "labeling-config.xml")
     tasks = json.loads(tasks_path.read_text())
-    assert [t["data"] for t in tasks] == [{"item": f"bird-{i}", "image": f"img/{i}.png", "overlay": f"maps/{i}.png", "label": "bird" if i else "duck"} for i in range(3)]
-    assert [[(p["model_version"], p["result"]) for p in t.get("predictions", [])] for t in tasks] == [
-        [("oracle-v2", [{"from_name": "answer", "to_name": "overlay", "type": "choices", "value": {"choices": ["no"]}}])],
+    assert [t["data"] for t in tasks] == [{"item": f"bird-{i}", "task_key": "key-1", "image": f"img/{i}.png", "overlay": f"maps/{i}.png", "label": "bird" if i else "duck"} for i in range(3)]
+    assert [[(p["model_version"], p["score"], p["result"]) for p in t.get("predictions", [])] for t in tasks] == [
+        [("oracle-v2", 0.5 / 3, [{"from_name": "answer", "to_name": "overlay", "type": "choices", "value": {"choices": ["no"]}}])],
         [],
-        [("oracle-v2", [{"from_name": "answer", "to_name": "overlay", "type": "choices", "value": {"choices": ["maybe"]}}])],
+        [("oracle-v2", 2.5 / 3, [{"from_name": "answer", "to_name": "overlay", "type": "choices", "value": {"choices": ["maybe"]}}])],
     ]
     view = ElementTree.fromstring(config_path.read_text())
     (answer,) = [c for c in view.iter("Choices") if c.get("name") == "answer"]
@@ -141,9 +179,9 @@ def test_write_tasks_writes_the_items_in_order_with_predictions_and_a_matching_c
 
 
 def test_neuron_tasks_show_the_sheet_and_ask_about_it(tmp_path):
-    tasks_path, _ = write_tasks(tmp_path, "neurons", [ExportItem("neuron-3", {"sheet": "sheets/3.png"})], {"neuron-3": "yes"})
+    tasks_path, _ = write_tasks(tmp_path, "neurons", [ExportItem("neuron-3", {"sheet": "sheets/3.png"})], "key-2", {"neuron-3": "yes"})
     (t,) = json.loads(tasks_path.read_text())
-    assert t["data"] == {"item": "neuron-3", "sheet": "sheets/3.png"}
+    assert t["data"] == {"item": "neuron-3", "task_key": "key-2", "sheet": "sheets/3.png"}
     assert t["predictions"][0]["result"][0]["to_name"] == "sheet"
     view = ElementTree.fromstring(labeling_config("neurons"))
     assert [(i.get("name"), i.get("value")) for i in view.iter("Image")] == [("sheet", "$sheet")]
