@@ -69,7 +69,12 @@ def read_state_dict(path: str | Path, where: str) -> dict[str, Tensor]:
         raise ConfigError(
             f"{where}: {path}: not a state dict (a dict of tensors, or one under {' / '.join(WRAPPERS)})", where
         )
-    return {_strip(key): value for key, value in state.items()}
+    state = {_strip(key): value for key, value in state.items()}
+    for key, value in state.items():
+        if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ConfigError(f"{where}: {path}: {key} holds {bad} NaN or infinite value{'s' * (bad > 1)} of {value.numel()}; the file is damaged or was saved from a training that diverged", where)
+    return state
 
 
 def load_checkpoint(model: Classifier, path: str | Path, where: str = "original.checkpoint") -> None:

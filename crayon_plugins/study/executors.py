@@ -167,6 +167,24 @@ def sees_file(path: str, token: str) -> str | None:
     return None
 
 
+JOIN_TIMEOUT = 60.0
+"""Seconds to wait for a Ray cluster at a given address to accept this process before giving up
+(Ray itself retries an unreachable head for minutes, silently)."""
+
+
+def check_reachable(address: str, timeout: float) -> None:
+    """A :class:`ConfigError` naming ``address`` (``host:port`` or ``ray://host:port``) unless a TCP
+    connection to it opens within ``timeout`` seconds."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address}: not host:port (or ray://host:port, or auto)", "address")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        why = "no answer" if isinstance(error, TimeoutError) else error.strerror or str(error)
+        raise ConfigError(f"--address {address}: no Ray cluster reachable there within {timeout:g} s ({why}); start one with `ray start --head` or check the address", "address") from None
+
+
 class RayCluster(Executor):
     """Ray core tasks on the cluster at ``address`` (``auto``: the running one that ``ray start``
     made; ``None``: a Ray instance started on this machine for the study and stopped after it)."""
@@ -181,16 +199,33 @@ class RayCluster(Executor):
             raise ConfigError("--executor ray: Ray is not installed; install it with: pip install 'crayon-plugins[ray]'", "executor") from None
         self.ray = ray
         self.address = address
+        self.join_timeout = JOIN_TIMEOUT
         self.task: Any = None
 
     def __enter__(self) -> RayCluster:
-        try:
-            context = self.ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise ConfigError(f"--address {self.address}: could not join a Ray cluster ({type(error).__name__}: {error})", "address") from None
+        joined: list = []
+        if self.address in (None, "auto", "local"):
+            self._join(joined)
+        else:  # a given address: refused at once if nothing listens, and never waited on past the timeout
+            check_reachable(self.address, min(10.0, self.join_timeout))
+            thread = threading.Thread(target=self._join, args=(joined,), daemon=True)
+            thread.start()
+            thread.join(self.join_timeout)
+            if not joined:
+                raise ConfigError(f"--address {self.address}: no Ray cluster answered within {self.join_timeout:g} s (something listens there, but not a Ray head); check the address", "address")
+        if isinstance(joined[0], ConfigError):
+            raise joined[0]
+        context = joined[0]
         self.dashboard = getattr(context, "dashboard_url", None)
         self.nodes = [node for node in self.ray.nodes() if node["Alive"]]
         return self
+
+    def _join(self, joined: list) -> None:
+        """``ray.init`` at :attr:`address`; appends its context, or the :class:`ConfigError` that says why not."""
+        try:
+            joined.append(self.ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False))
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            joined.append(ConfigError(f"--address {self.address}: could not join a Ray cluster ({type(error).__name__}: {error})", "address"))
 
     def __exit__(self, *exc: object) -> None:
         self.ray.shutdown()

@@ -71,6 +71,14 @@ def test_torchvision_resnet_checkpoint_gives_its_logits(tmp_path):
     assert model.classifier is model.body.fc and torch.equal(model.classifier.weight, network.fc.weight)
 
 
+def test_a_checkpoint_with_nan_weights_is_refused_naming_the_file_and_the_tensor(tmp_path):
+    state = torchvision.models.resnet18(num_classes=2).state_dict()
+    state["layer2.0.conv1.weight"][0, 0, 0, :2] = torch.tensor([float("nan"), float("inf")])
+    torch.save(state, tmp_path / "diverged.pt")
+    with pytest.raises(ConfigError, match=r"original\.checkpoint: .*diverged\.pt: layer2\.0\.conv1\.weight holds 2 NaN or infinite values of 73728"):
+        load_checkpoint(whole().build(2), tmp_path / "diverged.pt")
+
+
 def test_timm_checkpoint_wrapped_and_from_data_parallel_gives_its_logits(tmp_path):
     torch.manual_seed(1)
     network = timm.create_model("resnet18", num_classes=2)

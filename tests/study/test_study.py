@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,3 +180,39 @@ def test_the_report_picks_option_values_on_validation_and_pairs_each_cell_with_i
     assert (tmp_path / "wga-crayon-attention-w_no-w_yes.png").exists()
     summary = "\n".join(_paired_section(paired, [w_no, w_yes]))
     assert "11.0 ± 0.0" in summary and "32.0 ± 0.0" in summary  # zero spread: the seeds' originals are paired out
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{closed}", "ray://127.0.0.1:{closed}"])
+def test_an_unreachable_ray_address_fails_within_the_timeout_naming_it(address):
+    import socket
+    import time
+
+    from crayon_plugins.study.executors import check_reachable
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens there once the probe is closed
+    address = address.format(closed=closed)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"--address {re.escape(address)}: no Ray cluster reachable there within 1 s"):
+        check_reachable(address, 1.0)
+    assert time.monotonic() - start < 3
+
+
+def test_an_address_where_something_listens_but_no_ray_head_answers_fails_within_the_timeout():
+    import socket
+    import time
+
+    from crayon_plugins.study.executors import RayCluster
+
+    with socket.socket() as silent:  # accepts connections, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        cluster = RayCluster(1, address)
+        cluster.join_timeout = 5.0
+        start = time.monotonic()
+        with pytest.raises(ConfigError, match=rf"--address {re.escape(address)}: (no Ray cluster answered within 5 s|could not join a Ray cluster)"):
+            with cluster:
+                pass
+        assert time.monotonic() - start < 8
