@@ -434,14 +434,14 @@ def annotate_export(
     maps_of: MapsOfOption = MapsOf.LABEL,
 ) -> None:
     """Write QUESTION's task for Label Studio: the pictures, OUT/tasks.json (one task per item, with
-    its id) and OUT/labeling-config.xml (yes / no / maybe). Serve OUT's parent as Label Studio's
+    its id) and OUT/labeling-config.xml (yes / no / maybe, or a brush for attention). Serve OUT's parent as Label Studio's
     local-files document root, or pass --url-prefix."""
     from crayon_plugins.annotation.label_studio import ExportItem, write_tasks
 
     if format != "label-studio":
         raise CrayonError(f"--format: only label-studio is supported, not {format!r}")
-    if question == Question.ATTENTION:
-        raise CrayonError("--question: Label Studio export covers maps and neurons; drawings are made on the annotation page (crayon annotate serve --question attention)")
+    if predictions and question == Question.ATTENTION:
+        raise CrayonError("--predictions: applies to maps and neurons; nobody's drawing is painted in advance")
     if predictions and maps_of != MapsOf.LABEL:
         raise CrayonError("--predictions: the simulated annotator's answers are about the labels' maps; leave it out with --maps-of predicted")
     pipeline, task = _task(config, question, out, sources=predictions, maps_of=maps_of)
@@ -461,17 +461,28 @@ def annotate_import(
     question: QuestionOption = Question.MAPS,
     drop_prefilled: Annotated[bool, typer.Option("--drop-prefilled", help="Leave out answers submitted with the prediction's pre-selected choice unchanged (they are counted either way).")] = False,
 ) -> None:
-    """Read Label Studio's JSON export (each annotation's choice; completed_by as the annotator, by
+    """Read Label Studio's JSON export (each annotation's choice, or painted region saved as a mask
+    beside OUT; completed_by as the annotator, by
     full e-mail or user id; skipped tasks and cancelled annotations give no answer; tasks that are
     not crayon's are counted and left out) into an answers file for the human source."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
     from crayon_plugins.annotation.answers import append
     from crayon_plugins.annotation.label_studio import read_export
+    from crayon_plugins.utils.files import write_atomically
 
     if out.exists():
         raise CrayonError(f"--out: {out} exists; importing into it would mix two exports (choose a new file)")
     writable_folder(out.parent, "--out")
     imported = read_export(export, question, drop_prefilled)
     try:
+        for relative, painted in imported.drawings.items():  # each mask complete before the line naming it
+            buffer = io.BytesIO()
+            Image.fromarray(painted.astype(np.uint8) * 255).save(buffer, format="PNG")
+            write_atomically(out.parent / relative, buffer.getvalue())
         for record in imported.records:
             append(out, record)
     except OSError as error:

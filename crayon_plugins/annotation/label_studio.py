@@ -3,7 +3,10 @@ JSON export (https://labelstud.io/guide/task_format, https://labelstud.io/guide/
 
 Questions ``maps`` (an image and its saliency overlay side by side, with the class name) and
 ``neurons`` (a neuron's concept sheet) are asked as one required single choice named ``answer``:
-yes / no / maybe. Each task's data carries the item id (``item``) and the key of the annotation task
+yes / no / maybe; ``attention`` as a brush (``region``) painting on the image, beside the overlay:
+the painted regions come back as masks (:mod:`crayon_plugins.annotation.brush` reads Label Studio's
+brush code).
+Each task's data carries the item id (``item``) and the key of the annotation task
 (``task_key``: the model and maps people judge), which the import writes onto every answer.
 Predictions (the simulated annotator's answers, with a ``score``) pre-select a choice in Label
 Studio; an answer submitted with that choice unchanged is counted, reported and, on request, left out.
@@ -19,15 +22,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
+from crayon_plugins.annotation import brush
 from crayon_plugins.annotation.answers import ANNOTATOR_NAME, Record
 from crayon_plugins.annotation.records import Answer, Question
 from crayon_plugins.errors import ConfigError, DataError
 from crayon_plugins.utils.files import write_atomically
 
-_IMAGES = {Question.MAPS: ("image", "overlay"), Question.NEURONS: ("sheet",)}
-"""Each question's image data keys; the choices label the last one."""
+_IMAGES = {Question.MAPS: ("image", "overlay"), Question.NEURONS: ("sheet",), Question.ATTENTION: ("image", "overlay")}
+"""Each question's image data keys; the choices label the last one, the brush paints on the first."""
 
 _UNNAMED = re.compile(r"[^A-Za-z0-9_.@-]")
 """Characters an annotator name may not hold (see :data:`~crayon_plugins.annotation.answers.ANNOTATOR_NAME`)."""
@@ -35,6 +40,7 @@ _UNNAMED = re.compile(r"[^A-Za-z0-9_.@-]")
 _HEADERS = {
     Question.MAPS: "Does the highlighted region show the right thing to recognise this class?",
     Question.NEURONS: "Is this neuron's concept relevant to the label?",
+    Question.ATTENTION: "Paint the region a model should look at to recognise this class (left); right: where the model looks now.",
 }
 
 
@@ -48,9 +54,13 @@ class ExportItem:
     label: str | None = None
 
 
+BRUSH_LABEL = "look here"
+"""The one brush label of the drawing question (its regions are where a model should look)."""
+
+
 def _images(question: Question) -> tuple[str, ...]:
     if question not in _IMAGES:
-        raise ConfigError(f"Label Studio tasks ask question maps or neurons, not {str(question)!r}")
+        raise ConfigError(f"Label Studio tasks ask question maps, neurons or attention, not {str(question)!r}")
     return _IMAGES[question]
 
 
@@ -59,11 +69,16 @@ def labeling_config(question: Question) -> str:
     side, so the question and its answers fit one screen (1280 × 900) without scrolling."""
     images = _images(question)
     lines = ["<View>", f'  <Header value="{_HEADERS[question]}"/>']
-    if question == Question.MAPS:
+    if question != Question.NEURONS:
         lines.append('  <Text name="label" value="$label"/>')
     lines.append('  <View style="display: flex; gap: 12px; align-items: flex-start">')
     lines += [f'    <View style="flex: 1; min-width: 0"><Image name="{key}" value="${key}" maxWidth="100%" maxHeight="560px"/></View>' for key in images]
     lines.append("  </View>")
+    if question == Question.ATTENTION:
+        lines.append(f'  <BrushLabels name="region" toName="{images[0]}">')
+        lines.append(f'    <Label value="{BRUSH_LABEL}" background="#ff00a0"/>')
+        lines += ["  </BrushLabels>", "</View>", ""]
+        return "\n".join(lines)
     lines.append(f'  <Choices name="answer" toName="{images[-1]}" choice="single" showInLine="true" required="true">')
     lines += [f'    <Choice value="{answer}"/>' for answer in ("yes", "no", "maybe")]
     lines += ["  </Choices>", "</View>", ""]
@@ -149,13 +164,36 @@ def _choice(annotation: dict[str, Any]) -> tuple[str | None, bool]:
     return (choices[0], any(region.get("origin") == "prediction" for region in chosen)) if choices else (None, False)
 
 
+def _drawing(annotation: dict[str, Any]) -> np.ndarray | None:
+    """The region an annotation painted, ``(H, W)`` bool (the union of its brush regions), or None
+    when it painted nothing or was cancelled."""
+    if annotation.get("was_cancelled"):
+        return None
+    result = annotation.get("result") or []
+    if not isinstance(result, list) or not all(isinstance(region, dict) for region in result):
+        raise ValueError("result is not a list of regions")
+    painted = None
+    for region in result:
+        if region.get("type") != "brushlabels" or region.get("from_name") != "region":
+            continue
+        value, width, height = region.get("value"), region.get("original_width"), region.get("original_height")
+        rle = value.get("rle") if isinstance(value, dict) else None
+        if not (isinstance(rle, list) and isinstance(width, int) and isinstance(height, int)):
+            raise ValueError("a brush region lacks value.rle, original_width or original_height")
+        mask = brush.decode(rle, height, width)
+        painted = mask if painted is None else painted | mask
+    return painted
+
+
 @dataclass
 class Imported:
-    """What an export held: its answers sorted by time (then task order), the tasks without an
-    item id left out (Label Studio makes such tasks from a storage's other files), and who submitted
-    how many prefilled answers unchanged (left out of ``records`` when asked)."""
+    """What an export held: its answers sorted by time (then task order), the painted regions of
+    the drawing question by the path each record names (relative to the answers file), the tasks
+    without an item id left out (Label Studio makes such tasks from a storage's other files), and
+    who submitted how many prefilled answers unchanged (left out of ``records`` when asked)."""
 
     records: list[Record]
+    drawings: dict[str, np.ndarray] = field(default_factory=dict)
     foreign_tasks: int = 0
     prefilled: dict[str, int] = field(default_factory=dict)
 
@@ -185,12 +223,21 @@ def read_export(path: Path, question: Question = Question.MAPS, drop_prefilled: 
             try:
                 if not isinstance(annotation, dict):
                     raise ValueError("is not an object")
-                answer, prefilled = _choice(annotation)
-                if answer is None:
-                    continue
+                if question == Question.ATTENTION:
+                    answer, prefilled, painted = None, False, _drawing(annotation)
+                    if painted is None:
+                        continue
+                else:
+                    (answer, prefilled), painted = _choice(annotation), None
+                    if answer is None:
+                        continue
                 time = _time(annotation)
                 annotator = _annotator(annotation.get("completed_by"))
-                record = Record(item=item, question=question, answer=answer, annotator=annotator, time=time, task=key)
+                drawing = None
+                if painted is not None:
+                    drawing = f"drawings/{annotator}/{index:06d}-{annotation.get('id', len(found))}.png"
+                    imported.drawings[drawing] = painted
+                record = Record(item=item, question=question, answer=answer, drawing=drawing, annotator=annotator, time=time, task=key)
             except (ValueError, ValidationError) as error:
                 raise DataError(f"{where}: {error}") from None
             if prefilled:
