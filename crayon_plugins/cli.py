@@ -479,6 +479,7 @@ def annotate_import(
     writable_folder(out.parent, "--out")
     imported = read_export(export, question, drop_prefilled)
     try:
+        out.touch(exist_ok=False)
         for relative, painted in imported.drawings.items():  # each mask complete before the line naming it
             buffer = io.BytesIO()
             Image.fromarray(painted.astype(np.uint8) * 255).save(buffer, format="PNG")

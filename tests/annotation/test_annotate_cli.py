@@ -116,3 +116,17 @@ def test_a_task_of_the_predicted_classes_maps_names_each_items_predicted_class(t
     assert wrong.exit_code == 2 and "--maps-of predicted: applies to --question maps" in wrong.output
     guessed = invoke("annotate", "export", tmp_path / "g", "--config", config, "--maps-of", "predicted", "--predictions")
     assert guessed.exit_code == 2 and "--predictions" in guessed.output
+
+
+def test_import_refuses_what_it_cannot_read_or_write_in_one_line(tmp_path):
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "latin1.json").write_bytes(b"[\xe9]")
+    (tmp_path / "ok.json").write_text("[]")
+    for export, out, message in (
+        (tmp_path / "missing.json", tmp_path / "a.jsonl", "missing.json: no such file"),
+        (tmp_path / "folder.json", tmp_path / "a.jsonl", "folder.json: is a folder"),
+        (tmp_path / "latin1.json", tmp_path / "a.jsonl", "latin1.json: not UTF-8 text (byte 1)"),
+        (tmp_path / "ok.json", "/proc/answers.jsonl", "--out"),
+    ):
+        result = invoke("annotate", "import", export, "--out", out)
+        assert result.exit_code == 2 and message in " ".join(result.output.split()) and "Traceback" not in result.output, result.output

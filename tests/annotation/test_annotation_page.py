@@ -8,14 +8,17 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score
 from test_pipeline import TINY
 from typer.testing import CliRunner
 
 from crayon_plugins import CrayonError, Pipeline
-from crayon_plugins.annotation.answers import read_records
+from crayon_plugins.annotation.answers import Record, read_records
 from crayon_plugins.annotation.budget import image_losses, neuron_taylor_scores
+from crayon_plugins.annotation.records import Question
 from crayon_plugins.annotation.server import MAX_BODY, create_app, own_hosts
 from crayon_plugins.annotation.task import Task, held
 from crayon_plugins.cli import app
@@ -393,3 +396,66 @@ def test_the_page_fits_a_360_pixel_wide_screen_with_its_scale_and_the_models_pre
         assert browser.find_element("css selector", ".scale .bar").is_displayed()
         item = task.items[0]
         assert browser.find_element("id", "predicted").text.startswith(f"the model predicts “{item.predicted}”")
+
+
+# --- whatever is thrown at it ---------------------------------------------------------------------
+
+
+def _png_bytes(draw) -> bytes:
+    import io
+
+    mode = draw(st.sampled_from(["RGBA", "LA", "RGB", "L", "P", "I;16", "1"]))
+    width, height = draw(st.integers(1, 64)), draw(st.integers(1, 64))
+    image = Image.new(mode, (width, height))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    cut = draw(st.one_of(st.just(len(data)), st.integers(0, len(data))))  # whole, or truncated anywhere
+    return data[:cut]
+
+
+@st.composite
+def requests_at_the_page(draw, items):
+    import base64
+
+    path = draw(st.sampled_from(["/api/answer", "/api/undo", "/api/drawing"]))
+    field = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), st.floats(allow_nan=True), st.text(max_size=40), st.sampled_from(items), st.lists(st.integers(), max_size=3))
+    body = {
+        "annotator": draw(st.one_of(st.sampled_from(["alice", "bob"]), field)),
+        "item": draw(st.one_of(st.sampled_from(items), field)),
+        "position": draw(st.one_of(st.integers(0, len(items) + 2), field)),
+        "revision": draw(st.one_of(st.integers(0, 3), field)),
+        "answer": draw(st.one_of(st.sampled_from(["yes", "no", "maybe"]), field)),
+        "png": "data:image/png;base64," + base64.b64encode(_png_bytes(draw)).decode(),
+    }
+    keep = draw(st.sets(st.sampled_from(sorted(body)), min_size=0, max_size=len(body)))
+    body = {k: v for k, v in body.items() if k in keep} | draw(st.dictionaries(st.text(max_size=8), field, max_size=2))
+    raw = draw(st.one_of(st.just(json.dumps(body, allow_nan=True).encode()), st.binary(max_size=200), st.text(max_size=200).map(str.encode)))
+    content_type = draw(st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "multipart/form-data", ""]))
+    return path, raw, content_type
+
+
+@pytest.fixture(scope="module")
+def pages(maps_task, tmp_path_factory):
+    """The maps page and the drawing page, each on its own copy of the task."""
+    folders = {}
+    for question in ("maps", "attention"):
+        copy = tmp_path_factory.mktemp(f"fuzz-{question}") / "task"
+        shutil.copytree(maps_task.folder, copy)
+        task = Task.read(copy)
+        folders[question] = Task(copy, Question(question), task.key, task.image_size, task.items)
+    return {question: (task, page(task)) for question, task in folders.items()}
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_no_request_body_or_upload_makes_the_page_fail_or_write_a_line_that_does_not_parse(pages, data):
+    question = data.draw(st.sampled_from(["maps", "attention"]))
+    task, client = pages[question]
+    path, raw, content_type = data.draw(requests_at_the_page([i.item for i in task.items[:4]]))
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post(path, content=raw, headers=headers)
+    assert response.status_code < 500, response.text
+    if task.answers.exists():
+        for line in task.answers.read_bytes().splitlines():
+            Record.model_validate_json(line)  # every line a whole record
