@@ -459,3 +459,17 @@ def test_no_request_body_or_upload_makes_the_page_fail_or_write_a_line_that_does
     if task.answers.exists():
         for line in task.answers.read_bytes().splitlines():
             Record.model_validate_json(line)  # every line a whole record
+
+
+def test_each_item_says_what_the_model_predicts_and_whether_its_map_is_empty(tmp_path):
+    from crayon_plugins.annotation.task import write_task
+    from crayon_plugins.testing.tiny import tiny_image_set
+
+    train = tiny_image_set()
+    maps = torch.rand(len(train), 4, 4, generator=torch.Generator().manual_seed(0))
+    maps[1] = 0  # Grad-CAM found nothing to highlight
+    predicted = 1 - train.labels
+    task = write_task(tmp_path / "task", Question.MAPS, "key", train, [0, 1], maps=maps, predicted=predicted)
+    shown = page(task).get("/api/task", params={"annotator": "alice"}).json()["items"]
+    assert [(i["predicted"], i["empty_map"]) for i in shown] == [(train.class_names[int(predicted[0])], False), (train.class_names[int(predicted[1])], True)]
+    assert (tmp_path / "task" / ".crayon-task").is_file()
