@@ -13,6 +13,7 @@ from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -400,6 +401,7 @@ def annotate_serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     task: Annotated[Optional[Path], typer.Option("--task", "-t", help="Task folder: pictures and answers.jsonl (default: annotation/QUESTION).")] = None,
     maps_of: MapsOfOption = MapsOf.LABEL,
+    public_url: Annotated[Optional[list[str]], typer.Option("--public-url", help="An address people reach the page at through a reverse proxy (http[s]://NAME[:PORT]); the page accepts requests only for its own address and these.")] = None,
 ) -> None:
     """Train or load the original model (cached), explain it and serve a page where people answer
     QUESTION about the items the [budget] selects, most useful first. Every answer is appended to
@@ -412,6 +414,9 @@ def annotate_serve(
         raise CrayonError(f"--annotator: {annotator!r} is not a name (letters, digits and _ . @ -, at most 64)")
     if not 0 < port < 65536:
         raise CrayonError(f"--port: {port} is not a port number (1 to 65535)")
+    for url in public_url or ():
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise CrayonError(f"--public-url: {url!r} is not an address like https://annotate.lab.org")
     try:  # fail before the model is trained, not after
         check_port(host, port)
     except OSError as error:
@@ -419,7 +424,7 @@ def annotate_serve(
     with held(_task_folder(question, task, maps_of), address_of(host, port)):
         _, prepared = _task(config, question, task, maps_of=maps_of)
         console.print(escape(f"serving {len(prepared.items)} {question} items at {address_of(host, port)}/ · answers go to {prepared.answers} · Ctrl-C stops"), highlight=False)
-        serve(prepared, host, port, annotator)
+        serve(prepared, host, port, annotator, public_url or ())
 
 
 @annotate_app.command("export")

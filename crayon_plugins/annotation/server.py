@@ -23,6 +23,7 @@ import ipaddress
 import socket
 import threading
 import uuid
+from collections.abc import Sequence
 from importlib.resources import files
 from urllib.parse import urlsplit
 
@@ -86,12 +87,13 @@ def own_hosts(address: str) -> frozenset[str]:
     return frozenset(f"{name}{port}".lower() for name in names)
 
 
-def create_app(task: Task, address: str, annotator: str | None = None) -> FastAPI:
-    """The page and API for ``task``, served at ``address`` (``http://HOST:PORT``, the only origin
-    it accepts requests for); ``annotator``: the name the page starts with."""
+def create_app(task: Task, address: str, annotator: str | None = None, public: Sequence[str] = ()) -> FastAPI:
+    """The page and API for ``task``, served at ``address`` (``http://HOST:PORT``) and reached
+    there or at the ``public`` addresses (a reverse proxy's), the only origins it accepts requests
+    for; ``annotator``: the name the page starts with."""
     app = FastAPI(title="crayon annotate", docs_url=None, redoc_url=None, openapi_url=None)
-    hosts = own_hosts(address)
-    origins = {f"{urlsplit(address).scheme}://{host}" for host in hosts}
+    hosts = own_hosts(address) | {urlsplit(url).netloc.lower() for url in public}
+    origins = {f"{urlsplit(address).scheme}://{host}" for host in own_hosts(address)} | {f"{urlsplit(url).scheme}://{urlsplit(url).netloc}".lower() for url in public}
     page = files("crayon_plugins.annotation").joinpath("web/annotate.html").read_text()
     writing = threading.Lock()
     # each person's effective answers in the order given, and how many lines they have written;
@@ -248,11 +250,11 @@ def address_of(host: str, port: int) -> str:
     return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
 
 
-def serve(task: Task, host: str, port: int, annotator: str | None = None) -> None:
+def serve(task: Task, host: str, port: int, annotator: str | None = None, public: Sequence[str] = ()) -> None:
     """Serve ``task`` until interrupted (the caller holds its folder: :func:`~crayon_plugins.annotation.task.held`)."""
     import uvicorn
 
-    uvicorn.run(create_app(task, address_of(host, port), annotator), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(task, address_of(host, port), annotator, public), host=host, port=port, log_level="warning")
 
 
 def check_port(host: str, port: int) -> None:

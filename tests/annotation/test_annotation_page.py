@@ -177,6 +177,15 @@ def test_the_page_answers_to_its_own_address_only(address, accepted, refused):
     assert all(h in hosts for h in accepted) and not any(h in hosts for h in refused)
 
 
+def test_a_page_behind_a_reverse_proxy_accepts_its_public_address_too(maps_task, tmp_path):
+    task = fresh(maps_task, tmp_path)
+    client = TestClient(create_app(task, "http://127.0.0.1:8765", public=["https://annotate.lab.org"]), base_url="http://127.0.0.1:8765")
+    body = {"annotator": "alice", "item": task.items[0].item, "position": 0, "revision": 0, "answer": "yes"}
+    assert client.get("/api/task", params={"annotator": "alice"}, headers={"Host": "annotate.lab.org"}).status_code == 200
+    assert client.post("/api/answer", json=body, headers={"Host": "annotate.lab.org", "Origin": "https://annotate.lab.org"}).status_code == 200
+    assert client.post("/api/answer", json={**body, "revision": 1}, headers={"Origin": "http://annotate.lab.org"}).status_code == 403  # not its scheme
+
+
 def test_two_servers_cannot_hold_one_task_folder_and_the_error_names_the_holder(maps_task, tmp_path):
     task = fresh(maps_task, tmp_path)
     with held(task.folder, "http://127.0.0.1:8765"):
