@@ -141,14 +141,20 @@ def _time(annotation: dict[str, Any]) -> datetime:
     return time if time.tzinfo else time.replace(tzinfo=timezone.utc)
 
 
-def _choice(annotation: dict[str, Any]) -> tuple[str | None, bool]:
-    """The annotation's yes / no / maybe (None when it has none: cancelled, skipped, no choice), and
-    whether it is a prediction's choice submitted unchanged (its ``origin`` is ``prediction``)."""
+def _regions(annotation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The annotation's result regions; none when it was cancelled (a skip)."""
     if annotation.get("was_cancelled"):
-        return None, False
+        return []
     result = annotation.get("result") or []
     if not isinstance(result, list) or not all(isinstance(region, dict) for region in result):
         raise ValueError("result is not a list of regions")
+    return result
+
+
+def _choice(annotation: dict[str, Any]) -> tuple[str | None, bool]:
+    """The annotation's yes / no / maybe (None when it has none: cancelled, skipped, no choice), and
+    whether it is a prediction's choice submitted unchanged (its ``origin`` is ``prediction``)."""
+    result = _regions(annotation)
     chosen = [region for region in result if region.get("type") == "choices" and region.get("from_name") == "answer"]
     choices = []
     for region in chosen:
@@ -167,13 +173,8 @@ def _choice(annotation: dict[str, Any]) -> tuple[str | None, bool]:
 def _drawing(annotation: dict[str, Any]) -> np.ndarray | None:
     """The region an annotation painted, ``(H, W)`` bool (the union of its brush regions), or None
     when it painted nothing or was cancelled."""
-    if annotation.get("was_cancelled"):
-        return None
-    result = annotation.get("result") or []
-    if not isinstance(result, list) or not all(isinstance(region, dict) for region in result):
-        raise ValueError("result is not a list of regions")
     painted = None
-    for region in result:
+    for region in _regions(annotation):
         if region.get("type") != "brushlabels" or region.get("from_name") != "region":
             continue
         value, width, height = region.get("value"), region.get("original_width"), region.get("original_height")
@@ -235,7 +236,8 @@ def read_export(path: Path, question: Question = Question.MAPS, drop_prefilled: 
                 annotator = _annotator(annotation.get("completed_by"))
                 drawing = None
                 if painted is not None:
-                    drawing = f"drawings/{annotator}/{index:06d}-{annotation.get('id', len(found))}.png"
+                    number = annotation.get("id") if isinstance(annotation.get("id"), int) else len(found)
+                    drawing = f"drawings/{annotator}/{index:06d}-{number}.png"
                     imported.drawings[drawing] = painted
                 record = Record(item=item, question=question, answer=answer, drawing=drawing, annotator=annotator, time=time, task=key)
             except (ValueError, ValidationError) as error:
