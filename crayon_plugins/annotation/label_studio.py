@@ -29,7 +29,7 @@ from crayon_plugins.annotation import brush
 from crayon_plugins.annotation.answers import ANNOTATOR_NAME, Record
 from crayon_plugins.annotation.records import Answer, Question
 from crayon_plugins.errors import ConfigError, DataError
-from crayon_plugins.utils.files import write_atomically
+from crayon_plugins.utils.files import read_text, write_atomically
 
 _IMAGES = {Question.MAPS: ("image", "overlay"), Question.NEURONS: ("sheet",), Question.ATTENTION: ("image", "overlay")}
 """Each question's image data keys; the choices label the last one, the brush paints on the first."""
@@ -253,16 +253,8 @@ def read_export(path: Path, question: Question = Question.MAPS, drop_prefilled: 
 
 
 def _json(path: Path) -> Any:
-    """The JSON in the file ``path``; :class:`DataError` naming it when it cannot be read."""
+    """The JSON in the file ``path``; an error naming it when it cannot be read."""
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not Label Studio's JSON export") from None
-    except PermissionError:
-        raise DataError(f"{path}: permission denied") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text (byte {error.start})") from None
+        return json.loads(read_text(path, "Label Studio export"))
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not JSON ({error})") from None

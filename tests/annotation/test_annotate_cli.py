@@ -123,9 +123,9 @@ def test_import_refuses_what_it_cannot_read_or_write_in_one_line(tmp_path):
     (tmp_path / "latin1.json").write_bytes(b"[\xe9]")
     (tmp_path / "ok.json").write_text("[]")
     for export, out, message in (
-        (tmp_path / "missing.json", tmp_path / "a.jsonl", "missing.json: no such file"),
+        (tmp_path / "missing.json", tmp_path / "a.jsonl", "missing.json: no such Label Studio export file"),
         (tmp_path / "folder.json", tmp_path / "a.jsonl", "folder.json: is a folder"),
-        (tmp_path / "latin1.json", tmp_path / "a.jsonl", "latin1.json: not UTF-8 text (byte 1)"),
+        (tmp_path / "latin1.json", tmp_path / "a.jsonl", "latin1.json: the Label Studio export file is not UTF-8 text (byte 1)"),
         (tmp_path / "ok.json", "/proc/answers.jsonl", "--out"),
     ):
         result = invoke("annotate", "import", export, "--out", out)

@@ -8,7 +8,7 @@ import pytest
 
 from crayon_plugins.annotation.answers import Record
 from crayon_plugins.annotation.label_studio import ExportItem, labeling_config, read_export, write_tasks
-from crayon_plugins.errors import DataError
+from crayon_plugins.errors import CrayonError, DataError
 
 T0 = datetime(2021, 3, 9, 22, 16, 8, 728353, tzinfo=timezone.utc)
 BOB = {"id": 8, "first_name": "Bob", "last_name": "", "email": "bob@lab.org"}
@@ -98,8 +98,8 @@ def test_tasks_that_are_not_crayons_are_counted_and_left_out(tmp_path):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (None, "no such file"),
-    ("folder", "is a folder, not Label Studio's JSON export"),
+    (None, "no such Label Studio export file"),
+    ("folder", "is a folder, not a Label Studio export file"),
     (b"\xff\xfe[]", "not UTF-8 text"),
     ("[1", "not JSON"),
     ('{"tasks": []}', "not a Label Studio JSON export \\(a list of tasks\\) but a JSON dict"),
@@ -117,7 +117,7 @@ def test_an_export_that_cannot_be_read_is_named_in_one_line(tmp_path, content, m
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content)
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(CrayonError, match=message):
         read_export(path)
 
 
